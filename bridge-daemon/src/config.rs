@@ -1,0 +1,91 @@
+//! The daemon's configuration: what `join` stores in the config directory (identity and
+//! where the control plane is) and the runtime flags of `run`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/zpanel";
+pub const SETTINGS_FILE: &str = "bridge.toml";
+pub const KEY_FILE: &str = "key.pem";
+pub const CERT_FILE: &str = "cert.pem";
+pub const CA_FILE: &str = "ca.pem";
+
+#[derive(Debug, Parser)]
+#[command(name = "zpanel-bridge", version, about = "Zpanel bridge daemon")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enrol this host with a control plane using a join token.
+    Join(JoinArgs),
+    /// Keep this host's session to the control plane open.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Control plane URL (its web listener), e.g. https://panel.example.com:8443
+    #[arg(long, env = "ZPANEL_SERVER")]
+    pub server: String,
+    /// Join token from `zpanel tokens create`.
+    #[arg(long, env = "ZPANEL_JOIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The control plane's CA pin (sha256:<hex>), checked before the token is sent.
+    #[arg(long, env = "ZPANEL_CA_PIN")]
+    pub ca_pin: String,
+    /// Name of this host in the panel (default: its hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, env = "ZPANEL_BRIDGE_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[arg(long, env = "ZPANEL_BRIDGE_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
+    /// First reconnect delay ceiling; doubles per failed attempt (full jitter).
+    #[arg(long, env = "ZPANEL_RECONNECT_BASE", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub reconnect_base: Duration,
+    /// Largest reconnect delay.
+    #[arg(long, env = "ZPANEL_RECONNECT_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub reconnect_max: Duration,
+    /// How long a command keeps running with nobody attached before it is killed, and how
+    /// long a finished command's output is kept for a client to resume.
+    #[arg(long, env = "ZPANEL_EXEC_DETACH_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub exec_detach_timeout: Duration,
+}
+
+/// `bridge.toml`: written by `join`, read by `run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub host_id: String,
+    pub name: String,
+    /// The control plane's web URL (enrolment).
+    pub server_url: String,
+    /// The control plane's bridge URL (sessions).
+    pub bridge_url: String,
+}
+
+impl Settings {
+    pub fn load(dir: &Path) -> anyhow::Result<Settings> {
+        let path = dir.join(SETTINGS_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("cannot read {} (enrol first with `zpanel-bridge join`)", path.display())
+        })?;
+        toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+    }
+
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string(self)?;
+        zpanel_shared::fsutil::write_atomic(&dir.join(SETTINGS_FILE), text.as_bytes(), 0o644)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! Zpanel bridge daemon: enrols the host, then keeps one mTLS WebSocket session to the
+//! control plane and runs what arrives over it. It opens no listening socket.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod exec;
+pub mod hostinfo;
+mod http;
+pub mod join;
+pub mod session;

@@ -1,0 +1,218 @@
+//! `zpanel`: the operator command line. Every failure prints one line on stderr and exits
+//! non-zero; `exec` exits with the remote command's code.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use zpanel_cli::client::{self, status_message};
+use zpanel_cli::config::Settings;
+use zpanel_cli::exec::{ExecOptions, exec};
+use zpanel_proto::{CreateJoinTokenRequest, DeleteHostRequest, ListHostsRequest, WhoAmIRequest};
+
+#[derive(Debug, Parser)]
+#[command(name = "zpanel", version, about = "Operate a Zpanel fleet from the shell")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Save the control plane's URL and an API token (checked before saving).
+    Login {
+        #[arg(long)]
+        server: String,
+        #[arg(long, env = "ZPANEL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Trust the control plane's internal CA with this pin (sha256:<hex>).
+        #[arg(long)]
+        ca_pin: Option<String>,
+    },
+    /// List hosts, or manage one.
+    Hosts(HostsArgs),
+    /// Join tokens for enrolling hosts.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+    /// Run a command on a host: zpanel exec HOST -- CMD [ARG...]
+    Exec {
+        host: String,
+        /// Kill the remote process group after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// Do not forward stdin (the command reads end-of-file).
+        #[arg(short = 'n', long)]
+        no_stdin: bool,
+        /// Keep trying to re-attach this long when the connection drops.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        resume_for: Duration,
+        #[arg(last = true, required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct HostsArgs {
+    #[command(subcommand)]
+    action: Option<HostsAction>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum HostsAction {
+    /// Delete a host: its session ends and its certificate is refused from now on.
+    Rm { host: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensAction {
+    /// Create a join token and print the install command.
+    Create {
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("zpanel: cannot start the runtime: {e}");
+            return ExitCode::from(255);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("zpanel: {e:#}");
+            if cfg!(unix) { 255 } else { 1 }
+        }
+    };
+    // Exit without waiting for a blocked read of the terminal to finish.
+    std::process::exit(code)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Login { server, token, ca_pin } => {
+            let ca_pin = ca_pin.map(|p| zpanel_shared::tls::parse_pin(&p)).transpose()?;
+            let settings = Settings { server: server.trim_end_matches('/').to_string(), token, ca_pin };
+            let mut client = client::connect(&settings).await?;
+            let me = client
+                .who_am_i(WhoAmIRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("login failed: {}", status_message(&s)))?
+                .into_inner();
+            let path = settings.save()?;
+            println!("logged in to {} as {} ({}); settings in {}", settings.server, me.user, me.role, path.display());
+        }
+        Command::Hosts(HostsArgs { action: None, json }) => hosts(json).await?,
+        Command::Hosts(HostsArgs { action: Some(HostsAction::Rm { host }), .. }) => {
+            let settings = Settings::load()?;
+            let mut client = client::connect(&settings).await?;
+            let deleted = client.delete_host(DeleteHostRequest { host }).await.map_err(call_failed)?.into_inner();
+            println!("deleted host {}", deleted.id);
+        }
+        Command::Tokens { action: TokensAction::Create { ttl, uses, json } } => {
+            let settings = Settings::load()?;
+            let mut client = client::connect(&settings).await?;
+            let created = client
+                .create_join_token(CreateJoinTokenRequest { ttl_seconds: ttl.as_secs(), uses })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            if json {
+                let out = serde_json::json!({
+                    "token": created.token,
+                    "expires_at": rfc3339(created.expires_at),
+                    "uses": created.uses,
+                    "ca_pin": created.ca_pin,
+                    "install_command": created.install_command,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("token:      {}", created.token);
+                println!("expires at: {} ({} use{})", rfc3339(created.expires_at), created.uses, if created.uses == 1 { "" } else { "s" });
+                println!("CA pin:     {}", created.ca_pin);
+                println!("\nRun this on the host to add it:\n\n  {}", created.install_command);
+            }
+        }
+        Command::Exec { host, timeout, no_stdin, resume_for, command } => {
+            let settings = Settings::load()?;
+            let options = ExecOptions { host, argv: command, timeout, forward_stdin: !no_stdin, resume_for };
+            return exec(&settings, options).await;
+        }
+    }
+    Ok(0)
+}
+
+fn call_failed(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(status_message(&status))
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+#[derive(Serialize)]
+struct HostJson {
+    id: String,
+    name: String,
+    status: &'static str,
+    last_seen: Option<String>,
+    os: String,
+    kernel: String,
+    arch: String,
+    daemon_version: String,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+async fn hosts(json: bool) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    let mut client = client::connect(&settings).await?;
+    let hosts = client.list_hosts(ListHostsRequest {}).await.map_err(call_failed)?.into_inner().hosts;
+    let rows: Vec<HostJson> = hosts
+        .into_iter()
+        .map(|h| HostJson {
+            id: h.id,
+            name: h.name,
+            status: if h.online { "online" } else { "offline" },
+            last_seen: (h.last_seen > 0).then(|| rfc3339(h.last_seen)),
+            os: h.os,
+            kernel: h.kernel,
+            arch: h.arch,
+            daemon_version: h.daemon_version,
+            labels: h.labels.into_iter().collect(),
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).context("cannot encode hosts")?);
+        return Ok(());
+    }
+    println!("{:<36}  {:<20}  {:<7}  {:<20}  OS", "ID", "NAME", "STATUS", "LAST SEEN");
+    for h in rows {
+        println!(
+            "{:<36}  {:<20}  {:<7}  {:<20}  {}",
+            h.id,
+            h.name,
+            h.status,
+            h.last_seen.as_deref().unwrap_or("never"),
+            h.os
+        );
+    }
+    Ok(())
+}

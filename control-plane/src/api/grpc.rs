@@ -1,0 +1,217 @@
+//! The operator gRPC API (`zpanel.v1.Operator`), used by the `zpanel` CLI.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use zpanel_proto::operator_server::{Operator, OperatorServer};
+use zpanel_proto::{
+    CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteHostRequest, DeleteHostResponse, ExecClientMessage,
+    ExecServerMessage, ExecStarted, Host, ListHostsRequest, ListHostsResponse, StreamKind, WhoAmIRequest,
+    WhoAmIResponse, exec_client_message, exec_server_message,
+};
+
+use crate::router::ChannelEvent;
+use crate::service::{AppState, ExecChannel, ServiceError};
+use crate::store::Principal;
+
+/// Messages queued towards one exec client before the relay waits for it.
+const EXEC_CLIENT_QUEUE: usize = 64;
+const SIGTERM: i32 = 15;
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::Unauthenticated => Status::unauthenticated(message),
+            ServiceError::PermissionDenied { .. } => Status::permission_denied(message),
+            ServiceError::NotFound(_) => Status::not_found(message),
+            ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
+            ServiceError::Conflict(_) => Status::already_exists(message),
+            ServiceError::Unavailable(_) => Status::unavailable(message),
+            ServiceError::SpawnFailed(_) => Status::failed_precondition(message),
+            ServiceError::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+pub fn service(state: Arc<AppState>) -> OperatorServer<OperatorApi> {
+    OperatorServer::new(OperatorApi { state })
+}
+
+pub struct OperatorApi {
+    state: Arc<AppState>,
+}
+
+impl OperatorApi {
+    async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        Ok(self.state.authenticate(token).await?)
+    }
+}
+
+type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecServerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Operator for OperatorApi {
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        Ok(Response::new(WhoAmIResponse {
+            user: principal.user_name,
+            role: principal.role,
+            server_version: zpanel_shared::VERSION.into(),
+        }))
+    }
+
+    async fn list_hosts(&self, request: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let hosts = self
+            .state
+            .list_hosts(&principal)
+            .await?
+            .into_iter()
+            .map(|view| Host {
+                id: view.record.id,
+                name: view.record.name,
+                online: view.online,
+                last_seen: view.record.last_seen.unwrap_or(0),
+                os: view.record.os,
+                kernel: view.record.kernel,
+                arch: view.record.arch,
+                daemon_version: view.record.daemon_version,
+                labels: view.record.labels.into_iter().collect(),
+                enrolled_at: view.record.enrolled_at,
+            })
+            .collect();
+        Ok(Response::new(ListHostsResponse { hosts }))
+    }
+
+    async fn delete_host(&self, request: Request<DeleteHostRequest>) -> Result<Response<DeleteHostResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let id = self.state.delete_host(&principal, &request.into_inner().host).await?;
+        Ok(Response::new(DeleteHostResponse { id }))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<CreateJoinTokenResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let created = self
+            .state
+            .create_join_token(&principal, Duration::from_secs(body.ttl_seconds), body.uses)
+            .await?;
+        Ok(Response::new(CreateJoinTokenResponse {
+            token: created.token,
+            expires_at: created.expires_at,
+            uses: created.uses,
+            install_command: created.install_command,
+            ca_pin: created.ca_pin,
+        }))
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(&self, request: Request<Streaming<ExecClientMessage>>) -> Result<Response<ExecStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .and_then(|m| m.body)
+            .ok_or_else(|| Status::invalid_argument("exec stream must start with open or resume"))?;
+        let exec = match first {
+            exec_client_message::Body::Open(open) => {
+                let timeout = Duration::from_millis(open.timeout_ms);
+                self.state.exec_start(&principal, &open.host, open.argv, timeout).await?
+            }
+            exec_client_message::Body::Resume(resume) => {
+                self.state
+                    .exec_resume(&principal, &resume.host, resume.exec_id, resume.stdout_offset, resume.stderr_offset)
+                    .await?
+            }
+            _ => return Err(Status::invalid_argument("exec stream must start with open or resume")),
+        };
+        let (tx, rx) = mpsc::channel(EXEC_CLIENT_QUEUE);
+        let started = ExecStarted {
+            exec_id: exec.exec_id.clone(),
+            host_id: exec.host_id.clone(),
+            stdin_offset: exec.channel.opened.stdin_offset,
+        };
+        let _ = tx.send(Ok(server_message(exec_server_message::Body::Started(started)))).await;
+        tokio::spawn(relay_exec(exec, inbound, tx));
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn server_message(body: exec_server_message::Body) -> ExecServerMessage {
+    ExecServerMessage { body: Some(body) }
+}
+
+/// Moves an exec's traffic between the client's stream and the host's channel until the
+/// client has everything (then the job is released) or either side goes away (then the
+/// job stays on the host, detached, for the client to resume).
+async fn relay_exec(
+    exec: ExecChannel,
+    mut inbound: Streaming<ExecClientMessage>,
+    tx: mpsc::Sender<Result<ExecServerMessage, Status>>,
+) {
+    use exec_client_message::Body as Client;
+    use exec_server_message::Body as Server;
+    let ExecChannel { mut channel, .. } = exec;
+    let mut exited = false;
+    loop {
+        tokio::select! {
+            message = inbound.message() => {
+                let sent = match message {
+                    Ok(Some(ExecClientMessage { body: Some(Client::Stdin(mut chunk)) })) => {
+                        chunk.stream = StreamKind::Stdin as i32;
+                        channel.send_data(chunk).await
+                    }
+                    Ok(Some(ExecClientMessage { body: Some(Client::Ack(ack)) })) => channel.send_ack(ack).await,
+                    Ok(Some(ExecClientMessage { body: Some(Client::Cancel(_)) })) => channel.send_signal(SIGTERM).await,
+                    Ok(Some(_)) => {
+                        let _ = tx.send(Err(Status::invalid_argument("open and resume may only start an exec stream"))).await;
+                        return;
+                    }
+                    Ok(None) if exited => return channel.release(),
+                    Ok(None) | Err(_) => return,
+                };
+                if sent.is_err() {
+                    let _ = tx.send(Err(Status::unavailable("host session lost; resume the exec"))).await;
+                    return;
+                }
+            }
+            event = channel.events.recv() => {
+                let message = match event {
+                    Some(ChannelEvent::Data(chunk)) => Server::Output(chunk),
+                    Some(ChannelEvent::Ack(ack)) => Server::StdinAck(ack),
+                    Some(ChannelEvent::Exited(exit)) => {
+                        exited = true;
+                        Server::Exit(exit)
+                    }
+                    Some(ChannelEvent::Closed(reason)) => {
+                        let _ = tx.send(Err(Status::unavailable(format!("host channel closed: {reason}")))).await;
+                        return;
+                    }
+                    None => {
+                        let _ = tx.send(Err(Status::unavailable("host session lost; resume the exec"))).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(server_message(message))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The bridge listener: accepts daemons' mTLS connections, checks the client certificate
+//! against the CA and the list of enrolled hosts during the TLS handshake, negotiates the
+//! protocol version, registers the session with the router and dispatches its frames.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_util::sync::CancellationToken;
+use zpanel_proto::frame::Body;
+use zpanel_proto::{BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, Close, Hello, Welcome};
+use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
+use zpanel_shared::replay::DEFAULT_WINDOW_BYTES;
+use zpanel_shared::transport::{self, SessionEnd};
+
+use crate::metrics::Metrics;
+use crate::router::{ChannelEvent, Delivery, SessionHandle};
+use crate::service::AppState;
+use crate::store::HostFacts;
+
+/// The WebSocket path daemons open.
+pub const SESSION_PATH: &str = "/v1/session";
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Frames queued for a daemon before senders wait.
+const OUTBOUND_QUEUE: usize = 128;
+
+/// Ids of the hosts allowed to connect: enrolled and not deleted. Checked during the TLS
+/// handshake, so a deleted host's certificate gets no further than that.
+#[derive(Debug, Default, Clone)]
+pub struct HostAllowList(Arc<RwLock<HashSet<String>>>);
+
+impl HostAllowList {
+    pub fn allow(&self, host_id: &str) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(host_id.to_string());
+    }
+
+    pub fn revoke(&self, host_id: &str) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(host_id);
+    }
+
+    fn contains(&self, host_id: &str) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).contains(host_id)
+    }
+}
+
+/// Client verification: a chain to our CA (webpki, with expiry) whose common name is an
+/// allowed host.
+#[derive(Debug)]
+struct HostCertVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: HostAllowList,
+}
+
+impl ClientCertVerifier for HostCertVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        match crate::ca::common_name(end_entity) {
+            Some(host_id) if self.allowed.contains(&host_id) => Ok(verified),
+            Some(host_id) => Err(rustls::Error::General(format!("host {host_id} is not enrolled"))),
+            None => Err(rustls::Error::General("client certificate has no common name".into())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// TLS for the bridge listener: our server chain, and mandatory client certificates.
+pub fn tls_config(
+    ca: &CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    allowed: HostAllowList,
+) -> Result<ServerConfig, rustls::Error> {
+    let provider = zpanel_shared::tls::provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone())?;
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let verifier = Arc::new(HostCertVerifier { inner, allowed });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Accepts daemons until `shutdown`.
+pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, state: Arc<AppState>, shutdown: CancellationToken) {
+    let acceptor = TlsAcceptor::from(tls);
+    let sessions = Arc::new(AtomicU64::new(1));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("bridge accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let session_id = sessions.fetch_add(1, Ordering::Relaxed);
+        let (acceptor, state, shutdown) = (acceptor.clone(), state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(reason) = handle_connection(stream, acceptor, state.clone(), session_id, shutdown).await {
+                Metrics::add(&state.metrics.handshakes_refused, 1);
+                tracing::info!(%peer, "bridge connection refused: {reason}");
+            }
+        });
+    }
+}
+
+/// Runs one connection: handshake, then the session. Errors are handshake refusals.
+async fn handle_connection(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    state: Arc<AppState>,
+    session_id: u64,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| "tls handshake timed out".to_string())?
+        .map_err(|e| format!("tls: {e}"))?;
+    let host_id = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| crate::ca::common_name(cert))
+        .ok_or("no client certificate")?;
+    let check_path = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path() == SESSION_PATH {
+            Ok(response)
+        } else {
+            let mut refusal = ErrorResponse::new(Some("unknown path".into()));
+            *refusal.status_mut() = hyper::StatusCode::NOT_FOUND;
+            Err(refusal)
+        }
+    };
+    let config = transport::websocket_config(DEFAULT_MAX_FRAME_BYTES);
+    let mut ws = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::accept_hdr_async_with_config(tls, check_path, Some(config)),
+    )
+    .await
+    .map_err(|_| "websocket handshake timed out".to_string())?
+    .map_err(|e| format!("websocket: {e}"))?;
+
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next()).await {
+        Ok(Some(Ok(Message::Binary(bytes)))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES) {
+            Ok(Body::Hello(hello)) => hello,
+            Ok(_) => return Err(format!("host {host_id}: first frame is not a hello")),
+            Err(e) => return Err(format!("host {host_id}: {e}")),
+        },
+        _ => return Err(format!("host {host_id}: no hello")),
+    };
+    let Some(version) = negotiate(&hello) else {
+        let reason = format!(
+            "protocol versions {}..={} are not supported; this control plane speaks {BRIDGE_PROTOCOL_MIN_VERSION}..={BRIDGE_PROTOCOL_VERSION}",
+            hello.min_version, hello.max_version
+        );
+        let close = Body::Close(Close { channel_id: 0, reason: reason.clone(), release: false });
+        let _ = futures_util::SinkExt::send(&mut ws, Message::Binary(frame::encode(close))).await;
+        return Err(format!("host {host_id}: {reason}"));
+    };
+
+    let facts = hello.host.map(|h| HostFacts {
+        hostname: h.hostname,
+        os: h.os,
+        kernel: h.kernel,
+        arch: h.arch,
+        daemon_version: h.daemon_version,
+    });
+    let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let session = Arc::new(SessionHandle::new(host_id.clone(), session_id, outbound_tx.clone()));
+    let heartbeat = state.heartbeat_interval;
+    let welcome = Welcome {
+        version,
+        heartbeat_interval_ms: heartbeat.as_millis() as u32,
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
+        window_bytes: DEFAULT_WINDOW_BYTES as u32,
+    };
+    let _ = outbound_tx.try_send(Body::Welcome(welcome));
+    if let Err(e) = state.store.host_connected(&host_id, &facts.unwrap_or_default()).await {
+        tracing::warn!(host = %host_id, "cannot record host connection: {e:#}");
+    }
+    state.router.register(session.clone());
+    Metrics::add(&state.metrics.sessions_accepted, 1);
+    tracing::info!(host = %host_id, session = session_id, version, "host online");
+
+    let run = transport::run(ws, outbound_rx, heartbeat * 3, DEFAULT_MAX_FRAME_BYTES, |body| {
+        on_frame(&session, &state.metrics, body)
+    });
+    let end = tokio::select! {
+        end = run => end.to_string(),
+        _ = session.ended.cancelled() => "replaced by a newer session or disconnected".to_string(),
+        _ = shutdown.cancelled() => "control plane shutting down".to_string(),
+    };
+    state.router.unregister(&session);
+    session.fail_all(&end);
+    if let Err(e) = state.store.touch_hosts(std::slice::from_ref(&host_id), crate::store::now()).await {
+        tracing::warn!(host = %host_id, "cannot record last-seen: {e:#}");
+    }
+    tracing::info!(host = %host_id, session = session_id, "host session ended: {end}");
+    Ok(())
+}
+
+/// The highest version both sides speak, if any.
+fn negotiate(hello: &Hello) -> Option<u32> {
+    let version = hello.max_version.min(BRIDGE_PROTOCOL_VERSION);
+    (version >= hello.min_version.max(BRIDGE_PROTOCOL_MIN_VERSION)).then_some(version)
+}
+
+/// Dispatches one frame from a daemon. Never waits; refusing a frame never affects other
+/// channels or hosts.
+fn on_frame(session: &SessionHandle, metrics: &Metrics, body: Body) -> Result<(), SessionEnd> {
+    let (channel_id, delivery) = match body {
+        Body::Ping(beat) => {
+            let _ = session.outbound.try_send(Body::Pong(beat));
+            return Ok(());
+        }
+        Body::Pong(_) => return Ok(()),
+        Body::OpenResult(result) => (result.channel_id, session.deliver_open_result(result)),
+        Body::Data(data) => {
+            let Some(chunk) = data.chunk else {
+                Metrics::add(&metrics.frames_rejected, 1);
+                return Ok(());
+            };
+            Metrics::add(&metrics.bytes_routed, chunk.payload.len() as u64);
+            (data.channel_id, session.deliver(data.channel_id, ChannelEvent::Data(chunk)))
+        }
+        Body::Ack(ack) => match ack.ack {
+            Some(inner) => (ack.channel_id, session.deliver(ack.channel_id, ChannelEvent::Ack(inner))),
+            None => (ack.channel_id, Delivery::UnknownChannel),
+        },
+        Body::ExecExited(exited) => {
+            let event = ChannelEvent::Exited(exited.exit.unwrap_or_default());
+            (exited.channel_id, session.deliver(exited.channel_id, event))
+        }
+        Body::Close(close) => (close.channel_id, session.channel_closed(close.channel_id, close.reason)),
+        Body::Hello(_) | Body::Welcome(_) | Body::Open(_) | Body::ExecSignal(_) => {
+            Metrics::add(&metrics.frames_rejected, 1);
+            return Err(SessionEnd::Protocol("frame not allowed from a daemon".into()));
+        }
+    };
+    match delivery {
+        Delivery::Delivered => {}
+        Delivery::UnknownChannel => {
+            Metrics::add(&metrics.frames_rejected, 1);
+            tracing::debug!(host = %session.host_id, channel_id, "frame for an unknown channel ignored");
+        }
+        Delivery::Overflow => {
+            Metrics::add(&metrics.frames_rejected, 1);
+            tracing::warn!(host = %session.host_id, channel_id, "channel closed: daemon overran its flow-control window");
+            let reason = "flow-control window overrun".to_string();
+            let _ = session.outbound.try_send(Body::Close(Close { channel_id, reason, release: false }));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiates_the_highest_common_version() {
+        let hello = |min, max| Hello { min_version: min, max_version: max, host: None };
+        assert_eq!(negotiate(&hello(1, 1)), Some(1));
+        assert_eq!(negotiate(&hello(1, 9)), Some(BRIDGE_PROTOCOL_VERSION));
+        assert_eq!(negotiate(&hello(BRIDGE_PROTOCOL_VERSION + 1, BRIDGE_PROTOCOL_VERSION + 3)), None);
+        assert_eq!(negotiate(&hello(0, 0)), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! The control plane's configuration: command-line flags, each also readable from a
+//! `ZPANEL_*` environment variable (flags win), checked once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "zpanel-cp", version, about = "Zpanel control plane")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (first start creates the data directory).
+    Serve(ServeArgs),
+    /// Print the pin of the control plane's CA (sha256:<hex>).
+    CaPin {
+        #[arg(long, env = "ZPANEL_DATA_DIR", default_value = "/var/lib/zpanel")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Database, CA, certificates and the admin token live here.
+    #[arg(long, env = "ZPANEL_DATA_DIR", default_value = "/var/lib/zpanel")]
+    pub data_dir: PathBuf,
+    /// Web listener: browser, REST, enrolment and the operator gRPC API.
+    #[arg(long, env = "ZPANEL_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Bridge listener: daemons' mTLS sessions.
+    #[arg(long, env = "ZPANEL_BRIDGE_LISTEN", default_value = "0.0.0.0:8444")]
+    pub bridge_listen: SocketAddr,
+    /// URL users and daemons reach the web listener at (default: from --listen).
+    #[arg(long, env = "ZPANEL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// URL daemons reach the bridge listener at (default: the public URL's host and the
+    /// bridge port).
+    #[arg(long, env = "ZPANEL_BRIDGE_URL")]
+    pub bridge_url: Option<String>,
+    /// Serve the web listener with this certificate chain (PEM) instead of one from the
+    /// internal CA.
+    #[arg(long, env = "ZPANEL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "ZPANEL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on the web listener (only behind a TLS-terminating proxy).
+    #[arg(long, env = "ZPANEL_INSECURE_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub insecure_http: bool,
+    /// How often daemons send heartbeats; a daemon silent for three intervals is offline.
+    #[arg(long, env = "ZPANEL_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Lifetime of the certificates issued to hosts.
+    #[arg(long, env = "ZPANEL_HOST_CERT_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub host_cert_ttl: Duration,
+    /// Also enrol and run a bridge daemon for this machine (config in DATA_DIR/local-host).
+    #[arg(long, env = "ZPANEL_WITH_LOCAL_HOST")]
+    pub with_local_host: bool,
+}
+
+/// A configuration error: exits with 64 (EX_USAGE) and one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ServeArgs {
+    /// Checks what clap cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            return Err(ConfigError("--heartbeat-interval must be at least 100ms".into()));
+        }
+        if self.host_cert_ttl < Duration::from_secs(60) {
+            return Err(ConfigError("--host-cert-ttl must be at least 1m".into()));
+        }
+        for (flag, url) in [("--public-url", &self.public_url), ("--bridge-url", &self.bridge_url)] {
+            if let Some(url) = url {
+                let uri: hyper::Uri = url
+                    .parse()
+                    .map_err(|e| ConfigError(format!("{flag} {url:?} is not a URL: {e}")))?;
+                if uri.host().is_none() {
+                    return Err(ConfigError(format!("{flag} {url:?} has no host")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.insecure_http { "http" } else { "https" }
+    }
+
+    /// The web listener's public URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("{}://{}", self.scheme(), reachable(self.listen)),
+        }
+    }
+
+    /// The bridge listener's URL as daemons dial it.
+    pub fn bridge_url(&self) -> String {
+        if let Some(url) = &self.bridge_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        let public: hyper::Uri = self.public_url().parse().expect("validated public url");
+        let host = match (self.public_url.is_some(), public.host()) {
+            (true, Some(host)) => host.to_string(),
+            _ => reachable(self.bridge_listen).ip().to_string(),
+        };
+        let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+        format!("wss://{host}:{}", self.bridge_listen.port())
+    }
+}
+
+/// An address clients can dial for a listener (an unspecified address becomes loopback).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["zpanel-cp", "serve", "--data-dir", "/tmp/x"];
+        argv.extend_from_slice(extra);
+        match Cli::parse_from(argv).command {
+            Command::Serve(args) => args,
+            Command::CaPin { .. } => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn derives_urls_from_listeners() {
+        let serve = args(&["--listen", "0.0.0.0:9000", "--bridge-listen", "0.0.0.0:9001"]);
+        assert_eq!(serve.public_url(), "https://127.0.0.1:9000");
+        assert_eq!(serve.bridge_url(), "wss://127.0.0.1:9001");
+        let serve = args(&["--public-url", "https://panel.example.com/", "--bridge-listen", "0.0.0.0:9001"]);
+        assert_eq!(serve.public_url(), "https://panel.example.com");
+        assert_eq!(serve.bridge_url(), "wss://panel.example.com:9001");
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        assert!(args(&["--heartbeat-interval", "1ms"]).validate().is_err());
+        assert!(args(&["--public-url", "not a url"]).validate().is_err());
+        assert!(args(&[]).validate().is_ok());
+    }
+}

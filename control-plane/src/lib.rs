@@ -1,0 +1,183 @@
+//! Zpanel control plane: the web/gRPC API, the bridge listener, the router, the CA and the
+//! store. `main.rs` parses flags and calls [`run`].
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod bridge;
+pub mod ca;
+pub mod config;
+pub mod metrics;
+pub mod router;
+pub mod service;
+pub mod store;
+mod web;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::HostAllowList;
+use crate::ca::Ca;
+use crate::config::ServeArgs;
+use crate::metrics::Metrics;
+use crate::router::{HostRouter, LocalRouter};
+use crate::service::AppState;
+use crate::store::Store;
+
+/// How often last-seen times of online hosts are written to the database.
+const LAST_SEEN_FLUSH: Duration = Duration::from_secs(30);
+
+/// The CA directory inside the data directory.
+pub fn ca_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("ca")
+}
+
+/// Runs the control plane until `shutdown` is cancelled.
+pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone();
+    create_private_dir(&data_dir)?;
+    let ca = Ca::load_or_create(&ca_dir(&data_dir)).context("cannot load or create the CA")?;
+    let store = Store::open(&data_dir.join("zpanel.db")).await.context("cannot open the database")?;
+    let admin_token_path = data_dir.join("admin-token");
+    if let Some(token) = store.bootstrap_admin().await? {
+        zpanel_shared::fsutil::write_atomic(&admin_token_path, format!("{token}\n").as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", admin_token_path.display()))?;
+    }
+    let allowed_hosts = HostAllowList::default();
+    for host_id in store.host_ids().await? {
+        allowed_hosts.allow(&host_id);
+    }
+
+    let web_listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bridge_listener = TcpListener::bind(args.bridge_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bridge_listen))?;
+    args.listen = web_listener.local_addr()?;
+    args.bridge_listen = bridge_listener.local_addr()?;
+    let public_url = args.public_url();
+    let bridge_url = args.bridge_url();
+
+    let (chain, key) = ca.issue_server_cert(&server_names(&args, &public_url, &bridge_url))?;
+    let bridge_tls = bridge::tls_config(ca.cert_der(), chain.clone(), key.clone_key(), allowed_hosts.clone())?;
+    let web_tls = if args.insecure_http {
+        None
+    } else if let (Some(cert), Some(key_path)) = (&args.tls_cert, &args.tls_key) {
+        Some(web::tls_config_from_files(cert, key_path)?)
+    } else {
+        Some(web::tls_config(chain, key)?)
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let state = Arc::new(AppState {
+        store,
+        router: Arc::new(LocalRouter::new(metrics.clone())),
+        metrics,
+        allowed_hosts,
+        public_url: public_url.clone(),
+        bridge_url: bridge_url.clone(),
+        heartbeat_interval: args.heartbeat_interval,
+        host_cert_ttl: args.host_cert_ttl,
+        ca,
+    });
+
+    let pin = state.ca.pin();
+    println!("zpanel control plane ready");
+    println!("  web:         {public_url}");
+    println!("  bridge:      {bridge_url}");
+    println!("  CA pin:      {pin}");
+    println!("  admin token: {}", admin_token_path.display());
+
+    tokio::spawn(flush_last_seen(state.clone(), shutdown.clone()));
+    if args.with_local_host {
+        tokio::spawn(local_host(state.clone(), data_dir.join("local-host"), shutdown.clone()));
+    }
+    let app = api::http::router(state.clone()).merge(
+        tonic::service::Routes::new(api::grpc::service(state.clone())).prepare().into_axum_router(),
+    );
+    tokio::join!(
+        web::serve(web_listener, web_tls, app, shutdown.clone()),
+        bridge::serve(bridge_listener, Arc::new(bridge_tls), state.clone(), shutdown.clone()),
+    );
+    let online = state.router.online_hosts();
+    state.store.touch_hosts(&online, store::now()).await?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// Names the control plane's own certificate is valid for.
+fn server_names(args: &ServeArgs, public_url: &str, bridge_url: &str) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(hostname) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(hostname.trim().to_string());
+    }
+    for url in [public_url, bridge_url] {
+        if let Some(host) = url.parse::<hyper::Uri>().ok().and_then(|u| u.host().map(str::to_string)) {
+            names.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
+        }
+    }
+    for addr in [args.listen, args.bridge_listen] {
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn flush_last_seen(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(LAST_SEEN_FLUSH);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let online = state.router.online_hosts();
+        if let Err(e) = state.store.touch_hosts(&online, store::now()).await {
+            tracing::warn!("cannot record last-seen times: {e:#}");
+        }
+    }
+}
+
+/// `--with-local-host`: enrols this machine once (config in `dir`) and runs its daemon.
+async fn local_host(state: Arc<AppState>, dir: std::path::PathBuf, shutdown: CancellationToken) {
+    if let Err(e) = run_local_host(&state, &dir, shutdown).await {
+        tracing::error!("local host daemon: {e:#}");
+    }
+}
+
+async fn run_local_host(state: &AppState, dir: &Path, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let bridge = std::env::current_exe()?.with_file_name("zpanel-bridge");
+    anyhow::ensure!(bridge.exists(), "{} not found next to zpanel-cp; build it with `cargo build`", bridge.display());
+    if !dir.join("bridge.toml").exists() {
+        let system = store::Principal { user_id: "system".into(), user_name: "system".into(), role: "admin".into() };
+        let token = state.create_join_token(&system, Duration::from_secs(600), 1).await?;
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "local".into());
+        let status = tokio::process::Command::new(&bridge)
+            .args(["join", "--server", &state.public_url, "--ca-pin", &token.ca_pin, "--name", name.trim()])
+            .arg("--config-dir")
+            .arg(dir)
+            .env("ZPANEL_JOIN_TOKEN", &token.token)
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "enrolling the local host failed ({status})");
+    }
+    let mut child = tokio::process::Command::new(&bridge).arg("run").arg("--config-dir").arg(dir).kill_on_drop(true).spawn()?;
+    tokio::select! {
+        status = child.wait() => anyhow::bail!("local host daemon exited ({})", status?),
+        _ = shutdown.cancelled() => Ok(()),
+    }
+}

@@ -1,0 +1,80 @@
+//! `zpanel-cp`: parses flags, builds the runtime and runs the control plane.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use zpanel_cp::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZPANEL_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            if let Err(e) = args.validate() {
+                eprintln!("zpanel-cp: {e}");
+                return ExitCode::from(64);
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("zpanel-cp: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                zpanel_cp::run(args, shutdown).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("zpanel-cp: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CaPin { data_dir } => {
+            let path = zpanel_cp::ca_dir(&data_dir).join("ca.pem");
+            let pem = match std::fs::read(&path) {
+                Ok(pem) => pem,
+                Err(e) => {
+                    eprintln!(
+                        "zpanel-cp: cannot read {}: {e} (start `zpanel-cp serve --data-dir {}` once to create the CA)",
+                        path.display(),
+                        data_dir.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            match zpanel_shared::tls::certs_from_pem(&pem) {
+                Ok(certs) => {
+                    println!("{}", zpanel_shared::tls::ca_pin(&certs[0]));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("zpanel-cp: {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,277 @@
+//! Routing: which live session holds each host, and channels into those sessions. Callers
+//! use the [`HostRouter`] trait only; [`LocalRouter`] is the in-process implementation (one
+//! control plane). A cluster implementation forwards channels to the replica holding the
+//! session without its callers changing.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use zpanel_proto::frame::Body;
+use zpanel_proto::{ChannelAck, ChannelData, Close, ExecSignal, OpenError, OpenResult, ProcessExit, StreamAck, StreamChunk, open};
+
+use crate::metrics::Metrics;
+
+/// How long a daemon has to answer an `Open`.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Events a channel may have queued: the daemon keeps at most this many data frames in
+/// flight per stream (two output streams), plus control events.
+pub const CHANNEL_EVENT_QUEUE: usize = 2 * zpanel_shared::replay::MAX_IN_FLIGHT_FRAMES + 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("host is offline")]
+    Offline,
+    #[error("host session ended")]
+    SessionLost,
+    #[error("host did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{message}")]
+    Refused { code: OpenError, message: String },
+}
+
+/// What arrives on a channel from the host.
+#[derive(Debug)]
+pub enum ChannelEvent {
+    Data(StreamChunk),
+    Ack(StreamAck),
+    Exited(ProcessExit),
+    Closed(String),
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The routing interface every adapter uses.
+pub trait HostRouter: Send + Sync {
+    /// Opens a channel to a host's daemon.
+    fn open_channel(&self, host_id: &str, request: open::Request) -> BoxFuture<'_, Result<Channel, RouteError>>;
+    fn is_online(&self, host_id: &str) -> bool;
+    /// Ids of every host with a live session.
+    fn online_hosts(&self) -> Vec<String>;
+    /// Ends a host's session (for example when the host is deleted).
+    fn disconnect(&self, host_id: &str);
+}
+
+/// One open channel, as its user sees it. Dropping it closes the channel.
+pub struct Channel {
+    id: u64,
+    outbound: mpsc::Sender<Body>,
+    pub events: mpsc::Receiver<ChannelEvent>,
+    pub opened: OpenResult,
+    guard: ChannelGuard,
+}
+
+impl Channel {
+    async fn send(&self, body: Body) -> Result<(), RouteError> {
+        self.outbound.send(body).await.map_err(|_| RouteError::SessionLost)
+    }
+
+    pub async fn send_data(&self, chunk: StreamChunk) -> Result<(), RouteError> {
+        Metrics::add(&self.guard.metrics.bytes_routed, chunk.payload.len() as u64);
+        self.send(Body::Data(ChannelData { channel_id: self.id, chunk: Some(chunk) })).await
+    }
+
+    pub async fn send_ack(&self, ack: StreamAck) -> Result<(), RouteError> {
+        self.send(Body::Ack(ChannelAck { channel_id: self.id, ack: Some(ack) })).await
+    }
+
+    pub async fn send_signal(&self, signal: i32) -> Result<(), RouteError> {
+        self.send(Body::ExecSignal(ExecSignal { channel_id: self.id, signal })).await
+    }
+
+    /// Closes the channel telling the daemon the client is done with the job.
+    pub fn release(mut self) {
+        self.guard.release = true;
+    }
+}
+
+struct ChannelGuard {
+    id: u64,
+    session: Arc<SessionHandle>,
+    metrics: Arc<Metrics>,
+    release: bool,
+}
+
+impl Drop for ChannelGuard {
+    fn drop(&mut self) {
+        if self.session.remove_channel(self.id) {
+            let close = Close { channel_id: self.id, reason: "closed by client".into(), release: self.release };
+            let _ = self.session.outbound.try_send(Body::Close(close));
+        }
+        self.metrics.channels_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct ChannelSlot {
+    events: mpsc::Sender<ChannelEvent>,
+    opened: Option<oneshot::Sender<OpenResult>>,
+}
+
+/// A live bridge session as the router sees it.
+pub struct SessionHandle {
+    pub host_id: String,
+    /// Distinguishes this session from an earlier or later one of the same host.
+    pub session_id: u64,
+    pub outbound: mpsc::Sender<Body>,
+    pub ended: CancellationToken,
+    channels: Mutex<HashMap<u64, ChannelSlot>>,
+    next_channel: AtomicU64,
+}
+
+/// What the session should do about a frame for a channel.
+pub enum Delivery {
+    Delivered,
+    UnknownChannel,
+    /// The channel's queue is full: the daemon ignored flow control; the channel is closed.
+    Overflow,
+}
+
+impl SessionHandle {
+    pub fn new(host_id: String, session_id: u64, outbound: mpsc::Sender<Body>) -> Self {
+        SessionHandle {
+            host_id,
+            session_id,
+            outbound,
+            ended: CancellationToken::new(),
+            channels: Mutex::new(HashMap::new()),
+            next_channel: AtomicU64::new(1),
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ChannelSlot>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remove_channel(&self, id: u64) -> bool {
+        self.slots().remove(&id).is_some()
+    }
+
+    /// Hands a daemon's answer to the waiting opener.
+    pub fn deliver_open_result(&self, result: OpenResult) -> Delivery {
+        let mut slots = self.slots();
+        match slots.get_mut(&result.channel_id).and_then(|slot| slot.opened.take()) {
+            Some(opener) => {
+                let _ = opener.send(result);
+                Delivery::Delivered
+            }
+            None => Delivery::UnknownChannel,
+        }
+    }
+
+    /// Queues an event for a channel without ever waiting.
+    pub fn deliver(&self, channel_id: u64, event: ChannelEvent) -> Delivery {
+        let mut slots = self.slots();
+        let Some(slot) = slots.get(&channel_id) else { return Delivery::UnknownChannel };
+        match slot.events.try_send(event) {
+            Ok(()) => Delivery::Delivered,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::UnknownChannel,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                slots.remove(&channel_id);
+                Delivery::Overflow
+            }
+        }
+    }
+
+    /// The daemon closed a channel.
+    pub fn channel_closed(&self, channel_id: u64, reason: String) -> Delivery {
+        match self.slots().remove(&channel_id) {
+            Some(slot) => {
+                let _ = slot.events.try_send(ChannelEvent::Closed(reason));
+                Delivery::Delivered
+            }
+            None => Delivery::UnknownChannel,
+        }
+    }
+
+    /// Fails every channel of an ended session; their users see the channel close.
+    pub fn fail_all(&self, reason: &str) {
+        for (_, slot) in self.slots().drain() {
+            let _ = slot.events.try_send(ChannelEvent::Closed(reason.into()));
+        }
+    }
+}
+
+/// The single-node router: sessions of this process, in a map.
+pub struct LocalRouter {
+    sessions: Mutex<HashMap<String, Arc<SessionHandle>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl LocalRouter {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        LocalRouter { sessions: Mutex::new(HashMap::new()), metrics }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SessionHandle>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `session` the host's live session. The newest session always wins: an older
+    /// one still registered is a connection the daemon has already given up on.
+    pub fn register(&self, session: Arc<SessionHandle>) {
+        if let Some(old) = self.sessions().insert(session.host_id.clone(), session) {
+            old.ended.cancel();
+        }
+    }
+
+    /// Removes `session` if it is still the host's live session.
+    pub fn unregister(&self, session: &SessionHandle) {
+        let mut sessions = self.sessions();
+        if sessions.get(&session.host_id).is_some_and(|s| s.session_id == session.session_id) {
+            sessions.remove(&session.host_id);
+        }
+    }
+
+    fn get(&self, host_id: &str) -> Option<Arc<SessionHandle>> {
+        self.sessions().get(host_id).cloned()
+    }
+
+    async fn open(&self, host_id: &str, request: open::Request) -> Result<Channel, RouteError> {
+        let session = self.get(host_id).ok_or(RouteError::Offline)?;
+        let id = session.next_channel.fetch_add(1, Ordering::Relaxed);
+        let (events_tx, events) = mpsc::channel(CHANNEL_EVENT_QUEUE);
+        let (opened_tx, opened_rx) = oneshot::channel();
+        session.slots().insert(id, ChannelSlot { events: events_tx, opened: Some(opened_tx) });
+        self.metrics.channels_open.fetch_add(1, Ordering::Relaxed);
+        let guard = ChannelGuard { id, session: session.clone(), metrics: self.metrics.clone(), release: false };
+        let open = zpanel_proto::Open { channel_id: id, request: Some(request) };
+        session.outbound.send(Body::Open(open)).await.map_err(|_| RouteError::SessionLost)?;
+        let opened = match tokio::time::timeout(OPEN_TIMEOUT, opened_rx).await {
+            Err(_) => return Err(RouteError::Timeout(OPEN_TIMEOUT)),
+            Ok(Err(_)) => return Err(RouteError::SessionLost),
+            Ok(Ok(result)) => result,
+        };
+        let code = opened.error();
+        if code != OpenError::None {
+            session.remove_channel(id);
+            return Err(RouteError::Refused { code, message: opened.message });
+        }
+        Ok(Channel { id, outbound: session.outbound.clone(), events, opened, guard })
+    }
+}
+
+impl HostRouter for LocalRouter {
+    fn open_channel(&self, host_id: &str, request: open::Request) -> BoxFuture<'_, Result<Channel, RouteError>> {
+        let host_id = host_id.to_string();
+        Box::pin(async move { self.open(&host_id, request).await })
+    }
+
+    fn is_online(&self, host_id: &str) -> bool {
+        self.sessions().contains_key(host_id)
+    }
+
+    fn online_hosts(&self) -> Vec<String> {
+        self.sessions().keys().cloned().collect()
+    }
+
+    fn disconnect(&self, host_id: &str) {
+        if let Some(session) = self.sessions().remove(host_id) {
+            session.ended.cancel();
+        }
+    }
+}

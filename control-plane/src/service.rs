@@ -1,0 +1,364 @@
+//! The service core: what every adapter (REST, gRPC, later MCP) calls. Authentication,
+//! authorisation and audit happen here, once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zpanel_proto::open;
+
+use crate::bridge::HostAllowList;
+use crate::ca::Ca;
+use crate::metrics::Metrics;
+use crate::router::{Channel, HostRouter, LocalRouter, RouteError};
+use crate::store::{AuditEntry, HostFacts, HostRecord, JoinTokenError, NewHost, Principal, Store, StoreError};
+
+/// Longest a join token may live.
+const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a resumed exec waits for its host to come back.
+const RESUME_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("missing or invalid API token; run `zpanel login` with a valid token")]
+    Unauthenticated,
+    #[error("role {role} may not {action}")]
+    PermissionDenied { role: String, action: &'static str },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// The host could not start the command (not found, not executable).
+    #[error("{0}")]
+    SpawnFailed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken(name) => {
+                ServiceError::Conflict(format!("host name {name:?} is already taken; join with --name to pick another"))
+            }
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What a caller may do. Checked by [`authorize`] and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ListHosts,
+    DeleteHost,
+    CreateJoinToken,
+    Exec,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::ListHosts => "list hosts",
+            Action::DeleteHost => "delete hosts",
+            Action::CreateJoinToken => "create join tokens",
+            Action::Exec => "run commands on hosts",
+        }
+    }
+}
+
+/// The role x action table (see ARCHITECTURE.md).
+pub fn authorize(principal: &Principal, action: Action) -> Result<(), ServiceError> {
+    let allowed = match principal.role.as_str() {
+        "admin" => true,
+        "operator" => true,
+        "developer" => matches!(action, Action::ListHosts | Action::Exec),
+        "viewer" => matches!(action, Action::ListHosts),
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ServiceError::PermissionDenied { role: principal.role.clone(), action: action.verb() })
+    }
+}
+
+/// Everything the adapters share.
+pub struct AppState {
+    pub store: Store,
+    pub ca: Ca,
+    pub router: Arc<LocalRouter>,
+    pub metrics: Arc<Metrics>,
+    pub allowed_hosts: HostAllowList,
+    pub public_url: String,
+    pub bridge_url: String,
+    pub heartbeat_interval: Duration,
+    pub host_cert_ttl: Duration,
+}
+
+/// A host as listed.
+pub struct HostView {
+    pub record: HostRecord,
+    pub online: bool,
+}
+
+pub struct JoinTokenCreated {
+    pub token: String,
+    pub expires_at: i64,
+    pub uses: u32,
+    pub install_command: String,
+    pub ca_pin: String,
+}
+
+pub struct EnrollRequest {
+    pub token: String,
+    pub csr_pem: String,
+    pub name: String,
+    pub facts: HostFacts,
+}
+
+pub struct Enrolled {
+    pub host_id: String,
+    pub name: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    pub bridge_url: String,
+    pub cert_expires_at: i64,
+}
+
+/// An exec channel and what the client needs to know about it.
+pub struct ExecChannel {
+    pub channel: Channel,
+    pub exec_id: String,
+    pub host_id: String,
+}
+
+impl AppState {
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Principal, ServiceError> {
+        let token = token.ok_or(ServiceError::Unauthenticated)?;
+        self.store.authenticate(token).await?.ok_or(ServiceError::Unauthenticated)
+    }
+
+    /// Writes an audit entry; a failure to audit is logged, never hidden.
+    pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str, outcome: &str) {
+        let entry = AuditEntry { actor, action, target, detail, outcome };
+        if let Err(e) = self.store.audit(entry).await {
+            tracing::error!(actor, action, target, "cannot write audit entry: {e:#}");
+        }
+    }
+
+    pub async fn list_hosts(&self, principal: &Principal) -> Result<Vec<HostView>, ServiceError> {
+        authorize(principal, Action::ListHosts)?;
+        let online: std::collections::HashSet<String> = self.router.online_hosts().into_iter().collect();
+        let now = crate::store::now();
+        Ok(self
+            .store
+            .list_hosts()
+            .await?
+            .into_iter()
+            .map(|mut record| {
+                let online = online.contains(&record.id);
+                if online {
+                    record.last_seen = Some(now);
+                }
+                HostView { record, online }
+            })
+            .collect())
+    }
+
+    pub async fn resolve_host(&self, id_or_name: &str) -> Result<HostRecord, ServiceError> {
+        self.store
+            .find_host(id_or_name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("unknown host {id_or_name:?}; `zpanel hosts` lists them")))
+    }
+
+    pub async fn delete_host(&self, principal: &Principal, id_or_name: &str) -> Result<String, ServiceError> {
+        authorize(principal, Action::DeleteHost)?;
+        let host = self.resolve_host(id_or_name).await?;
+        self.allowed_hosts.revoke(&host.id);
+        self.router.disconnect(&host.id);
+        self.store.delete_host(&host.id).await?;
+        self.audit(&principal.user_name, "host.delete", &host.id, &host.name, "ok").await;
+        Ok(host.id)
+    }
+
+    pub async fn create_join_token(
+        &self,
+        principal: &Principal,
+        ttl: Duration,
+        uses: u32,
+    ) -> Result<JoinTokenCreated, ServiceError> {
+        authorize(principal, Action::CreateJoinToken)?;
+        if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
+            return Err(ServiceError::InvalidArgument("token ttl must be between 1s and 30d".into()));
+        }
+        if uses == 0 || uses > 100_000 {
+            return Err(ServiceError::InvalidArgument("token uses must be between 1 and 100000".into()));
+        }
+        let token = crate::store::new_token("zpj");
+        let expires_at = crate::store::now() + ttl.as_secs() as i64;
+        self.store.create_join_token(&token, uses, expires_at, &principal.user_name).await?;
+        let detail = format!("uses={uses} ttl={}s", ttl.as_secs());
+        self.audit(&principal.user_name, "join_token.create", "-", &detail, "ok").await;
+        let ca_pin = self.ca.pin();
+        let install_command = format!(
+            "curl -fsSL {}/install.sh | sudo sh -s -- --token {token} --ca-pin {ca_pin}",
+            self.public_url
+        );
+        Ok(JoinTokenCreated { token, expires_at, uses, install_command, ca_pin })
+    }
+
+    /// Enrols a host: takes one use of the join token, signs the host's CSR, records the host.
+    pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, ServiceError> {
+        let name = request.name.trim().to_string();
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(ServiceError::InvalidArgument(
+                "host name must be 1-64 characters of letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if self.store.host_name_taken(&name).await? {
+            return Err(StoreError::NameTaken(name).into());
+        }
+        let host_id = uuid::Uuid::new_v4().to_string();
+        let cert = self
+            .ca
+            .sign_host_csr(&request.csr_pem, &host_id, self.host_cert_ttl)
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let token_id = match self.store.consume_join_token(&request.token).await? {
+            Ok(id) => id,
+            Err(refusal) => {
+                self.audit("-", "host.enroll", &name, &refusal.to_string(), "refused").await;
+                return Err(match refusal {
+                    JoinTokenError::Unknown | JoinTokenError::Expired | JoinTokenError::UsedUp => {
+                        ServiceError::InvalidArgument(refusal.to_string())
+                    }
+                });
+            }
+        };
+        let new_host = NewHost {
+            id: &host_id,
+            name: &name,
+            facts: &request.facts,
+            cert_serial: &cert.serial,
+            cert_expires_at: cert.expires_at,
+        };
+        if let Err(e) = self.store.insert_host(new_host).await {
+            self.store.refund_join_token(&token_id).await?;
+            return Err(e.into());
+        }
+        self.allowed_hosts.allow(&host_id);
+        self.audit(&format!("join-token:{token_id}"), "host.enroll", &host_id, &name, "ok").await;
+        tracing::info!(host = %host_id, %name, "host enrolled");
+        Ok(Enrolled {
+            host_id,
+            name,
+            cert_pem: cert.cert_pem,
+            ca_pem: self.ca.cert_pem().to_string(),
+            bridge_url: self.bridge_url.clone(),
+            cert_expires_at: cert.expires_at,
+        })
+    }
+
+    /// Starts a command on a host.
+    pub async fn exec_start(
+        &self,
+        principal: &Principal,
+        host: &str,
+        argv: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecChannel, ServiceError> {
+        authorize(principal, Action::Exec)?;
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(ServiceError::InvalidArgument("no command given: zpanel exec HOST -- CMD [ARG...]".into()));
+        }
+        let host = self.resolve_host(host).await?;
+        let exec_id = uuid::Uuid::new_v4().to_string();
+        let command_line = shell_words(&argv);
+        let request = open::Request::ExecStart(zpanel_proto::ExecStart {
+            exec_id: exec_id.clone(),
+            argv,
+            timeout_ms: timeout.as_millis() as u64,
+        });
+        let result = self.router.open_channel(&host.id, request).await;
+        let outcome = if result.is_ok() { "ok".to_string() } else { "failed".to_string() };
+        self.audit(&principal.user_name, "exec", &host.id, &command_line, &outcome).await;
+        let channel = result.map_err(|e| route_error(&host, e))?;
+        Ok(ExecChannel { channel, exec_id, host_id: host.id })
+    }
+
+    /// Re-attaches to a running or finished exec, waiting a while for its host to return.
+    pub async fn exec_resume(
+        &self,
+        principal: &Principal,
+        host: &str,
+        exec_id: String,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Result<ExecChannel, ServiceError> {
+        authorize(principal, Action::Exec)?;
+        let host = self.resolve_host(host).await?;
+        let deadline = tokio::time::Instant::now() + RESUME_WAIT;
+        while !self.router.is_online(&host.id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let request = open::Request::ExecAttach(zpanel_proto::ExecAttach { exec_id: exec_id.clone(), stdout_offset, stderr_offset });
+        let channel = self.router.open_channel(&host.id, request).await.map_err(|e| route_error(&host, e))?;
+        Ok(ExecChannel { channel, exec_id, host_id: host.id })
+    }
+}
+
+fn route_error(host: &HostRecord, e: RouteError) -> ServiceError {
+    use zpanel_proto::OpenError;
+    match e {
+        RouteError::Offline => ServiceError::Unavailable(format!("host {} is offline", host.name)),
+        RouteError::SessionLost | RouteError::Timeout(_) => ServiceError::Unavailable(format!("host {}: {e}", host.name)),
+        RouteError::Refused { code: OpenError::NotFound | OpenError::ReplayLost, message } => {
+            ServiceError::NotFound(format!("host {}: {message}", host.name))
+        }
+        RouteError::Refused { code: OpenError::SpawnFailed, message } => {
+            ServiceError::SpawnFailed(format!("host {}: {message}", host.name))
+        }
+        RouteError::Refused { message, .. } => ServiceError::InvalidArgument(format!("host {}: {message}", host.name)),
+    }
+}
+
+/// A command line as a person would type it, for the audit log.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| {
+            if !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(role: &str) -> Principal {
+        Principal { user_id: "u".into(), user_name: "u".into(), role: role.into() }
+    }
+
+    #[test]
+    fn role_table() {
+        assert!(authorize(&principal("admin"), Action::DeleteHost).is_ok());
+        assert!(authorize(&principal("developer"), Action::Exec).is_ok());
+        assert!(authorize(&principal("developer"), Action::CreateJoinToken).is_err());
+        assert!(authorize(&principal("viewer"), Action::Exec).is_err());
+        assert!(authorize(&principal("nobody"), Action::ListHosts).is_err());
+    }
+
+    #[test]
+    fn quotes_command_lines_for_the_audit_log() {
+        let argv = ["sh", "-c", "echo 'hi' there"].map(String::from);
+        assert_eq!(shell_words(&argv), r"sh -c 'echo '\''hi'\'' there'");
+    }
+}

@@ -1,0 +1,374 @@
+//! Storage: the SQLite database (sqlx, migrations in `control-plane/migrations`). Only this
+//! module writes SQL. Every function is one statement or one short transaction.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("host name {0:?} is already taken")]
+    NameTaken(String),
+}
+
+/// Why a join token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinTokenError {
+    #[error("join token is not known to this control plane")]
+    Unknown,
+    #[error("join token has expired; create a new one with `zpanel tokens create`")]
+    Expired,
+    #[error("join token has no uses left; create a new one with `zpanel tokens create`")]
+    UsedUp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub user_name: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostRecord {
+    pub id: String,
+    pub name: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub daemon_version: String,
+    pub labels: BTreeMap<String, String>,
+    pub enrolled_at: i64,
+    pub last_seen: Option<i64>,
+}
+
+/// What the daemon reports about its machine.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub daemon_version: String,
+}
+
+pub struct NewHost<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub facts: &'a HostFacts,
+    pub cert_serial: &'a str,
+    pub cert_expires_at: i64,
+}
+
+pub struct AuditEntry<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub detail: &'a str,
+    pub outcome: &'a str,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Hex SHA-256 of a secret token: what the database keeps instead of the token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh secret token: a readable prefix and 256 random bits.
+pub fn new_token(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+impl Store {
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    // === users and API tokens ===
+
+    /// Creates the admin user and returns a fresh admin API token, if no user exists yet.
+    pub async fn bootstrap_admin(&self) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&mut *tx).await?;
+        if users > 0 {
+            return Ok(None);
+        }
+        let user_id = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO users (id, name, role, created_at) VALUES (?, 'admin', 'admin', ?)")
+            .bind(&user_id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        let token = new_token("zpa");
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, token_hash, name, role, created_at) VALUES (?, ?, ?, 'admin-token', 'admin', ?)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&user_id)
+        .bind(token_hash(&token))
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(token))
+    }
+
+    /// The user behind a live API token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, t.role FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)",
+        )
+        .bind(token_hash(token))
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Principal { user_id: r.get(0), user_name: r.get(1), role: r.get(2) }))
+    }
+
+    // === join tokens ===
+
+    pub async fn create_join_token(&self, token: &str, uses: u32, expires_at: i64, created_by: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO join_tokens (id, token_hash, uses_total, uses_left, expires_at, created_by, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(token_hash(token))
+        .bind(uses)
+        .bind(uses)
+        .bind(expires_at)
+        .bind(created_by)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes one use of a join token in a single statement, so two racing joins cannot both
+    /// take the last use. Returns the token's id.
+    pub async fn consume_join_token(&self, token: &str) -> Result<Result<String, JoinTokenError>, StoreError> {
+        let hash = token_hash(token);
+        let taken: Option<String> = sqlx::query_scalar(
+            "UPDATE join_tokens SET uses_left = uses_left - 1
+             WHERE token_hash = ? AND uses_left > 0 AND expires_at > ? RETURNING id",
+        )
+        .bind(&hash)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(id) = taken {
+            return Ok(Ok(id));
+        }
+        let row = sqlx::query("SELECT uses_left, expires_at FROM join_tokens WHERE token_hash = ?")
+            .bind(&hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Err(match row {
+            None => JoinTokenError::Unknown,
+            Some(r) if r.get::<i64, _>(1) <= now() => JoinTokenError::Expired,
+            Some(_) => JoinTokenError::UsedUp,
+        }))
+    }
+
+    /// Gives back a use taken by an enrolment that then failed.
+    pub async fn refund_join_token(&self, token_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE join_tokens SET uses_left = uses_left + 1 WHERE id = ?")
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // === hosts ===
+
+    pub async fn host_name_taken(&self, name: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
+        Ok(n > 0)
+    }
+
+    pub async fn insert_host(&self, host: NewHost<'_>) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO hosts (id, name, hostname, os, kernel, arch, daemon_version, cert_serial, cert_expires_at, enrolled_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(host.id)
+        .bind(host.name)
+        .bind(&host.facts.hostname)
+        .bind(&host.facts.os)
+        .bind(&host.facts.kernel)
+        .bind(&host.facts.arch)
+        .bind(&host.facts.daemon_version)
+        .bind(host.cert_serial)
+        .bind(host.cert_expires_at)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::NameTaken(host.name.into())),
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    /// Records what a daemon reported when its session started.
+    pub async fn host_connected(&self, host_id: &str, facts: &HostFacts) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE hosts SET hostname = ?, os = ?, kernel = ?, arch = ?, daemon_version = ?, last_seen = ? WHERE id = ?",
+        )
+        .bind(&facts.hostname)
+        .bind(&facts.os)
+        .bind(&facts.kernel)
+        .bind(&facts.arch)
+        .bind(&facts.daemon_version)
+        .bind(now())
+        .bind(host_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Persists last-seen times in one transaction (called periodically for online hosts and
+    /// when a session ends, never per heartbeat).
+    pub async fn touch_hosts(&self, host_ids: &[String], at: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for id in host_ids {
+            sqlx::query("UPDATE hosts SET last_seen = ? WHERE id = ?").bind(at).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen FROM hosts ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(host_from_row).collect())
+    }
+
+    /// A host by id, or by name when no id matches.
+    pub async fn find_host(&self, id_or_name: &str) -> Result<Option<HostRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen FROM hosts
+             WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1",
+        )
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(host_from_row))
+    }
+
+    pub async fn host_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM hosts").fetch_all(&self.pool).await?)
+    }
+
+    pub async fn delete_host(&self, host_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM hosts WHERE id = ?").bind(host_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // === audit ===
+
+    pub async fn audit(&self, entry: AuditEntry<'_>) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_log (at, actor, action, target, detail, outcome) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(now())
+            .bind(entry.actor)
+            .bind(entry.action)
+            .bind(entry.target)
+            .bind(entry.detail)
+            .bind(entry.outcome)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn host_from_row(r: &sqlx::sqlite::SqliteRow) -> HostRecord {
+    HostRecord {
+        id: r.get(0),
+        name: r.get(1),
+        os: r.get(2),
+        kernel: r.get(3),
+        arch: r.get(4),
+        daemon_version: r.get(5),
+        labels: serde_json::from_str(r.get::<&str, _>(6)).unwrap_or_default(),
+        enrolled_at: r.get(7),
+        last_seen: r.get(8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("zpanel-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(&dir.join("zpanel.db")).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn join_tokens_are_consumed_exactly_once() {
+        let (store, dir) = store().await;
+        store.create_join_token("zpj_a", 2, now() + 60, "admin").await.unwrap();
+        store.create_join_token("zpj_old", 1, now() - 1, "admin").await.unwrap();
+        let mut racers = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            racers.push(tokio::spawn(async move { store.consume_join_token("zpj_a").await.unwrap() }));
+        }
+        let mut wins = 0;
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(e) => assert_eq!(e, JoinTokenError::UsedUp),
+            }
+        }
+        assert_eq!(wins, 2);
+        assert_eq!(store.consume_join_token("zpj_old").await.unwrap(), Err(JoinTokenError::Expired));
+        assert_eq!(store.consume_join_token("nope").await.unwrap(), Err(JoinTokenError::Unknown));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn admin_bootstrap_happens_once_and_tokens_authenticate() {
+        let (store, dir) = store().await;
+        let token = store.bootstrap_admin().await.unwrap().unwrap();
+        assert!(store.bootstrap_admin().await.unwrap().is_none());
+        let principal = store.authenticate(&token).await.unwrap().unwrap();
+        assert_eq!((principal.user_name.as_str(), principal.role.as_str()), ("admin", "admin"));
+        assert!(store.authenticate("zpa_wrong").await.unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
