@@ -1,1 +1,379 @@
-//! placeholder
+//! The test harness: starts the real `zpanel-cp`, `zpanel-bridge` and `zpanel` binaries on
+//! loopback, each in its own temporary directory, and drives them like a user would. Used
+//! by the end-to-end tests in `tests/tests` and by the benchmark program.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Polls `$cond` (an async expression yielding bool) until it holds or `$timeout` passes.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $timeout:expr, $($msg:tt)+) => {{
+        let deadline = tokio::time::Instant::now() + $timeout;
+        loop {
+            if $cond {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!($($msg)+);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// Directory holding the workspace's binaries (the test executable lives in `deps/` below
+/// it; the benchmark program lives beside them).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace)", path.display());
+    path
+}
+
+/// Resident and peak memory of a process, in KiB, from /proc.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub bridge_url: String,
+    pub pin: String,
+    pub admin_token: String,
+    pub stdout: String,
+    extra_args: Vec<String>,
+}
+
+impl ControlPlane {
+    /// Starts a control plane with a 1 s heartbeat on free loopback ports.
+    pub async fn start() -> ControlPlane {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra_args: &[&str]) -> ControlPlane {
+        let dir = tempfile::Builder::new().prefix("zpanel-cp-").tempdir().expect("temp dir");
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut cp = ControlPlane {
+            child: None,
+            dir,
+            url: String::new(),
+            bridge_url: String::new(),
+            pin: String::new(),
+            admin_token: String::new(),
+            stdout: String::new(),
+            extra_args,
+        };
+        cp.launch("127.0.0.1:0", "127.0.0.1:0").await.expect("control plane starts");
+        cp
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("cp.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    async fn launch(&mut self, listen: &str, bridge_listen: &str) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let mut child = Command::new(bin("zpanel-cp"))
+            .args(["serve", "--listen", listen, "--bridge-listen", bridge_listen, "--heartbeat-interval", "1s"])
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn zpanel-cp")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut printed = String::new();
+        let read = async {
+            while let Some(line) = lines.next_line().await? {
+                printed.push_str(&line);
+                printed.push('\n');
+                let mut words = line.split_whitespace();
+                match (words.next(), words.next_back()) {
+                    (Some("web:"), Some(url)) => self.url = url.to_string(),
+                    (Some("bridge:"), Some(url)) => self.bridge_url = url.to_string(),
+                    (Some("CA"), Some(pin)) => self.pin = pin.to_string(),
+                    (Some("admin"), Some(_)) => return Ok::<_, anyhow::Error>(()),
+                    _ => {}
+                }
+            }
+            bail!("zpanel-cp exited before it was ready")
+        };
+        tokio::time::timeout(Duration::from_secs(30), read).await.context("zpanel-cp ready")??;
+        self.stdout = printed;
+        self.admin_token = std::fs::read_to_string(self.dir.path().join("admin-token"))?.trim().to_string();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn ports(&self) -> (String, String) {
+        let authority = |url: &str| url.split("://").nth(1).unwrap_or_default().trim_end_matches('/').to_string();
+        (authority(&self.url), authority(&self.bridge_url))
+    }
+
+    /// Stops the control plane abruptly (SIGKILL).
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Stops it and starts it again on the same ports and data directory.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let (web, bridge) = self.ports();
+        let mut last = None;
+        for _ in 0..50 {
+            match self.launch(&web, &bridge).await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("control plane did not restart: {last:?}");
+    }
+
+    /// A CLI logged in as the admin.
+    pub async fn admin_cli(&self) -> Cli {
+        let cli = Cli::new();
+        let out = cli.run(&["login", "--server", &self.url, "--token", &self.admin_token, "--ca-pin", &self.pin]).await;
+        assert!(out.status.success(), "login failed: {}", String::from_utf8_lossy(&out.stderr));
+        cli
+    }
+
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        http_get(&self.url, "/metrics", &self.pin).await.unwrap_or_default()
+    }
+
+    /// A value from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// Enrols and starts a daemon named `name`.
+    pub async fn add_host(&self, cli: &Cli, name: &str) -> Daemon {
+        let token = cli.join_token(1).await;
+        let daemon = Daemon::join(self, &token, name).await.expect("join");
+        daemon.start().await
+    }
+}
+
+/// One GET over HTTPS trusting the pinned CA (plain HTTP for http:// URLs).
+pub async fn http_get(url: &str, path: &str, pin: &str) -> anyhow::Result<String> {
+    let authority = url.split("://").nth(1).context("url")?.trim_end_matches('/');
+    let tcp = tokio::net::TcpStream::connect(authority).await?;
+    let config = zpanel_shared::tls::client_config(
+        zpanel_shared::tls::ServerTrust::Pin(pin.into()),
+        None,
+        &[b"http/1.1"],
+    )?;
+    let host = authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(rustls_pki_types::ServerName::try_from(host)?, tcp)
+        .await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut response).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    Ok(text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(text))
+}
+
+/// The `zpanel` CLI with its own config directory.
+pub struct Cli {
+    pub config_dir: tempfile::TempDir,
+}
+
+impl Default for Cli {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cli {
+    pub fn new() -> Cli {
+        Cli { config_dir: tempfile::Builder::new().prefix("zpanel-cli-").tempdir().expect("temp dir") }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin("zpanel"));
+        command.args(args).env("ZPANEL_CONFIG_DIR", self.config_dir.path()).env_remove("ZPANEL_TOKEN");
+        command.kill_on_drop(true);
+        command
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, b"").await
+    }
+
+    pub async fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn zpanel");
+        let mut pipe = child.stdin.take().expect("stdin");
+        let input = stdin.to_vec();
+        let writer = tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+        let output = child.wait_with_output().await.expect("zpanel output");
+        let _ = writer.await;
+        output
+    }
+
+    /// A fresh single- or multi-use join token.
+    pub async fn join_token(&self, uses: u32) -> String {
+        let out = self.run(&["tokens", "create", "--uses", &uses.to_string(), "--json"]).await;
+        assert!(out.status.success(), "tokens create: {}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json["token"].as_str().expect("token").to_string()
+    }
+
+    /// `zpanel hosts --json`, parsed.
+    pub async fn hosts(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["hosts", "--json"]).await;
+        assert!(out.status.success(), "hosts: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("hosts json")
+    }
+
+    pub async fn host_status(&self, name: &str) -> Option<String> {
+        self.hosts()
+            .await
+            .into_iter()
+            .find(|h| h["name"] == name)
+            .and_then(|h| h["status"].as_str().map(str::to_string))
+    }
+}
+
+/// An enrolled daemon, maybe running.
+pub struct Daemon {
+    child: Option<Child>,
+    pub config_dir: tempfile::TempDir,
+    pub name: String,
+    pub host_id: String,
+}
+
+impl Daemon {
+    /// Runs `zpanel-bridge join`; the output's failure is returned as the error.
+    pub async fn join(cp: &ControlPlane, token: &str, name: &str) -> anyhow::Result<Daemon> {
+        Self::join_with_pin(cp, token, name, &cp.pin).await
+    }
+
+    pub async fn join_with_pin(cp: &ControlPlane, token: &str, name: &str, pin: &str) -> anyhow::Result<Daemon> {
+        let config_dir = tempfile::Builder::new().prefix("zpanel-bridge-").tempdir()?;
+        let out = Command::new(bin("zpanel-bridge"))
+            .args(["join", "--server", &cp.url, "--ca-pin", pin, "--name", name])
+            .arg("--config-dir")
+            .arg(config_dir.path())
+            .env("ZPANEL_JOIN_TOKEN", token)
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let settings: toml::Value = toml::from_str(&std::fs::read_to_string(config_dir.path().join("bridge.toml"))?)?;
+        let host_id = settings["host_id"].as_str().context("host_id")?.to_string();
+        Ok(Daemon { child: None, config_dir, name: name.into(), host_id })
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.config_dir.path().join("bridge.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts `zpanel-bridge run` with quick reconnects.
+    pub async fn start(mut self) -> Daemon {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log");
+        let child = Command::new(bin("zpanel-bridge"))
+            .arg("run")
+            .arg("--config-dir")
+            .arg(self.config_dir.path())
+            .args(["--reconnect-base", "100ms", "--reconnect-max", "1s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn zpanel-bridge");
+        self.child = Some(child);
+        self
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Sends a signal to the daemon process (e.g. SIGSTOP to make it a silent peer).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+}
+
+/// Stdout of a CLI run as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Stderr of a CLI run as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
