@@ -78,7 +78,10 @@ impl Settings {
     pub fn load(dir: &Path) -> anyhow::Result<Settings> {
         let path = dir.join(SETTINGS_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("cannot read {} (enrol first with `zpanel-bridge join`)", path.display())
+            format!(
+                "cannot read {} (enrol first with `zpanel-bridge join`)",
+                path.display()
+            )
         })?;
         toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
     }

@@ -26,7 +26,9 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("exec {0} not found on this host (finished and released, expired, or the daemon restarted)")]
+    #[error(
+        "exec {0} not found on this host (finished and released, expired, or the daemon restarted)"
+    )]
     NotFound(String),
     #[error("exec {0} already exists")]
     Duplicate(String),
@@ -79,19 +81,29 @@ impl ExecJob {
         let mut state = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
         let end = offset + payload.len() as u64;
         let fresh = state.cursor.accept(offset, payload)?;
-        let Some(queue) = state.queue.clone() else { return Ok(()) };
+        let Some(queue) = state.queue.clone() else {
+            return Ok(());
+        };
         if !fresh.is_empty() {
-            queue.try_send(StdinCommand::Data(fresh)).map_err(|_| ExecError::StdinOverrun)?;
+            queue
+                .try_send(StdinCommand::Data(fresh))
+                .map_err(|_| ExecError::StdinOverrun)?;
         }
         if eof && end == state.cursor.next() {
-            queue.try_send(StdinCommand::Eof).map_err(|_| ExecError::StdinOverrun)?;
+            queue
+                .try_send(StdinCommand::Eof)
+                .map_err(|_| ExecError::StdinOverrun)?;
             state.queue = None;
         }
         Ok(())
     }
 
     pub fn stdin_offset(&self) -> u64 {
-        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).cursor.next()
+        self.stdin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cursor
+            .next()
     }
 
     pub fn stdin_written(&self) -> watch::Receiver<u64> {
@@ -109,7 +121,9 @@ impl ExecJob {
     /// Sends a signal to the job's process group. A SIGTERM is followed by SIGKILL if the
     /// job is still running after a grace period.
     pub fn signal(self: &Arc<Self>, signal: i32) {
-        let Ok(signal) = Signal::try_from(signal) else { return };
+        let Ok(signal) = Signal::try_from(signal) else {
+            return;
+        };
         if self.has_exited() {
             return;
         }
@@ -127,14 +141,20 @@ impl ExecJob {
 
     /// Marks a new attachment and returns its number.
     pub fn attach(&self) -> u64 {
-        *self.detached_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .detached_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         self.attachment.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Detaches `attachment` if it is still the current one.
     pub fn detach(&self, attachment: u64, release: bool) {
         if self.attachment.load(Ordering::SeqCst) == attachment {
-            *self.detached_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            *self
+                .detached_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             if release {
                 self.released.store(true, Ordering::SeqCst);
             }
@@ -147,7 +167,10 @@ impl ExecJob {
         for (stream, offset) in [(&self.stdout, stdout_offset), (&self.stderr, stderr_offset)] {
             stream.with(|buffer| {
                 if offset < buffer.acked() {
-                    return Err(StreamError::ReplayLost { offset, start: buffer.acked() });
+                    return Err(StreamError::ReplayLost {
+                        offset,
+                        start: buffer.acked(),
+                    });
                 }
                 buffer.ack(offset)
             })?;
@@ -165,7 +188,11 @@ pub struct Jobs {
 
 impl Jobs {
     pub fn new(window: usize, detach_timeout: Duration) -> Arc<Jobs> {
-        Arc::new(Jobs { jobs: Mutex::new(HashMap::new()), window, detach_timeout })
+        Arc::new(Jobs {
+            jobs: Mutex::new(HashMap::new()),
+            window,
+            detach_timeout,
+        })
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ExecJob>>> {
@@ -173,11 +200,19 @@ impl Jobs {
     }
 
     pub fn get(&self, exec_id: &str) -> Result<Arc<ExecJob>, ExecError> {
-        self.map().get(exec_id).cloned().ok_or_else(|| ExecError::NotFound(exec_id.into()))
+        self.map()
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| ExecError::NotFound(exec_id.into()))
     }
 
     /// Starts a command in its own process group.
-    pub fn start(&self, exec_id: &str, argv: &[String], timeout: Duration) -> Result<Arc<ExecJob>, ExecError> {
+    pub fn start(
+        &self,
+        exec_id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<Arc<ExecJob>, ExecError> {
         let (program, args) = argv.split_first().ok_or(ExecError::EmptyCommand)?;
         if program.is_empty() {
             return Err(ExecError::EmptyCommand);
@@ -202,14 +237,18 @@ impl Jobs {
             pgid,
             stdout: SharedReplay::new(self.window),
             stderr: SharedReplay::new(self.window),
-            stdin: Mutex::new(StdinState { cursor: InboundCursor::default(), queue: Some(stdin_tx) }),
+            stdin: Mutex::new(StdinState {
+                cursor: InboundCursor::default(),
+                queue: Some(stdin_tx),
+            }),
             stdin_written: watch::Sender::new(0),
             exit: watch::Sender::new(None),
             attachment: AtomicU64::new(0),
             detached_since: Mutex::new(None),
             released: AtomicBool::new(false),
         });
-        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         if let Some(stdout) = stdout {
             tokio::spawn(read_pipe(stdout, job.clone(), StreamKind::Stdout));
         }
@@ -226,7 +265,11 @@ impl Jobs {
     pub fn reap(&self) {
         let now = Instant::now();
         self.map().retain(|_, job| {
-            let detached_for = job.detached_since.lock().unwrap_or_else(|p| p.into_inner()).map(|since| now - since);
+            let detached_for = job
+                .detached_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map(|since| now - since);
             let released = job.released.load(Ordering::SeqCst) && job.has_exited();
             let expired = detached_for.is_some_and(|d| d > self.detach_timeout);
             if expired && !job.has_exited() {
@@ -257,7 +300,9 @@ fn spawn_error(program: &str, e: &std::io::Error) -> String {
 
 /// Moves a pipe's bytes into the job's replay buffer, waiting while the window is full.
 async fn read_pipe(mut pipe: impl AsyncRead + Unpin, job: Arc<ExecJob>, kind: StreamKind) {
-    let Some(stream) = job.stream(kind) else { return };
+    let Some(stream) = job.stream(kind) else {
+        return;
+    };
     loop {
         let space = stream.wait_space().await;
         let mut buf = BytesMut::with_capacity(space.min(READ_CHUNK));
@@ -271,16 +316,21 @@ async fn read_pipe(mut pipe: impl AsyncRead + Unpin, job: Arc<ExecJob>, kind: St
 
 /// Writes client stdin to the process. Bytes the process no longer reads (it closed stdin
 /// or exited) are discarded but still counted, so the client never stalls on them.
-async fn write_stdin(mut pipe: Option<ChildStdin>, mut queue: mpsc::Receiver<StdinCommand>, job: Arc<ExecJob>) {
+async fn write_stdin(
+    mut pipe: Option<ChildStdin>,
+    mut queue: mpsc::Receiver<StdinCommand>,
+    job: Arc<ExecJob>,
+) {
     while let Some(command) = queue.recv().await {
         match command {
             StdinCommand::Data(bytes) => {
-                if let Some(writer) = pipe.as_mut() {
-                    if writer.write_all(&bytes).await.is_err() {
-                        pipe = None;
-                    }
+                if let Some(writer) = pipe.as_mut()
+                    && writer.write_all(&bytes).await.is_err()
+                {
+                    pipe = None;
                 }
-                job.stdin_written.send_modify(|written| *written += bytes.len() as u64);
+                job.stdin_written
+                    .send_modify(|written| *written += bytes.len() as u64);
             }
             StdinCommand::Eof => pipe = None,
         }
@@ -302,10 +352,18 @@ async fn wait_child(mut child: Child, job: Arc<ExecJob>, timeout: Duration) {
         }
     };
     let exit = match status {
-        Ok(status) => ProcessExit { code: status.code().unwrap_or(0), signal: status.signal().unwrap_or(0), timed_out },
+        Ok(status) => ProcessExit {
+            code: status.code().unwrap_or(0),
+            signal: status.signal().unwrap_or(0),
+            timed_out,
+        },
         Err(e) => {
             tracing::warn!(exec = %job.id, "cannot wait for the command: {e}");
-            ProcessExit { code: 255, signal: 0, timed_out }
+            ProcessExit {
+                code: 255,
+                signal: 0,
+                timed_out,
+            }
         }
     };
     job.exit.send_replace(Some(exit));
@@ -338,7 +396,7 @@ mod tests {
         assert_eq!(read_all(&job.stdout).await, b"hello world");
         assert_eq!(read_all(&job.stderr).await, b"oops\n");
         let mut exit = job.exit();
-        let exit = exit.wait_for(Option::is_some).await.unwrap().clone().unwrap();
+        let exit = exit.wait_for(Option::is_some).await.unwrap().unwrap();
         assert_eq!((exit.code, exit.signal, exit.timed_out), (3, 0, false));
     }
 
@@ -348,7 +406,7 @@ mod tests {
         let argv = ["sh", "-c", "sleep 30 & sleep 30"].map(String::from);
         let job = jobs.start("t", &argv, Duration::from_millis(200)).unwrap();
         let mut exit = job.exit();
-        let exit = exit.wait_for(Option::is_some).await.unwrap().clone().unwrap();
+        let exit = exit.wait_for(Option::is_some).await.unwrap().unwrap();
         assert!(exit.timed_out);
         assert_eq!(exit.signal, 9);
         // the background sleep died with its group, so stdout reaches its end
@@ -358,7 +416,10 @@ mod tests {
     #[tokio::test]
     async fn unknown_commands_fail_to_spawn() {
         let jobs = Jobs::new(1 << 20, Duration::from_secs(60));
-        let err = jobs.start("x", &["no-such-command-zp".to_string()], Duration::ZERO).err().unwrap();
+        let err = jobs
+            .start("x", &["no-such-command-zp".to_string()], Duration::ZERO)
+            .err()
+            .unwrap();
         assert_eq!(err.to_string(), "no-such-command-zp: command not found");
     }
 }

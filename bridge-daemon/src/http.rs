@@ -32,16 +32,28 @@ async fn request_inner(
     json_body: Option<Vec<u8>>,
     trust: ServerTrust,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
-    let uri: Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
-    let host = uri.host().with_context(|| format!("{url:?} has no host"))?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("{url:?} is not a URL"))?;
+    let host = uri
+        .host()
+        .with_context(|| format!("{url:?} has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let https = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
         _ => anyhow::bail!("{url:?} must start with https:// or http://"),
     };
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = TcpStream::connect((host.as_str(), port)).await.with_context(|| format!("cannot connect to {host}:{port}"))?;
-    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let authority = uri
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| host.clone());
     let body = Full::new(Bytes::from(json_body.unwrap_or_default()));
     let request = Request::builder()
         .method(method)

@@ -17,21 +17,32 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let server = args.server.trim_end_matches('/').to_string();
     let trust = ServerTrust::Pin(pin.clone());
 
-    let (status, body) = http::request(Method::GET, &format!("{server}{CA_PATH}"), None, trust.clone()).await?;
+    let (status, body) = http::request(
+        Method::GET,
+        &format!("{server}{CA_PATH}"),
+        None,
+        trust.clone(),
+    )
+    .await?;
     if status != StatusCode::OK {
         bail!("{server} answered {status} for its CA certificate; is it a Zpanel control plane?");
     }
-    let server_ca = certs_from_pem(&body).context("the server's CA certificate is not valid PEM")?;
+    let server_ca =
+        certs_from_pem(&body).context("the server's CA certificate is not valid PEM")?;
     let server_pin = ca_pin(&server_ca[0]);
     if server_pin != pin {
-        bail!("the server's CA is {server_pin}, not {pin}: refusing to send the join token (check --ca-pin)");
+        bail!(
+            "the server's CA is {server_pin}, not {pin}: refusing to send the join token (check --ca-pin)"
+        );
     }
 
     let info = hostinfo::collect();
     let name = args.name.clone().unwrap_or_else(|| info.hostname.clone());
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, name.clone());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, name.clone());
     let csr_pem = params.serialize_request(&key)?.pem()?;
     let request = EnrollRequest {
         token: args.token.clone(),
@@ -43,13 +54,21 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         arch: info.arch,
         daemon_version: info.daemon_version,
     };
-    let (status, body) =
-        http::request(Method::POST, &format!("{server}{ENROLL_PATH}"), Some(serde_json::to_vec(&request)?), trust).await?;
+    let (status, body) = http::request(
+        Method::POST,
+        &format!("{server}{ENROLL_PATH}"),
+        Some(serde_json::to_vec(&request)?),
+        trust,
+    )
+    .await?;
     if status != StatusCode::OK {
-        let reason = serde_json::from_slice::<ErrorBody>(&body).map(|e| e.error).unwrap_or_else(|_| status.to_string());
+        let reason = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| status.to_string());
         bail!("enrolment refused: {reason}");
     }
-    let enrolled: EnrollResponse = serde_json::from_slice(&body).context("the server's enrolment answer is not valid")?;
+    let enrolled: EnrollResponse =
+        serde_json::from_slice(&body).context("the server's enrolment answer is not valid")?;
     let issued_ca = certs_from_pem(enrolled.ca_pem.as_bytes())?;
     if ca_pin(&issued_ca[0]) != pin {
         bail!("the server answered with a CA that does not match the pin; nothing was saved");

@@ -17,8 +17,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
-    BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, ChannelAck, ChannelData, Close, ExecExited, Heartbeat,
-    Hello, Open, OpenError, OpenResult, StreamAck, StreamChunk, StreamKind, open,
+    BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, ChannelAck, ChannelData, Close,
+    ExecExited, Heartbeat, Hello, Open, OpenError, OpenResult, StreamAck, StreamChunk, StreamKind,
+    open,
 };
 use zpanel_shared::backoff::Backoff;
 use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES, MAX_CHUNK_BYTES};
@@ -38,7 +39,10 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args.config_dir)?;
     let tls = Arc::new(tls_config(&args.config_dir)?);
-    let jobs = Jobs::new(zpanel_shared::replay::DEFAULT_WINDOW_BYTES, args.exec_detach_timeout);
+    let jobs = Jobs::new(
+        zpanel_shared::replay::DEFAULT_WINDOW_BYTES,
+        args.exec_detach_timeout,
+    );
     tokio::spawn(jobs.clone().reap_forever());
     tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, "zpanel-bridge starting");
     let mut backoff = Backoff::new(args.reconnect_base, args.reconnect_max);
@@ -63,23 +67,46 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 fn tls_config(dir: &Path) -> anyhow::Result<rustls::ClientConfig> {
     let read = |name: &str| {
         let path = dir.join(name);
-        std::fs::read(&path).with_context(|| format!("cannot read {} (enrol with `zpanel-bridge join`)", path.display()))
+        std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {} (enrol with `zpanel-bridge join`)",
+                path.display()
+            )
+        })
     };
     let ca = certs_from_pem(&read(CA_FILE)?)?;
     let chain = certs_from_pem(&read(CERT_FILE)?)?;
     let key = key_from_pem(&read(KEY_FILE)?)?;
-    Ok(zpanel_shared::tls::client_config(ServerTrust::Cas(ca), Some((chain, key)), &[b"http/1.1"])?)
+    Ok(zpanel_shared::tls::client_config(
+        ServerTrust::Cas(ca),
+        Some((chain, key)),
+        &[b"http/1.1"],
+    )?)
 }
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
 async fn connect(settings: &Settings, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Ws> {
-    let uri: hyper::Uri = settings.bridge_url.parse().context("bridge_url in bridge.toml is not a URL")?;
-    let host = uri.host().context("bridge_url has no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let uri: hyper::Uri = settings
+        .bridge_url
+        .parse()
+        .context("bridge_url in bridge.toml is not a URL")?;
+    let host = uri
+        .host()
+        .context("bridge_url has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(443);
-    let session_url = format!("{}{}", settings.bridge_url.trim_end_matches('/'), "/v1/session");
+    let session_url = format!(
+        "{}{}",
+        settings.bridge_url.trim_end_matches('/'),
+        "/v1/session"
+    );
     let attempt = async {
-        let tcp = TcpStream::connect((host.as_str(), port)).await.context("tcp connect")?;
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .context("tcp connect")?;
         let _ = tcp.set_nodelay(true);
         let server_name = rustls_pki_types::ServerName::try_from(host.clone())?;
         let stream = tokio_rustls::TlsConnector::from(tls)
@@ -87,26 +114,33 @@ async fn connect(settings: &Settings, tls: Arc<rustls::ClientConfig>) -> anyhow:
             .await
             .context("tls handshake (refused certificate? the host may have been deleted)")?;
         let config = transport::websocket_config(DEFAULT_MAX_FRAME_BYTES);
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(session_url.as_str(), stream, Some(config))
-            .await
-            .context("websocket handshake")?;
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(session_url.as_str(), stream, Some(config))
+                .await
+                .context("websocket handshake")?;
         let hello = Hello {
             min_version: BRIDGE_PROTOCOL_MIN_VERSION,
             max_version: BRIDGE_PROTOCOL_VERSION,
             host: Some(hostinfo::collect()),
         };
-        ws.send(Message::Binary(frame::encode(Body::Hello(hello)))).await?;
+        ws.send(Message::Binary(frame::encode(Body::Hello(hello))))
+            .await?;
         Ok::<_, anyhow::Error>(ws)
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.context("timed out")?
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .context("timed out")?
 }
 
 /// Runs one session after the hello: waits for the welcome, then serves frames.
 async fn serve(mut ws: Ws, jobs: Arc<Jobs>) -> anyhow::Error {
     let welcome = match tokio::time::timeout(CONNECT_TIMEOUT, ws.next()).await {
-        Ok(Some(Ok(Message::Binary(bytes)))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES) {
+        Ok(Some(Ok(Message::Binary(bytes)))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES)
+        {
             Ok(Body::Welcome(welcome)) => welcome,
-            Ok(Body::Close(close)) => return anyhow::anyhow!("control plane refused the session: {}", close.reason),
+            Ok(Body::Close(close)) => {
+                return anyhow::anyhow!("control plane refused the session: {}", close.reason);
+            }
             Ok(_) => return anyhow::anyhow!("control plane sent something other than a welcome"),
             Err(e) => return e.into(),
         },
@@ -116,19 +150,30 @@ async fn serve(mut ws: Ws, jobs: Arc<Jobs>) -> anyhow::Error {
     let max_frame = (welcome.max_frame_bytes as usize).clamp(64 * 1024, DEFAULT_MAX_FRAME_BYTES);
     tracing::info!(version = welcome.version, ?interval, "session open");
     let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let session = DaemonSession { outbound: outbound.clone(), jobs, attachments: Mutex::new(HashMap::new()) };
+    let session = DaemonSession {
+        outbound: outbound.clone(),
+        jobs,
+        attachments: Mutex::new(HashMap::new()),
+    };
     let heartbeat = tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         let mut nonce = 0u64;
         loop {
             tick.tick().await;
             nonce += 1;
-            if outbound.send(Body::Ping(Heartbeat { nonce })).await.is_err() {
+            if outbound
+                .send(Body::Ping(Heartbeat { nonce }))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     });
-    let end = transport::run(ws, outbound_rx, interval * 3, max_frame, |body| session.on_frame(body)).await;
+    let end = transport::run(ws, outbound_rx, interval * 3, max_frame, |body| {
+        session.on_frame(body)
+    })
+    .await;
     heartbeat.abort();
     session.detach_all();
     anyhow::Error::new(end)
@@ -158,7 +203,10 @@ impl DaemonSession {
             }
             Body::Pong(_) => {}
             Body::Open(open) => self.open(open),
-            Body::Data(ChannelData { channel_id, chunk: Some(chunk) }) => {
+            Body::Data(ChannelData {
+                channel_id,
+                chunk: Some(chunk),
+            }) => {
                 let job = self.attachments().get(&channel_id).map(|a| a.job.clone());
                 match job {
                     Some(job) if chunk.stream() == StreamKind::Stdin => {
@@ -170,12 +218,15 @@ impl DaemonSession {
                     None => tracing::debug!(channel_id, "data for an unknown channel ignored"),
                 }
             }
-            Body::Ack(ChannelAck { channel_id, ack: Some(ack) }) => {
+            Body::Ack(ChannelAck {
+                channel_id,
+                ack: Some(ack),
+            }) => {
                 let job = self.attachments().get(&channel_id).map(|a| a.job.clone());
-                if let Some(stream) = job.as_ref().and_then(|job| job.stream(ack.stream())) {
-                    if let Err(e) = stream.with(|buffer| buffer.ack(ack.offset)) {
-                        self.close(channel_id, &e.to_string());
-                    }
+                if let Some(stream) = job.as_ref().and_then(|job| job.stream(ack.stream()))
+                    && let Err(e) = stream.with(|buffer| buffer.ack(ack.offset))
+                {
+                    self.close(channel_id, &e.to_string());
                 }
             }
             Body::ExecSignal(signal) => {
@@ -186,7 +237,9 @@ impl DaemonSession {
             Body::Close(close) => self.detach(close.channel_id, close.release),
             Body::Data(_) | Body::Ack(_) => tracing::debug!("empty data or ack frame ignored"),
             Body::Hello(_) | Body::Welcome(_) | Body::OpenResult(_) | Body::ExecExited(_) => {
-                return Err(SessionEnd::Protocol("frame not allowed from the control plane".into()));
+                return Err(SessionEnd::Protocol(
+                    "frame not allowed from the control plane".into(),
+                ));
             }
         }
         Ok(())
@@ -197,12 +250,18 @@ impl DaemonSession {
         let attached = match open.request {
             Some(open::Request::ExecStart(start)) => self
                 .jobs
-                .start(&start.exec_id, &start.argv, Duration::from_millis(start.timeout_ms))
+                .start(
+                    &start.exec_id,
+                    &start.argv,
+                    Duration::from_millis(start.timeout_ms),
+                )
                 .map(|job| (job, 0, 0)),
-            Some(open::Request::ExecAttach(attach)) => self.jobs.get(&attach.exec_id).and_then(|job| {
-                job.resume_from(attach.stdout_offset, attach.stderr_offset)?;
-                Ok((job, attach.stdout_offset, attach.stderr_offset))
-            }),
+            Some(open::Request::ExecAttach(attach)) => {
+                self.jobs.get(&attach.exec_id).and_then(|job| {
+                    job.resume_from(attach.stdout_offset, attach.stderr_offset)?;
+                    Ok((job, attach.stdout_offset, attach.stderr_offset))
+                })
+            }
             None => Err(ExecError::EmptyCommand),
         };
         let (job, stdout_from, stderr_from) = match attached {
@@ -214,21 +273,37 @@ impl DaemonSession {
                     ExecError::Stream(_) => OpenError::ReplayLost,
                     _ => OpenError::BadRequest,
                 };
-                let result = OpenResult { channel_id, error: error as i32, message: e.to_string(), stdin_offset: 0 };
+                let result = OpenResult {
+                    channel_id,
+                    error: error as i32,
+                    message: e.to_string(),
+                    stdin_offset: 0,
+                };
                 let outbound = self.outbound.clone();
                 tokio::spawn(async move { outbound.send(Body::OpenResult(result)).await });
                 return;
             }
         };
         // One attachment per job in this session: a newer one replaces an older one.
-        let replaced: Vec<u64> =
-            self.attachments().iter().filter(|(_, a)| a.job.id == job.id).map(|(id, _)| *id).collect();
+        let replaced: Vec<u64> = self
+            .attachments()
+            .iter()
+            .filter(|(_, a)| a.job.id == job.id)
+            .map(|(id, _)| *id)
+            .collect();
         for old in replaced {
             self.close(old, "superseded by a newer attachment");
         }
         let cancel = CancellationToken::new();
         let number = job.attach();
-        self.attachments().insert(channel_id, Attachment { job: job.clone(), number, cancel: cancel.clone() });
+        self.attachments().insert(
+            channel_id,
+            Attachment {
+                job: job.clone(),
+                number,
+                cancel: cancel.clone(),
+            },
+        );
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -241,7 +316,11 @@ impl DaemonSession {
     /// Ends a channel from this side.
     fn close(&self, channel_id: u64, reason: &str) {
         self.detach(channel_id, false);
-        let close = Close { channel_id, reason: reason.into(), release: false };
+        let close = Close {
+            channel_id,
+            reason: reason.into(),
+            release: false,
+        };
         let _ = self.outbound.try_send(Body::Close(close));
     }
 
@@ -269,7 +348,12 @@ async fn serve_attachment(
     stderr_from: u64,
     outbound: &mpsc::Sender<Body>,
 ) -> Option<()> {
-    let opened = OpenResult { channel_id, error: OpenError::None as i32, message: String::new(), stdin_offset: job.stdin_offset() };
+    let opened = OpenResult {
+        channel_id,
+        error: OpenError::None as i32,
+        message: String::new(),
+        stdin_offset: job.stdin_offset(),
+    };
     outbound.send(Body::OpenResult(opened)).await.ok()?;
     let output = async {
         let (out, err) = tokio::join!(
@@ -279,16 +363,28 @@ async fn serve_attachment(
         out?;
         err?;
         let mut exit = job.exit();
-        let exit = exit.wait_for(Option::is_some).await.ok()?.clone();
-        outbound.send(Body::ExecExited(ExecExited { channel_id, exit })).await.ok()
+        let exit = *exit.wait_for(Option::is_some).await.ok()?;
+        outbound
+            .send(Body::ExecExited(ExecExited { channel_id, exit }))
+            .await
+            .ok()
     };
     let stdin_acks = async {
         let mut written = job.stdin_written();
         loop {
             let offset = *written.borrow_and_update();
-            let ack = StreamAck { stream: StreamKind::Stdin as i32, offset };
+            let ack = StreamAck {
+                stream: StreamKind::Stdin as i32,
+                offset,
+            };
             if offset > 0 {
-                outbound.send(Body::Ack(ChannelAck { channel_id, ack: Some(ack) })).await.ok()?;
+                outbound
+                    .send(Body::Ack(ChannelAck {
+                        channel_id,
+                        ack: Some(ack),
+                    }))
+                    .await
+                    .ok()?;
             }
             written.changed().await.ok()?;
         }
@@ -301,7 +397,13 @@ async fn serve_attachment(
 
 /// Sends one output stream from `offset` on, keeping at most [`MAX_IN_FLIGHT_FRAMES`]
 /// frames unacknowledged; ends after sending the end-of-stream marker.
-async fn pump(job: &ExecJob, kind: StreamKind, mut offset: u64, channel_id: u64, outbound: &mpsc::Sender<Body>) -> Option<()> {
+async fn pump(
+    job: &ExecJob,
+    kind: StreamKind,
+    mut offset: u64,
+    channel_id: u64,
+    outbound: &mpsc::Sender<Body>,
+) -> Option<()> {
     let stream = job.stream(kind)?;
     let mut in_flight = std::collections::VecDeque::<u64>::new();
     loop {
@@ -329,8 +431,19 @@ async fn pump(job: &ExecJob, kind: StreamKind, mut offset: u64, channel_id: u64,
             }
         };
         let len = payload.len() as u64;
-        let chunk = StreamChunk { stream: kind as i32, offset, payload, eof };
-        outbound.send(Body::Data(ChannelData { channel_id, chunk: Some(chunk) })).await.ok()?;
+        let chunk = StreamChunk {
+            stream: kind as i32,
+            offset,
+            payload,
+            eof,
+        };
+        outbound
+            .send(Body::Data(ChannelData {
+                channel_id,
+                chunk: Some(chunk),
+            }))
+            .await
+            .ok()?;
         if eof {
             return Some(());
         }
@@ -343,7 +456,10 @@ async fn pump(job: &ExecJob, kind: StreamKind, mut offset: u64, channel_id: u64,
 pub fn check_enrolled(dir: &Path) -> anyhow::Result<()> {
     for file in [crate::config::SETTINGS_FILE, CA_FILE, CERT_FILE, KEY_FILE] {
         if !dir.join(file).exists() {
-            bail!("{} is missing; enrol this host first with `zpanel-bridge join`", dir.join(file).display());
+            bail!(
+                "{} is missing; enrol this host first with `zpanel-bridge join`",
+                dir.join(file).display()
+            );
         }
     }
     Ok(())

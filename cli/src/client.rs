@@ -21,8 +21,13 @@ pub type Client = OperatorClient<InterceptedService<Channel, Auth>>;
 pub struct Auth(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -31,22 +36,39 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 pub async fn connect(settings: &Settings) -> anyhow::Result<Client> {
-    let uri: Uri = settings.server.parse().with_context(|| format!("server {:?} is not a URL", settings.server))?;
-    let host = uri.host().context("server URL has no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let uri: Uri = settings
+        .server
+        .parse()
+        .with_context(|| format!("server {:?} is not a URL", settings.server))?;
+    let host = uri
+        .host()
+        .context("server URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let tls = match uri.scheme_str() {
         Some("https") => {
             let trust = match &settings.ca_pin {
                 Some(pin) => ServerTrust::Pin(zpanel_shared::tls::parse_pin(pin)?),
                 None => ServerTrust::Public,
             };
-            Some(Arc::new(zpanel_shared::tls::client_config(trust, None, &[b"h2"])?))
+            Some(Arc::new(zpanel_shared::tls::client_config(
+                trust,
+                None,
+                &[b"h2"],
+            )?))
         }
         Some("http") => None,
         _ => anyhow::bail!("server URL must start with https:// or http://"),
     };
-    let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     // The connector does TLS itself, so tonic sees a plain http URI with the same authority.
-    let endpoint = Endpoint::from_shared(format!("http://{}", uri.authority().context("server URL has no host")?))?;
+    let endpoint = Endpoint::from_shared(format!(
+        "http://{}",
+        uri.authority().context("server URL has no host")?
+    ))?;
     let connector = tower::service_fn(move |_: Uri| {
         let (host, tls) = (host.clone(), tls.clone());
         async move {
@@ -55,7 +77,11 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Client> {
             let io: Box<dyn Io> = match tls {
                 Some(config) => {
                     let name = rustls_pki_types::ServerName::try_from(host)?;
-                    Box::new(tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?)
+                    Box::new(
+                        tokio_rustls::TlsConnector::from(config)
+                            .connect(name, tcp)
+                            .await?,
+                    )
                 }
                 None => Box::new(tcp),
             };
@@ -66,7 +92,8 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Client> {
         .connect_with_connector(connector)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", settings.server, error_chain(&e)))?;
-    let token = MetadataValue::try_from(format!("Bearer {}", settings.token)).context("the API token has invalid characters")?;
+    let token = MetadataValue::try_from(format!("Bearer {}", settings.token))
+        .context("the API token has invalid characters")?;
     Ok(OperatorClient::with_interceptor(channel, Auth(token)))
 }
 

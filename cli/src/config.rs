@@ -28,10 +28,18 @@ impl Settings {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let path = config_dir()?.join("config.toml");
         let mut settings = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not valid; run `zpanel login` again", path.display()))?,
+            Ok(text) => toml::from_str(&text).with_context(|| {
+                format!("{} is not valid; run `zpanel login` again", path.display())
+            })?,
             Err(_) => match (env("ZPANEL_SERVER"), env("ZPANEL_TOKEN")) {
-                (Some(server), Some(token)) => Settings { server, token, ca_pin: None },
-                _ => anyhow::bail!("not logged in; run `zpanel login --server URL --token TOKEN` first"),
+                (Some(server), Some(token)) => Settings {
+                    server,
+                    token,
+                    ca_pin: None,
+                },
+                _ => anyhow::bail!(
+                    "not logged in; run `zpanel login --server URL --token TOKEN` first"
+                ),
             },
         };
         if let Some(server) = env("ZPANEL_SERVER") {

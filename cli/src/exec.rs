@@ -11,12 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::Code;
 use zpanel_proto::{
-    ExecCancel, ExecClientMessage, ExecOpen, ExecResume, ProcessExit, StreamAck, StreamChunk, StreamKind,
-    exec_client_message, exec_server_message,
+    ExecCancel, ExecClientMessage, ExecOpen, ExecResume, ProcessExit, StreamAck, StreamChunk,
+    StreamKind, exec_client_message, exec_server_message,
 };
 use zpanel_shared::backoff::Backoff;
 use zpanel_shared::frame::MAX_CHUNK_BYTES;
-use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, InboundCursor, MAX_IN_FLIGHT_FRAMES, Read, SharedReplay};
+use zpanel_shared::replay::{
+    DEFAULT_WINDOW_BYTES, InboundCursor, MAX_IN_FLIGHT_FRAMES, Read, SharedReplay,
+};
 
 use crate::client::{self, status_message};
 use crate::config::Settings;
@@ -66,7 +68,10 @@ pub async fn exec(settings: &Settings, options: ExecOptions) -> anyhow::Result<i
                 }
                 let since = *lost_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > options.resume_for {
-                    anyhow::bail!("lost the connection to the command on {} and could not resume: {reason}", options.host);
+                    anyhow::bail!(
+                        "lost the connection to the command on {} and could not resume: {reason}",
+                        options.host
+                    );
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -79,11 +84,21 @@ fn exit_code(options: &ExecOptions, state: &State, exit: &ProcessExit) -> i32 {
         return 130;
     }
     if exit.timed_out {
-        let after = options.timeout.map(|t| humantime::format_duration(t).to_string()).unwrap_or_default();
-        eprintln!("zpanel: command timed out after {after} on {}", options.host);
+        let after = options
+            .timeout
+            .map(|t| humantime::format_duration(t).to_string())
+            .unwrap_or_default();
+        eprintln!(
+            "zpanel: command timed out after {after} on {}",
+            options.host
+        );
         return 124;
     }
-    if exit.signal != 0 { 128 + exit.signal } else { exit.code }
+    if exit.signal != 0 {
+        128 + exit.signal
+    } else {
+        exit.code
+    }
 }
 
 struct Output {
@@ -94,7 +109,11 @@ struct Output {
 
 impl Output {
     fn new() -> Self {
-        Output { cursor: InboundCursor::default(), acked: 0, eof: false }
+        Output {
+            cursor: InboundCursor::default(),
+            acked: 0,
+            eof: false,
+        }
     }
 }
 
@@ -117,7 +136,10 @@ enum Attempt {
 }
 
 fn is_transient(code: Code) -> bool {
-    matches!(code, Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal | Code::Aborted)
+    matches!(
+        code,
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal | Code::Aborted
+    )
 }
 
 fn client_message(body: exec_client_message::Body) -> ExecClientMessage {
@@ -131,7 +153,9 @@ async fn attempt(
     state: &mut State,
     stdin: &Arc<SharedReplay>,
 ) -> Result<ProcessExit, Attempt> {
-    let mut client = client::connect(settings).await.map_err(|e| Attempt::Lost(format!("{e:#}")))?;
+    let mut client = client::connect(settings)
+        .await
+        .map_err(|e| Attempt::Lost(format!("{e:#}")))?;
     let (tx, rx) = mpsc::channel(64);
     let first = match &state.exec_id {
         None => exec_client_message::Body::Open(ExecOpen {
@@ -147,7 +171,8 @@ async fn attempt(
         }),
     };
     let _ = tx.send(client_message(first)).await;
-    let requests = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let requests =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let failed = |status: tonic::Status| match status.code() {
         code if is_transient(code) => Attempt::Lost(status_message(&status)),
         Code::FailedPrecondition => Attempt::NotStarted(status_message(&status)),
@@ -157,7 +182,11 @@ async fn attempt(
     let started = match responses.message().await {
         Ok(Some(message)) => match message.body {
             Some(exec_server_message::Body::Started(started)) => started,
-            _ => return Err(Attempt::Fatal("the control plane did not start the command".into())),
+            _ => {
+                return Err(Attempt::Fatal(
+                    "the control plane did not start the command".into(),
+                ));
+            }
         },
         Ok(None) => return Err(Attempt::Lost("the control plane closed the stream".into())),
         Err(status) => return Err(failed(status)),
@@ -165,7 +194,11 @@ async fn attempt(
     state.exec_id = Some(started.exec_id);
     state.host_id = started.host_id;
     if state.cancelled {
-        let _ = tx.send(client_message(exec_client_message::Body::Cancel(ExecCancel {}))).await;
+        let _ = tx
+            .send(client_message(exec_client_message::Body::Cancel(
+                ExecCancel {},
+            )))
+            .await;
     }
     let stdin_pump = tokio::spawn(send_stdin(stdin.clone(), started.stdin_offset, tx.clone()));
     let result = receive(&mut responses, &tx, state, stdin).await;
@@ -173,7 +206,10 @@ async fn attempt(
     if result.is_ok() {
         // Half-close so the control plane releases the job, then wait for it to finish.
         drop(tx);
-        let _ = tokio::time::timeout(Duration::from_secs(2), async { while let Ok(Some(_)) = responses.message().await {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(_)) = responses.message().await {}
+        })
+        .await;
     }
     result
 }
@@ -189,7 +225,7 @@ async fn receive(
     let mut stderr = tokio::io::stderr();
     let mut ack_due = false;
     loop {
-        if let Some(exit) = state.exit.clone().filter(|_| state.stdout.eof && state.stderr.eof) {
+        if let Some(exit) = state.exit.filter(|_| state.stdout.eof && state.stderr.eof) {
             send_acks(tx, state, true).await;
             return Ok(exit);
         }
@@ -210,8 +246,12 @@ async fn receive(
             Ok(Some(message)) => match message.body {
                 Some(Body::Output(chunk)) => {
                     let written = match chunk.stream() {
-                        StreamKind::Stdout => write_chunk(&mut stdout, &mut state.stdout, chunk).await,
-                        StreamKind::Stderr => write_chunk(&mut stderr, &mut state.stderr, chunk).await,
+                        StreamKind::Stdout => {
+                            write_chunk(&mut stdout, &mut state.stdout, chunk).await
+                        }
+                        StreamKind::Stderr => {
+                            write_chunk(&mut stderr, &mut state.stderr, chunk).await
+                        }
                         StreamKind::Stdin => Ok(()),
                     };
                     written.map_err(Attempt::Fatal)?;
@@ -225,15 +265,24 @@ async fn receive(
                 Some(Body::Started(_)) | None => {}
             },
             Ok(None) => return Err(Attempt::Lost("the control plane ended the stream".into())),
-            Err(status) if is_transient(status.code()) => return Err(Attempt::Lost(status_message(&status))),
+            Err(status) if is_transient(status.code()) => {
+                return Err(Attempt::Lost(status_message(&status)));
+            }
             Err(status) => return Err(Attempt::Fatal(status_message(&status))),
         }
     }
 }
 
-async fn write_chunk(out: &mut (impl AsyncWrite + Unpin), output: &mut Output, chunk: StreamChunk) -> Result<(), String> {
+async fn write_chunk(
+    out: &mut (impl AsyncWrite + Unpin),
+    output: &mut Output,
+    chunk: StreamChunk,
+) -> Result<(), String> {
     let end = chunk.offset + chunk.payload.len() as u64;
-    let fresh = output.cursor.accept(chunk.offset, chunk.payload).map_err(|e| format!("output stream broken: {e}"))?;
+    let fresh = output
+        .cursor
+        .accept(chunk.offset, chunk.payload)
+        .map_err(|e| format!("output stream broken: {e}"))?;
     if !fresh.is_empty() {
         // A closed local stdout (e.g. `| head`) ends our interest, not the command's.
         if out.write_all(&fresh).await.is_err() || out.flush().await.is_err() {
@@ -248,12 +297,20 @@ async fn write_chunk(out: &mut (impl AsyncWrite + Unpin), output: &mut Output, c
 
 /// Acknowledges written output: always when `all`, else once enough has accumulated.
 async fn send_acks(tx: &mpsc::Sender<ExecClientMessage>, state: &mut State, all: bool) {
-    for (kind, output) in [(StreamKind::Stdout, &mut state.stdout), (StreamKind::Stderr, &mut state.stderr)] {
+    for (kind, output) in [
+        (StreamKind::Stdout, &mut state.stdout),
+        (StreamKind::Stderr, &mut state.stderr),
+    ] {
         let next = output.cursor.next();
         if next > output.acked && (all || next - output.acked >= ACK_EVERY) {
             output.acked = next;
-            let ack = StreamAck { stream: kind as i32, offset: next };
-            let _ = tx.send(client_message(exec_client_message::Body::Ack(ack))).await;
+            let ack = StreamAck {
+                stream: kind as i32,
+                offset: next,
+            };
+            let _ = tx
+                .send(client_message(exec_client_message::Body::Ack(ack)))
+                .await;
         }
     }
 }
@@ -276,7 +333,11 @@ async fn read_stdin(buffer: Arc<SharedReplay>) {
 }
 
 /// Sends stdin from `offset` on this connection, within the window and frame limits.
-async fn send_stdin(buffer: Arc<SharedReplay>, mut offset: u64, tx: mpsc::Sender<ExecClientMessage>) {
+async fn send_stdin(
+    buffer: Arc<SharedReplay>,
+    mut offset: u64,
+    tx: mpsc::Sender<ExecClientMessage>,
+) {
     let mut in_flight = std::collections::VecDeque::<u64>::new();
     // The host holds everything below `offset`: it never needs to be sent again.
     let _ = buffer.with(|b| b.ack(offset));
@@ -302,8 +363,18 @@ async fn send_stdin(buffer: Arc<SharedReplay>, mut offset: u64, tx: mpsc::Sender
             Err(_) => return,
         };
         let len = payload.len() as u64;
-        let chunk = StreamChunk { stream: StreamKind::Stdin as i32, offset, payload, eof };
-        if tx.send(client_message(exec_client_message::Body::Stdin(chunk))).await.is_err() || eof {
+        let chunk = StreamChunk {
+            stream: StreamKind::Stdin as i32,
+            offset,
+            payload,
+            eof,
+        };
+        if tx
+            .send(client_message(exec_client_message::Body::Stdin(chunk)))
+            .await
+            .is_err()
+            || eof
+        {
             return;
         }
         offset += len;

@@ -13,7 +13,11 @@ use zpanel_cli::exec::{ExecOptions, exec};
 use zpanel_proto::{CreateJoinTokenRequest, DeleteHostRequest, ListHostsRequest, WhoAmIRequest};
 
 #[derive(Debug, Parser)]
-#[command(name = "zpanel", version, about = "Operate a Zpanel fleet from the shell")]
+#[command(
+    name = "zpanel",
+    version,
+    about = "Operate a Zpanel fleet from the shell"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +89,11 @@ enum TokensAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("zpanel: cannot start the runtime: {e}");
@@ -105,9 +113,19 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Login { server, token, ca_pin } => {
-            let ca_pin = ca_pin.map(|p| zpanel_shared::tls::parse_pin(&p)).transpose()?;
-            let settings = Settings { server: server.trim_end_matches('/').to_string(), token, ca_pin };
+        Command::Login {
+            server,
+            token,
+            ca_pin,
+        } => {
+            let ca_pin = ca_pin
+                .map(|p| zpanel_shared::tls::parse_pin(&p))
+                .transpose()?;
+            let settings = Settings {
+                server: server.trim_end_matches('/').to_string(),
+                token,
+                ca_pin,
+            };
             let mut client = client::connect(&settings).await?;
             let me = client
                 .who_am_i(WhoAmIRequest {})
@@ -115,20 +133,38 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map_err(|s| anyhow::anyhow!("login failed: {}", status_message(&s)))?
                 .into_inner();
             let path = settings.save()?;
-            println!("logged in to {} as {} ({}); settings in {}", settings.server, me.user, me.role, path.display());
+            println!(
+                "logged in to {} as {} ({}); settings in {}",
+                settings.server,
+                me.user,
+                me.role,
+                path.display()
+            );
         }
         Command::Hosts(HostsArgs { action: None, json }) => hosts(json).await?,
-        Command::Hosts(HostsArgs { action: Some(HostsAction::Rm { host }), .. }) => {
+        Command::Hosts(HostsArgs {
+            action: Some(HostsAction::Rm { host }),
+            ..
+        }) => {
             let settings = Settings::load()?;
             let mut client = client::connect(&settings).await?;
-            let deleted = client.delete_host(DeleteHostRequest { host }).await.map_err(call_failed)?.into_inner();
+            let deleted = client
+                .delete_host(DeleteHostRequest { host })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
             println!("deleted host {}", deleted.id);
         }
-        Command::Tokens { action: TokensAction::Create { ttl, uses, json } } => {
+        Command::Tokens {
+            action: TokensAction::Create { ttl, uses, json },
+        } => {
             let settings = Settings::load()?;
             let mut client = client::connect(&settings).await?;
             let created = client
-                .create_join_token(CreateJoinTokenRequest { ttl_seconds: ttl.as_secs(), uses })
+                .create_join_token(CreateJoinTokenRequest {
+                    ttl_seconds: ttl.as_secs(),
+                    uses,
+                })
                 .await
                 .map_err(call_failed)?
                 .into_inner();
@@ -143,14 +179,34 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("token:      {}", created.token);
-                println!("expires at: {} ({} use{})", rfc3339(created.expires_at), created.uses, if created.uses == 1 { "" } else { "s" });
+                println!(
+                    "expires at: {} ({} use{})",
+                    rfc3339(created.expires_at),
+                    created.uses,
+                    if created.uses == 1 { "" } else { "s" }
+                );
                 println!("CA pin:     {}", created.ca_pin);
-                println!("\nRun this on the host to add it:\n\n  {}", created.install_command);
+                println!(
+                    "\nRun this on the host to add it:\n\n  {}",
+                    created.install_command
+                );
             }
         }
-        Command::Exec { host, timeout, no_stdin, resume_for, command } => {
+        Command::Exec {
+            host,
+            timeout,
+            no_stdin,
+            resume_for,
+            command,
+        } => {
             let settings = Settings::load()?;
-            let options = ExecOptions { host, argv: command, timeout, forward_stdin: !no_stdin, resume_for };
+            let options = ExecOptions {
+                host,
+                argv: command,
+                timeout,
+                forward_stdin: !no_stdin,
+                resume_for,
+            };
             return exec(&settings, options).await;
         }
     }
@@ -164,7 +220,10 @@ fn call_failed(status: tonic::Status) -> anyhow::Error {
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }
 
@@ -184,7 +243,12 @@ struct HostJson {
 async fn hosts(json: bool) -> anyhow::Result<()> {
     let settings = Settings::load()?;
     let mut client = client::connect(&settings).await?;
-    let hosts = client.list_hosts(ListHostsRequest {}).await.map_err(call_failed)?.into_inner().hosts;
+    let hosts = client
+        .list_hosts(ListHostsRequest {})
+        .await
+        .map_err(call_failed)?
+        .into_inner()
+        .hosts;
     let rows: Vec<HostJson> = hosts
         .into_iter()
         .map(|h| HostJson {
@@ -200,10 +264,16 @@ async fn hosts(json: bool) -> anyhow::Result<()> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows).context("cannot encode hosts")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).context("cannot encode hosts")?
+        );
         return Ok(());
     }
-    println!("{:<36}  {:<20}  {:<7}  {:<20}  OS", "ID", "NAME", "STATUS", "LAST SEEN");
+    println!(
+        "{:<36}  {:<20}  {:<7}  {:<20}  OS",
+        "ID", "NAME", "STATUS", "LAST SEEN"
+    );
     for h in rows {
         println!(
             "{:<36}  {:<20}  {:<7}  {:<20}  {}",

@@ -10,7 +10,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -42,15 +44,24 @@ pub struct HostAllowList(Arc<RwLock<HashSet<String>>>);
 
 impl HostAllowList {
     pub fn allow(&self, host_id: &str) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(host_id.to_string());
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host_id.to_string());
     }
 
     pub fn revoke(&self, host_id: &str) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(host_id);
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host_id);
     }
 
     fn contains(&self, host_id: &str) -> bool {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).contains(host_id)
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(host_id)
     }
 }
 
@@ -73,11 +84,17 @@ impl ClientCertVerifier for HostCertVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         match crate::ca::common_name(end_entity) {
             Some(host_id) if self.allowed.contains(&host_id) => Ok(verified),
-            Some(host_id) => Err(rustls::Error::General(format!("host {host_id} is not enrolled"))),
-            None => Err(rustls::Error::General("client certificate has no common name".into())),
+            Some(host_id) => Err(rustls::Error::General(format!(
+                "host {host_id} is not enrolled"
+            ))),
+            None => Err(rustls::Error::General(
+                "client certificate has no common name".into(),
+            )),
         }
     }
 
@@ -127,7 +144,12 @@ pub fn tls_config(
 }
 
 /// Accepts daemons until `shutdown`.
-pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, state: Arc<AppState>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let sessions = Arc::new(AtomicU64::new(1));
     loop {
@@ -145,7 +167,9 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, state: Arc<App
         let session_id = sessions.fetch_add(1, Ordering::Relaxed);
         let (acceptor, state, shutdown) = (acceptor.clone(), state.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(reason) = handle_connection(stream, acceptor, state.clone(), session_id, shutdown).await {
+            if let Err(reason) =
+                handle_connection(stream, acceptor, state.clone(), session_id, shutdown).await
+            {
                 Metrics::add(&state.metrics.handshakes_refused, 1);
                 tracing::info!(%peer, "bridge connection refused: {reason}");
             }
@@ -173,6 +197,8 @@ async fn handle_connection(
         .and_then(|certs| certs.first())
         .and_then(|cert| crate::ca::common_name(cert))
         .ok_or("no client certificate")?;
+    // The callback's signature is tungstenite's; its error type is theirs.
+    #[allow(clippy::result_large_err)]
     let check_path = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         if request.uri().path() == SESSION_PATH {
             Ok(response)
@@ -192,7 +218,8 @@ async fn handle_connection(
     .map_err(|e| format!("websocket: {e}"))?;
 
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next()).await {
-        Ok(Some(Ok(Message::Binary(bytes)))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES) {
+        Ok(Some(Ok(Message::Binary(bytes)))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES)
+        {
             Ok(Body::Hello(hello)) => hello,
             Ok(_) => return Err(format!("host {host_id}: first frame is not a hello")),
             Err(e) => return Err(format!("host {host_id}: {e}")),
@@ -204,7 +231,11 @@ async fn handle_connection(
             "protocol versions {}..={} are not supported; this control plane speaks {BRIDGE_PROTOCOL_MIN_VERSION}..={BRIDGE_PROTOCOL_VERSION}",
             hello.min_version, hello.max_version
         );
-        let close = Body::Close(Close { channel_id: 0, reason: reason.clone(), release: false });
+        let close = Body::Close(Close {
+            channel_id: 0,
+            reason: reason.clone(),
+            release: false,
+        });
         let _ = futures_util::SinkExt::send(&mut ws, Message::Binary(frame::encode(close))).await;
         return Err(format!("host {host_id}: {reason}"));
     };
@@ -217,7 +248,11 @@ async fn handle_connection(
         daemon_version: h.daemon_version,
     });
     let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let session = Arc::new(SessionHandle::new(host_id.clone(), session_id, outbound_tx.clone()));
+    let session = Arc::new(SessionHandle::new(
+        host_id.clone(),
+        session_id,
+        outbound_tx.clone(),
+    ));
     let heartbeat = state.heartbeat_interval;
     let welcome = Welcome {
         version,
@@ -226,16 +261,24 @@ async fn handle_connection(
         window_bytes: DEFAULT_WINDOW_BYTES as u32,
     };
     let _ = outbound_tx.try_send(Body::Welcome(welcome));
-    if let Err(e) = state.store.host_connected(&host_id, &facts.unwrap_or_default()).await {
+    if let Err(e) = state
+        .store
+        .host_connected(&host_id, &facts.unwrap_or_default())
+        .await
+    {
         tracing::warn!(host = %host_id, "cannot record host connection: {e:#}");
     }
     state.router.register(session.clone());
     Metrics::add(&state.metrics.sessions_accepted, 1);
     tracing::info!(host = %host_id, session = session_id, version, "host online");
 
-    let run = transport::run(ws, outbound_rx, heartbeat * 3, DEFAULT_MAX_FRAME_BYTES, |body| {
-        on_frame(&session, &state.metrics, body)
-    });
+    let run = transport::run(
+        ws,
+        outbound_rx,
+        heartbeat * 3,
+        DEFAULT_MAX_FRAME_BYTES,
+        |body| on_frame(&session, &state.metrics, body),
+    );
     let end = tokio::select! {
         end = run => end.to_string(),
         _ = session.ended.cancelled() => "replaced by a newer session or disconnected".to_string(),
@@ -243,7 +286,11 @@ async fn handle_connection(
     };
     state.router.unregister(&session);
     session.fail_all(&end);
-    if let Err(e) = state.store.touch_hosts(std::slice::from_ref(&host_id), crate::store::now()).await {
+    if let Err(e) = state
+        .store
+        .touch_hosts(std::slice::from_ref(&host_id), crate::store::now())
+        .await
+    {
         tracing::warn!(host = %host_id, "cannot record last-seen: {e:#}");
     }
     tracing::info!(host = %host_id, session = session_id, "host session ended: {end}");
@@ -272,20 +319,31 @@ fn on_frame(session: &SessionHandle, metrics: &Metrics, body: Body) -> Result<()
                 return Ok(());
             };
             Metrics::add(&metrics.bytes_routed, chunk.payload.len() as u64);
-            (data.channel_id, session.deliver(data.channel_id, ChannelEvent::Data(chunk)))
+            (
+                data.channel_id,
+                session.deliver(data.channel_id, ChannelEvent::Data(chunk)),
+            )
         }
         Body::Ack(ack) => match ack.ack {
-            Some(inner) => (ack.channel_id, session.deliver(ack.channel_id, ChannelEvent::Ack(inner))),
+            Some(inner) => (
+                ack.channel_id,
+                session.deliver(ack.channel_id, ChannelEvent::Ack(inner)),
+            ),
             None => (ack.channel_id, Delivery::UnknownChannel),
         },
         Body::ExecExited(exited) => {
             let event = ChannelEvent::Exited(exited.exit.unwrap_or_default());
             (exited.channel_id, session.deliver(exited.channel_id, event))
         }
-        Body::Close(close) => (close.channel_id, session.channel_closed(close.channel_id, close.reason)),
+        Body::Close(close) => (
+            close.channel_id,
+            session.channel_closed(close.channel_id, close.reason),
+        ),
         Body::Hello(_) | Body::Welcome(_) | Body::Open(_) | Body::ExecSignal(_) => {
             Metrics::add(&metrics.frames_rejected, 1);
-            return Err(SessionEnd::Protocol("frame not allowed from a daemon".into()));
+            return Err(SessionEnd::Protocol(
+                "frame not allowed from a daemon".into(),
+            ));
         }
     };
     match delivery {
@@ -298,7 +356,11 @@ fn on_frame(session: &SessionHandle, metrics: &Metrics, body: Body) -> Result<()
             Metrics::add(&metrics.frames_rejected, 1);
             tracing::warn!(host = %session.host_id, channel_id, "channel closed: daemon overran its flow-control window");
             let reason = "flow-control window overrun".to_string();
-            let _ = session.outbound.try_send(Body::Close(Close { channel_id, reason, release: false }));
+            let _ = session.outbound.try_send(Body::Close(Close {
+                channel_id,
+                reason,
+                release: false,
+            }));
         }
     }
     Ok(())
@@ -310,10 +372,20 @@ mod tests {
 
     #[test]
     fn negotiates_the_highest_common_version() {
-        let hello = |min, max| Hello { min_version: min, max_version: max, host: None };
+        let hello = |min, max| Hello {
+            min_version: min,
+            max_version: max,
+            host: None,
+        };
         assert_eq!(negotiate(&hello(1, 1)), Some(1));
         assert_eq!(negotiate(&hello(1, 9)), Some(BRIDGE_PROTOCOL_VERSION));
-        assert_eq!(negotiate(&hello(BRIDGE_PROTOCOL_VERSION + 1, BRIDGE_PROTOCOL_VERSION + 3)), None);
+        assert_eq!(
+            negotiate(&hello(
+                BRIDGE_PROTOCOL_VERSION + 1,
+                BRIDGE_PROTOCOL_VERSION + 3
+            )),
+            None
+        );
         assert_eq!(negotiate(&hello(0, 0)), None);
     }
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
@@ -19,7 +19,10 @@ pub enum CaError {
     #[error("certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("CA files in {0} are unreadable: {1}")]
     Corrupt(PathBuf, String),
     #[error("invalid certificate signing request: {0}")]
@@ -54,23 +57,34 @@ impl Ca {
             let mut params = CertificateParams::default();
             params.distinguished_name = name("Zpanel CA");
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             params.not_before = OffsetDateTime::now_utc() - time::Duration::hours(1);
             params.not_after = OffsetDateTime::now_utc() + time::Duration::days(3650);
             params.serial_number = Some(random_serial());
             let cert = params.self_signed(&key)?;
-            fsutil::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600).map_err(io(&key_path))?;
-            fsutil::write_atomic(&cert_path, cert.pem().as_bytes(), 0o644).map_err(io(&cert_path))?;
+            fsutil::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)
+                .map_err(io(&key_path))?;
+            fsutil::write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)
+                .map_err(io(&cert_path))?;
         }
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
-        let corrupt = |e: &dyn std::fmt::Display| CaError::Corrupt(dir.to_path_buf(), e.to_string());
+        let corrupt =
+            |e: &dyn std::fmt::Display| CaError::Corrupt(dir.to_path_buf(), e.to_string());
         let key = KeyPair::from_pem(&key_pem).map_err(|e| corrupt(&e))?;
         let cert_der = zpanel_shared::tls::certs_from_pem(cert_pem.as_bytes())
             .map_err(|e| corrupt(&e))?
             .remove(0);
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| corrupt(&e))?;
-        Ok(Ca { cert_pem, cert_der, issuer })
+        Ok(Ca {
+            cert_pem,
+            cert_der,
+            issuer,
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -113,8 +127,14 @@ impl Ca {
 
     /// Signs a host's CSR. Only the CSR's public key is used: the subject is the host id,
     /// the usage is client authentication, the lifetime is ours.
-    pub fn sign_host_csr(&self, csr_pem: &str, host_id: &str, ttl: Duration) -> Result<HostCertificate, CaError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CaError::BadCsr(e.to_string()))?;
+    pub fn sign_host_csr(
+        &self,
+        csr_pem: &str,
+        host_id: &str,
+        ttl: Duration,
+    ) -> Result<HostCertificate, CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(host_id);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -127,7 +147,11 @@ impl Ca {
         let serial_hex = hex::encode(serial.to_bytes());
         params.serial_number = Some(serial);
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(HostCertificate { cert_pem: cert.pem(), serial: serial_hex, expires_at: not_after.unix_timestamp() })
+        Ok(HostCertificate {
+            cert_pem: cert.pem(),
+            serial: serial_hex,
+            expires_at: not_after.unix_timestamp(),
+        })
     }
 }
 
@@ -147,7 +171,13 @@ fn random_serial() -> SerialNumber {
 /// The common name of a DER certificate's subject (the host id for host certificates).
 pub fn common_name(cert: &[u8]) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let cn = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let cn = parsed
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     Some(cn)
 }
 
@@ -163,11 +193,22 @@ mod tests {
         assert_eq!(ca.pin(), again.pin());
 
         let host_key = KeyPair::generate().unwrap();
-        let csr = CertificateParams::default().serialize_request(&host_key).unwrap().pem().unwrap();
-        let issued = ca.sign_host_csr(&csr, "host-1", Duration::from_secs(3600)).unwrap();
-        let der = zpanel_shared::tls::certs_from_pem(issued.cert_pem.as_bytes()).unwrap().remove(0);
+        let csr = CertificateParams::default()
+            .serialize_request(&host_key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let issued = ca
+            .sign_host_csr(&csr, "host-1", Duration::from_secs(3600))
+            .unwrap();
+        let der = zpanel_shared::tls::certs_from_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .remove(0);
         assert_eq!(common_name(&der).as_deref(), Some("host-1"));
-        assert!(ca.sign_host_csr("garbage", "h", Duration::from_secs(60)).is_err());
+        assert!(
+            ca.sign_host_csr("garbage", "h", Duration::from_secs(60))
+                .is_err()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

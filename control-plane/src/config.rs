@@ -73,12 +73,17 @@ impl ServeArgs {
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_interval < Duration::from_millis(100) {
-            return Err(ConfigError("--heartbeat-interval must be at least 100ms".into()));
+            return Err(ConfigError(
+                "--heartbeat-interval must be at least 100ms".into(),
+            ));
         }
         if self.host_cert_ttl < Duration::from_secs(60) {
             return Err(ConfigError("--host-cert-ttl must be at least 1m".into()));
         }
-        for (flag, url) in [("--public-url", &self.public_url), ("--bridge-url", &self.bridge_url)] {
+        for (flag, url) in [
+            ("--public-url", &self.public_url),
+            ("--bridge-url", &self.bridge_url),
+        ] {
             if let Some(url) = url {
                 let uri: hyper::Uri = url
                     .parse()
@@ -113,7 +118,11 @@ impl ServeArgs {
             (true, Some(host)) => host.to_string(),
             _ => reachable(self.bridge_listen).ip().to_string(),
         };
-        let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
         format!("wss://{host}:{}", self.bridge_listen.port())
     }
 }
@@ -122,7 +131,11 @@ impl ServeArgs {
 fn reachable(addr: SocketAddr) -> SocketAddr {
     let mut addr = addr;
     if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
     }
     addr
 }
@@ -142,10 +155,20 @@ mod tests {
 
     #[test]
     fn derives_urls_from_listeners() {
-        let serve = args(&["--listen", "0.0.0.0:9000", "--bridge-listen", "0.0.0.0:9001"]);
+        let serve = args(&[
+            "--listen",
+            "0.0.0.0:9000",
+            "--bridge-listen",
+            "0.0.0.0:9001",
+        ]);
         assert_eq!(serve.public_url(), "https://127.0.0.1:9000");
         assert_eq!(serve.bridge_url(), "wss://127.0.0.1:9001");
-        let serve = args(&["--public-url", "https://panel.example.com/", "--bridge-listen", "0.0.0.0:9001"]);
+        let serve = args(&[
+            "--public-url",
+            "https://panel.example.com/",
+            "--bridge-listen",
+            "0.0.0.0:9001",
+        ]);
         assert_eq!(serve.public_url(), "https://panel.example.com");
         assert_eq!(serve.bridge_url(), "wss://panel.example.com:9001");
     }

@@ -41,18 +41,26 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     let data_dir = args.data_dir.clone();
     create_private_dir(&data_dir)?;
     let ca = Ca::load_or_create(&ca_dir(&data_dir)).context("cannot load or create the CA")?;
-    let store = Store::open(&data_dir.join("zpanel.db")).await.context("cannot open the database")?;
+    let store = Store::open(&data_dir.join("zpanel.db"))
+        .await
+        .context("cannot open the database")?;
     let admin_token_path = data_dir.join("admin-token");
     if let Some(token) = store.bootstrap_admin().await? {
-        zpanel_shared::fsutil::write_atomic(&admin_token_path, format!("{token}\n").as_bytes(), 0o600)
-            .with_context(|| format!("cannot write {}", admin_token_path.display()))?;
+        zpanel_shared::fsutil::write_atomic(
+            &admin_token_path,
+            format!("{token}\n").as_bytes(),
+            0o600,
+        )
+        .with_context(|| format!("cannot write {}", admin_token_path.display()))?;
     }
     let allowed_hosts = HostAllowList::default();
     for host_id in store.host_ids().await? {
         allowed_hosts.allow(&host_id);
     }
 
-    let web_listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let web_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let bridge_listener = TcpListener::bind(args.bridge_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.bridge_listen))?;
@@ -62,7 +70,12 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     let bridge_url = args.bridge_url();
 
     let (chain, key) = ca.issue_server_cert(&server_names(&args, &public_url, &bridge_url))?;
-    let bridge_tls = bridge::tls_config(ca.cert_der(), chain.clone(), key.clone_key(), allowed_hosts.clone())?;
+    let bridge_tls = bridge::tls_config(
+        ca.cert_der(),
+        chain.clone(),
+        key.clone_key(),
+        allowed_hosts.clone(),
+    )?;
     let web_tls = if args.insecure_http {
         None
     } else if let (Some(cert), Some(key_path)) = (&args.tls_cert, &args.tls_key) {
@@ -93,14 +106,25 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
 
     tokio::spawn(flush_last_seen(state.clone(), shutdown.clone()));
     if args.with_local_host {
-        tokio::spawn(local_host(state.clone(), data_dir.join("local-host"), shutdown.clone()));
+        tokio::spawn(local_host(
+            state.clone(),
+            data_dir.join("local-host"),
+            shutdown.clone(),
+        ));
     }
     let app = api::http::router(state.clone()).merge(
-        tonic::service::Routes::new(api::grpc::service(state.clone())).prepare().into_axum_router(),
+        tonic::service::Routes::new(api::grpc::service(state.clone()))
+            .prepare()
+            .into_axum_router(),
     );
     tokio::join!(
         web::serve(web_listener, web_tls, app, shutdown.clone()),
-        bridge::serve(bridge_listener, Arc::new(bridge_tls), state.clone(), shutdown.clone()),
+        bridge::serve(
+            bridge_listener,
+            Arc::new(bridge_tls),
+            state.clone(),
+            shutdown.clone()
+        ),
     );
     let online = state.router.online_hosts();
     state.store.touch_hosts(&online, store::now()).await?;
@@ -123,8 +147,16 @@ fn server_names(args: &ServeArgs, public_url: &str, bridge_url: &str) -> Vec<Str
         names.push(hostname.trim().to_string());
     }
     for url in [public_url, bridge_url] {
-        if let Some(host) = url.parse::<hyper::Uri>().ok().and_then(|u| u.host().map(str::to_string)) {
-            names.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
+        if let Some(host) = url
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_string))
+        {
+            names.push(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            );
         }
     }
     for addr in [args.listen, args.bridge_listen] {
@@ -159,23 +191,54 @@ async fn local_host(state: Arc<AppState>, dir: std::path::PathBuf, shutdown: Can
     }
 }
 
-async fn run_local_host(state: &AppState, dir: &Path, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_local_host(
+    state: &AppState,
+    dir: &Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let bridge = std::env::current_exe()?.with_file_name("zpanel-bridge");
-    anyhow::ensure!(bridge.exists(), "{} not found next to zpanel-cp; build it with `cargo build`", bridge.display());
+    anyhow::ensure!(
+        bridge.exists(),
+        "{} not found next to zpanel-cp; build it with `cargo build`",
+        bridge.display()
+    );
     if !dir.join("bridge.toml").exists() {
-        let system = store::Principal { user_id: "system".into(), user_name: "system".into(), role: "admin".into() };
-        let token = state.create_join_token(&system, Duration::from_secs(600), 1).await?;
-        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "local".into());
+        let system = store::Principal {
+            user_id: "system".into(),
+            user_name: "system".into(),
+            role: "admin".into(),
+        };
+        let token = state
+            .create_join_token(&system, Duration::from_secs(600), 1)
+            .await?;
+        let name =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "local".into());
         let status = tokio::process::Command::new(&bridge)
-            .args(["join", "--server", &state.public_url, "--ca-pin", &token.ca_pin, "--name", name.trim()])
+            .args([
+                "join",
+                "--server",
+                &state.public_url,
+                "--ca-pin",
+                &token.ca_pin,
+                "--name",
+                name.trim(),
+            ])
             .arg("--config-dir")
             .arg(dir)
             .env("ZPANEL_JOIN_TOKEN", &token.token)
             .status()
             .await?;
-        anyhow::ensure!(status.success(), "enrolling the local host failed ({status})");
+        anyhow::ensure!(
+            status.success(),
+            "enrolling the local host failed ({status})"
+        );
     }
-    let mut child = tokio::process::Command::new(&bridge).arg("run").arg("--config-dir").arg(dir).kill_on_drop(true).spawn()?;
+    let mut child = tokio::process::Command::new(&bridge)
+        .arg("run")
+        .arg("--config-dir")
+        .arg(dir)
+        .kill_on_drop(true)
+        .spawn()?;
     tokio::select! {
         status = child.wait() => anyhow::bail!("local host daemon exited ({})", status?),
         _ = shutdown.cancelled() => Ok(()),

@@ -20,14 +20,47 @@ impl Metrics {
     pub fn render(&self, hosts_online: usize) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        metric("zpanel_hosts_online", "gauge", "Hosts with a live bridge session.", hosts_online as u64);
-        metric("zpanel_channels_open", "gauge", "Channels open across all sessions.", self.channels_open.load(Ordering::Relaxed));
-        metric("zpanel_bytes_routed_total", "counter", "Stream payload bytes routed between clients and hosts.", self.bytes_routed.load(Ordering::Relaxed));
-        metric("zpanel_frames_rejected_total", "counter", "Bridge frames refused as malformed, oversized, out of order or for an unknown channel.", self.frames_rejected.load(Ordering::Relaxed));
-        metric("zpanel_sessions_accepted_total", "counter", "Bridge sessions accepted.", self.sessions_accepted.load(Ordering::Relaxed));
-        metric("zpanel_handshakes_refused_total", "counter", "Bridge connections refused during TLS or the hello.", self.handshakes_refused.load(Ordering::Relaxed));
+        metric(
+            "zpanel_hosts_online",
+            "gauge",
+            "Hosts with a live bridge session.",
+            hosts_online as u64,
+        );
+        metric(
+            "zpanel_channels_open",
+            "gauge",
+            "Channels open across all sessions.",
+            self.channels_open.load(Ordering::Relaxed),
+        );
+        metric(
+            "zpanel_bytes_routed_total",
+            "counter",
+            "Stream payload bytes routed between clients and hosts.",
+            self.bytes_routed.load(Ordering::Relaxed),
+        );
+        metric(
+            "zpanel_frames_rejected_total",
+            "counter",
+            "Bridge frames refused as malformed, oversized, out of order or for an unknown channel.",
+            self.frames_rejected.load(Ordering::Relaxed),
+        );
+        metric(
+            "zpanel_sessions_accepted_total",
+            "counter",
+            "Bridge sessions accepted.",
+            self.sessions_accepted.load(Ordering::Relaxed),
+        );
+        metric(
+            "zpanel_handshakes_refused_total",
+            "counter",
+            "Bridge connections refused during TLS or the hello.",
+            self.handshakes_refused.load(Ordering::Relaxed),
+        );
         out
     }
 }

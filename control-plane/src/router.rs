@@ -13,7 +13,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
-use zpanel_proto::{ChannelAck, ChannelData, Close, ExecSignal, OpenError, OpenResult, ProcessExit, StreamAck, StreamChunk, open};
+use zpanel_proto::{
+    ChannelAck, ChannelData, Close, ExecSignal, OpenError, OpenResult, ProcessExit, StreamAck,
+    StreamChunk, open,
+};
 
 use crate::metrics::Metrics;
 
@@ -49,7 +52,11 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The routing interface every adapter uses.
 pub trait HostRouter: Send + Sync {
     /// Opens a channel to a host's daemon.
-    fn open_channel(&self, host_id: &str, request: open::Request) -> BoxFuture<'_, Result<Channel, RouteError>>;
+    fn open_channel(
+        &self,
+        host_id: &str,
+        request: open::Request,
+    ) -> BoxFuture<'_, Result<Channel, RouteError>>;
     fn is_online(&self, host_id: &str) -> bool;
     /// Ids of every host with a live session.
     fn online_hosts(&self) -> Vec<String>;
@@ -68,20 +75,35 @@ pub struct Channel {
 
 impl Channel {
     async fn send(&self, body: Body) -> Result<(), RouteError> {
-        self.outbound.send(body).await.map_err(|_| RouteError::SessionLost)
+        self.outbound
+            .send(body)
+            .await
+            .map_err(|_| RouteError::SessionLost)
     }
 
     pub async fn send_data(&self, chunk: StreamChunk) -> Result<(), RouteError> {
         Metrics::add(&self.guard.metrics.bytes_routed, chunk.payload.len() as u64);
-        self.send(Body::Data(ChannelData { channel_id: self.id, chunk: Some(chunk) })).await
+        self.send(Body::Data(ChannelData {
+            channel_id: self.id,
+            chunk: Some(chunk),
+        }))
+        .await
     }
 
     pub async fn send_ack(&self, ack: StreamAck) -> Result<(), RouteError> {
-        self.send(Body::Ack(ChannelAck { channel_id: self.id, ack: Some(ack) })).await
+        self.send(Body::Ack(ChannelAck {
+            channel_id: self.id,
+            ack: Some(ack),
+        }))
+        .await
     }
 
     pub async fn send_signal(&self, signal: i32) -> Result<(), RouteError> {
-        self.send(Body::ExecSignal(ExecSignal { channel_id: self.id, signal })).await
+        self.send(Body::ExecSignal(ExecSignal {
+            channel_id: self.id,
+            signal,
+        }))
+        .await
     }
 
     /// Closes the channel telling the daemon the client is done with the job.
@@ -100,7 +122,11 @@ struct ChannelGuard {
 impl Drop for ChannelGuard {
     fn drop(&mut self) {
         if self.session.remove_channel(self.id) {
-            let close = Close { channel_id: self.id, reason: "closed by client".into(), release: self.release };
+            let close = Close {
+                channel_id: self.id,
+                reason: "closed by client".into(),
+                release: self.release,
+            };
             let _ = self.session.outbound.try_send(Body::Close(close));
         }
         self.metrics.channels_open.fetch_sub(1, Ordering::Relaxed);
@@ -154,7 +180,10 @@ impl SessionHandle {
     /// Hands a daemon's answer to the waiting opener.
     pub fn deliver_open_result(&self, result: OpenResult) -> Delivery {
         let mut slots = self.slots();
-        match slots.get_mut(&result.channel_id).and_then(|slot| slot.opened.take()) {
+        match slots
+            .get_mut(&result.channel_id)
+            .and_then(|slot| slot.opened.take())
+        {
             Some(opener) => {
                 let _ = opener.send(result);
                 Delivery::Delivered
@@ -166,7 +195,9 @@ impl SessionHandle {
     /// Queues an event for a channel without ever waiting.
     pub fn deliver(&self, channel_id: u64, event: ChannelEvent) -> Delivery {
         let mut slots = self.slots();
-        let Some(slot) = slots.get(&channel_id) else { return Delivery::UnknownChannel };
+        let Some(slot) = slots.get(&channel_id) else {
+            return Delivery::UnknownChannel;
+        };
         match slot.events.try_send(event) {
             Ok(()) => Delivery::Delivered,
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::UnknownChannel,
@@ -204,7 +235,10 @@ pub struct LocalRouter {
 
 impl LocalRouter {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        LocalRouter { sessions: Mutex::new(HashMap::new()), metrics }
+        LocalRouter {
+            sessions: Mutex::new(HashMap::new()),
+            metrics,
+        }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SessionHandle>>> {
@@ -222,7 +256,10 @@ impl LocalRouter {
     /// Removes `session` if it is still the host's live session.
     pub fn unregister(&self, session: &SessionHandle) {
         let mut sessions = self.sessions();
-        if sessions.get(&session.host_id).is_some_and(|s| s.session_id == session.session_id) {
+        if sessions
+            .get(&session.host_id)
+            .is_some_and(|s| s.session_id == session.session_id)
+        {
             sessions.remove(&session.host_id);
         }
     }
@@ -236,11 +273,29 @@ impl LocalRouter {
         let id = session.next_channel.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events) = mpsc::channel(CHANNEL_EVENT_QUEUE);
         let (opened_tx, opened_rx) = oneshot::channel();
-        session.slots().insert(id, ChannelSlot { events: events_tx, opened: Some(opened_tx) });
+        session.slots().insert(
+            id,
+            ChannelSlot {
+                events: events_tx,
+                opened: Some(opened_tx),
+            },
+        );
         self.metrics.channels_open.fetch_add(1, Ordering::Relaxed);
-        let guard = ChannelGuard { id, session: session.clone(), metrics: self.metrics.clone(), release: false };
-        let open = zpanel_proto::Open { channel_id: id, request: Some(request) };
-        session.outbound.send(Body::Open(open)).await.map_err(|_| RouteError::SessionLost)?;
+        let guard = ChannelGuard {
+            id,
+            session: session.clone(),
+            metrics: self.metrics.clone(),
+            release: false,
+        };
+        let open = zpanel_proto::Open {
+            channel_id: id,
+            request: Some(request),
+        };
+        session
+            .outbound
+            .send(Body::Open(open))
+            .await
+            .map_err(|_| RouteError::SessionLost)?;
         let opened = match tokio::time::timeout(OPEN_TIMEOUT, opened_rx).await {
             Err(_) => return Err(RouteError::Timeout(OPEN_TIMEOUT)),
             Ok(Err(_)) => return Err(RouteError::SessionLost),
@@ -249,14 +304,27 @@ impl LocalRouter {
         let code = opened.error();
         if code != OpenError::None {
             session.remove_channel(id);
-            return Err(RouteError::Refused { code, message: opened.message });
+            return Err(RouteError::Refused {
+                code,
+                message: opened.message,
+            });
         }
-        Ok(Channel { id, outbound: session.outbound.clone(), events, opened, guard })
+        Ok(Channel {
+            id,
+            outbound: session.outbound.clone(),
+            events,
+            opened,
+            guard,
+        })
     }
 }
 
 impl HostRouter for LocalRouter {
-    fn open_channel(&self, host_id: &str, request: open::Request) -> BoxFuture<'_, Result<Channel, RouteError>> {
+    fn open_channel(
+        &self,
+        host_id: &str,
+        request: open::Request,
+    ) -> BoxFuture<'_, Result<Channel, RouteError>> {
         let host_id = host_id.to_string();
         Box::pin(async move { self.open(&host_id, request).await })
     }

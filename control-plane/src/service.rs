@@ -10,7 +10,9 @@ use crate::bridge::HostAllowList;
 use crate::ca::Ca;
 use crate::metrics::Metrics;
 use crate::router::{Channel, HostRouter, LocalRouter, RouteError};
-use crate::store::{AuditEntry, HostFacts, HostRecord, JoinTokenError, NewHost, Principal, Store, StoreError};
+use crate::store::{
+    AuditEntry, HostFacts, HostRecord, JoinTokenError, NewHost, Principal, Store, StoreError,
+};
 
 /// Longest a join token may live.
 const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -41,9 +43,9 @@ pub enum ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NameTaken(name) => {
-                ServiceError::Conflict(format!("host name {name:?} is already taken; join with --name to pick another"))
-            }
+            StoreError::NameTaken(name) => ServiceError::Conflict(format!(
+                "host name {name:?} is already taken; join with --name to pick another"
+            )),
             other => ServiceError::Internal(other.to_string()),
         }
     }
@@ -81,7 +83,10 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<(), ServiceErr
     if allowed {
         Ok(())
     } else {
-        Err(ServiceError::PermissionDenied { role: principal.role.clone(), action: action.verb() })
+        Err(ServiceError::PermissionDenied {
+            role: principal.role.clone(),
+            action: action.verb(),
+        })
     }
 }
 
@@ -138,12 +143,28 @@ pub struct ExecChannel {
 impl AppState {
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Principal, ServiceError> {
         let token = token.ok_or(ServiceError::Unauthenticated)?;
-        self.store.authenticate(token).await?.ok_or(ServiceError::Unauthenticated)
+        self.store
+            .authenticate(token)
+            .await?
+            .ok_or(ServiceError::Unauthenticated)
     }
 
     /// Writes an audit entry; a failure to audit is logged, never hidden.
-    pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str, outcome: &str) {
-        let entry = AuditEntry { actor, action, target, detail, outcome };
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        outcome: &str,
+    ) {
+        let entry = AuditEntry {
+            actor,
+            action,
+            target,
+            detail,
+            outcome,
+        };
         if let Err(e) = self.store.audit(entry).await {
             tracing::error!(actor, action, target, "cannot write audit entry: {e:#}");
         }
@@ -151,7 +172,8 @@ impl AppState {
 
     pub async fn list_hosts(&self, principal: &Principal) -> Result<Vec<HostView>, ServiceError> {
         authorize(principal, Action::ListHosts)?;
-        let online: std::collections::HashSet<String> = self.router.online_hosts().into_iter().collect();
+        let online: std::collections::HashSet<String> =
+            self.router.online_hosts().into_iter().collect();
         let now = crate::store::now();
         Ok(self
             .store
@@ -169,19 +191,31 @@ impl AppState {
     }
 
     pub async fn resolve_host(&self, id_or_name: &str) -> Result<HostRecord, ServiceError> {
-        self.store
-            .find_host(id_or_name)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("unknown host {id_or_name:?}; `zpanel hosts` lists them")))
+        self.store.find_host(id_or_name).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "unknown host {id_or_name:?}; `zpanel hosts` lists them"
+            ))
+        })
     }
 
-    pub async fn delete_host(&self, principal: &Principal, id_or_name: &str) -> Result<String, ServiceError> {
+    pub async fn delete_host(
+        &self,
+        principal: &Principal,
+        id_or_name: &str,
+    ) -> Result<String, ServiceError> {
         authorize(principal, Action::DeleteHost)?;
         let host = self.resolve_host(id_or_name).await?;
         self.allowed_hosts.revoke(&host.id);
         self.router.disconnect(&host.id);
         self.store.delete_host(&host.id).await?;
-        self.audit(&principal.user_name, "host.delete", &host.id, &host.name, "ok").await;
+        self.audit(
+            &principal.user_name,
+            "host.delete",
+            &host.id,
+            &host.name,
+            "ok",
+        )
+        .await;
         Ok(host.id)
     }
 
@@ -193,28 +227,52 @@ impl AppState {
     ) -> Result<JoinTokenCreated, ServiceError> {
         authorize(principal, Action::CreateJoinToken)?;
         if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
-            return Err(ServiceError::InvalidArgument("token ttl must be between 1s and 30d".into()));
+            return Err(ServiceError::InvalidArgument(
+                "token ttl must be between 1s and 30d".into(),
+            ));
         }
         if uses == 0 || uses > 100_000 {
-            return Err(ServiceError::InvalidArgument("token uses must be between 1 and 100000".into()));
+            return Err(ServiceError::InvalidArgument(
+                "token uses must be between 1 and 100000".into(),
+            ));
         }
         let token = crate::store::new_token("zpj");
         let expires_at = crate::store::now() + ttl.as_secs() as i64;
-        self.store.create_join_token(&token, uses, expires_at, &principal.user_name).await?;
+        self.store
+            .create_join_token(&token, uses, expires_at, &principal.user_name)
+            .await?;
         let detail = format!("uses={uses} ttl={}s", ttl.as_secs());
-        self.audit(&principal.user_name, "join_token.create", "-", &detail, "ok").await;
+        self.audit(
+            &principal.user_name,
+            "join_token.create",
+            "-",
+            &detail,
+            "ok",
+        )
+        .await;
         let ca_pin = self.ca.pin();
         let install_command = format!(
             "curl -fsSL {}/install.sh | sudo sh -s -- --token {token} --ca-pin {ca_pin}",
             self.public_url
         );
-        Ok(JoinTokenCreated { token, expires_at, uses, install_command, ca_pin })
+        Ok(JoinTokenCreated {
+            token,
+            expires_at,
+            uses,
+            install_command,
+            ca_pin,
+        })
     }
 
     /// Enrols a host: takes one use of the join token, signs the host's CSR, records the host.
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, ServiceError> {
         let name = request.name.trim().to_string();
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(ServiceError::InvalidArgument(
                 "host name must be 1-64 characters of letters, digits, '-', '_' or '.'".into(),
             ));
@@ -230,7 +288,8 @@ impl AppState {
         let token_id = match self.store.consume_join_token(&request.token).await? {
             Ok(id) => id,
             Err(refusal) => {
-                self.audit("-", "host.enroll", &name, &refusal.to_string(), "refused").await;
+                self.audit("-", "host.enroll", &name, &refusal.to_string(), "refused")
+                    .await;
                 return Err(match refusal {
                     JoinTokenError::Unknown | JoinTokenError::Expired | JoinTokenError::UsedUp => {
                         ServiceError::InvalidArgument(refusal.to_string())
@@ -250,7 +309,14 @@ impl AppState {
             return Err(e.into());
         }
         self.allowed_hosts.allow(&host_id);
-        self.audit(&format!("join-token:{token_id}"), "host.enroll", &host_id, &name, "ok").await;
+        self.audit(
+            &format!("join-token:{token_id}"),
+            "host.enroll",
+            &host_id,
+            &name,
+            "ok",
+        )
+        .await;
         tracing::info!(host = %host_id, %name, "host enrolled");
         Ok(Enrolled {
             host_id,
@@ -272,7 +338,9 @@ impl AppState {
     ) -> Result<ExecChannel, ServiceError> {
         authorize(principal, Action::Exec)?;
         if argv.is_empty() || argv[0].is_empty() {
-            return Err(ServiceError::InvalidArgument("no command given: zpanel exec HOST -- CMD [ARG...]".into()));
+            return Err(ServiceError::InvalidArgument(
+                "no command given: zpanel exec HOST -- CMD [ARG...]".into(),
+            ));
         }
         let host = self.resolve_host(host).await?;
         let exec_id = uuid::Uuid::new_v4().to_string();
@@ -283,10 +351,25 @@ impl AppState {
             timeout_ms: timeout.as_millis() as u64,
         });
         let result = self.router.open_channel(&host.id, request).await;
-        let outcome = if result.is_ok() { "ok".to_string() } else { "failed".to_string() };
-        self.audit(&principal.user_name, "exec", &host.id, &command_line, &outcome).await;
+        let outcome = if result.is_ok() {
+            "ok".to_string()
+        } else {
+            "failed".to_string()
+        };
+        self.audit(
+            &principal.user_name,
+            "exec",
+            &host.id,
+            &command_line,
+            &outcome,
+        )
+        .await;
         let channel = result.map_err(|e| route_error(&host, e))?;
-        Ok(ExecChannel { channel, exec_id, host_id: host.id })
+        Ok(ExecChannel {
+            channel,
+            exec_id,
+            host_id: host.id,
+        })
     }
 
     /// Re-attaches to a running or finished exec, waiting a while for its host to return.
@@ -304,9 +387,21 @@ impl AppState {
         while !self.router.is_online(&host.id) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let request = open::Request::ExecAttach(zpanel_proto::ExecAttach { exec_id: exec_id.clone(), stdout_offset, stderr_offset });
-        let channel = self.router.open_channel(&host.id, request).await.map_err(|e| route_error(&host, e))?;
-        Ok(ExecChannel { channel, exec_id, host_id: host.id })
+        let request = open::Request::ExecAttach(zpanel_proto::ExecAttach {
+            exec_id: exec_id.clone(),
+            stdout_offset,
+            stderr_offset,
+        });
+        let channel = self
+            .router
+            .open_channel(&host.id, request)
+            .await
+            .map_err(|e| route_error(&host, e))?;
+        Ok(ExecChannel {
+            channel,
+            exec_id,
+            host_id: host.id,
+        })
     }
 }
 
@@ -314,14 +409,20 @@ fn route_error(host: &HostRecord, e: RouteError) -> ServiceError {
     use zpanel_proto::OpenError;
     match e {
         RouteError::Offline => ServiceError::Unavailable(format!("host {} is offline", host.name)),
-        RouteError::SessionLost | RouteError::Timeout(_) => ServiceError::Unavailable(format!("host {}: {e}", host.name)),
-        RouteError::Refused { code: OpenError::NotFound | OpenError::ReplayLost, message } => {
-            ServiceError::NotFound(format!("host {}: {message}", host.name))
+        RouteError::SessionLost | RouteError::Timeout(_) => {
+            ServiceError::Unavailable(format!("host {}: {e}", host.name))
         }
-        RouteError::Refused { code: OpenError::SpawnFailed, message } => {
-            ServiceError::SpawnFailed(format!("host {}: {message}", host.name))
+        RouteError::Refused {
+            code: OpenError::NotFound | OpenError::ReplayLost,
+            message,
+        } => ServiceError::NotFound(format!("host {}: {message}", host.name)),
+        RouteError::Refused {
+            code: OpenError::SpawnFailed,
+            message,
+        } => ServiceError::SpawnFailed(format!("host {}: {message}", host.name)),
+        RouteError::Refused { message, .. } => {
+            ServiceError::InvalidArgument(format!("host {}: {message}", host.name))
         }
-        RouteError::Refused { message, .. } => ServiceError::InvalidArgument(format!("host {}: {message}", host.name)),
     }
 }
 
@@ -329,7 +430,11 @@ fn route_error(host: &HostRecord, e: RouteError) -> ServiceError {
 pub fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|arg| {
-            if !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+            if !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+            {
                 arg.clone()
             } else {
                 format!("'{}'", arg.replace('\'', r"'\''"))
@@ -344,7 +449,11 @@ mod tests {
     use super::*;
 
     fn principal(role: &str) -> Principal {
-        Principal { user_id: "u".into(), user_name: "u".into(), role: role.into() }
+        Principal {
+            user_id: "u".into(),
+            user_name: "u".into(),
+            role: role.into(),
+        }
     }
 
     #[test]

@@ -109,7 +109,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
     }
@@ -119,16 +122,20 @@ impl Store {
     /// Creates the admin user and returns a fresh admin API token, if no user exists yet.
     pub async fn bootstrap_admin(&self) -> Result<Option<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&mut *tx).await?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut *tx)
+            .await?;
         if users > 0 {
             return Ok(None);
         }
         let user_id = uuid::Uuid::new_v4().to_string();
-        sqlx::query("INSERT INTO users (id, name, role, created_at) VALUES (?, 'admin', 'admin', ?)")
-            .bind(&user_id)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO users (id, name, role, created_at) VALUES (?, 'admin', 'admin', ?)",
+        )
+        .bind(&user_id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         let token = new_token("zpa");
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, token_hash, name, role, created_at) VALUES (?, ?, ?, 'admin-token', 'admin', ?)",
@@ -153,12 +160,22 @@ impl Store {
         .bind(now())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| Principal { user_id: r.get(0), user_name: r.get(1), role: r.get(2) }))
+        Ok(row.map(|r| Principal {
+            user_id: r.get(0),
+            user_name: r.get(1),
+            role: r.get(2),
+        }))
     }
 
     // === join tokens ===
 
-    pub async fn create_join_token(&self, token: &str, uses: u32, expires_at: i64, created_by: &str) -> Result<(), StoreError> {
+    pub async fn create_join_token(
+        &self,
+        token: &str,
+        uses: u32,
+        expires_at: i64,
+        created_by: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO join_tokens (id, token_hash, uses_total, uses_left, expires_at, created_by, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -177,7 +194,10 @@ impl Store {
 
     /// Takes one use of a join token in a single statement, so two racing joins cannot both
     /// take the last use. Returns the token's id.
-    pub async fn consume_join_token(&self, token: &str) -> Result<Result<String, JoinTokenError>, StoreError> {
+    pub async fn consume_join_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<String, JoinTokenError>, StoreError> {
         let hash = token_hash(token);
         let taken: Option<String> = sqlx::query_scalar(
             "UPDATE join_tokens SET uses_left = uses_left - 1
@@ -213,7 +233,10 @@ impl Store {
     // === hosts ===
 
     pub async fn host_name_taken(&self, name: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n > 0)
     }
 
@@ -235,7 +258,9 @@ impl Store {
         .execute(&self.pool)
         .await;
         match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::NameTaken(host.name.into())),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::NameTaken(host.name.into()))
+            }
             other => other.map(|_| ()).map_err(Into::into),
         }
     }
@@ -262,7 +287,11 @@ impl Store {
     pub async fn touch_hosts(&self, host_ids: &[String], at: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for id in host_ids {
-            sqlx::query("UPDATE hosts SET last_seen = ? WHERE id = ?").bind(at).bind(id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE hosts SET last_seen = ? WHERE id = ?")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -290,11 +319,16 @@ impl Store {
     }
 
     pub async fn host_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM hosts").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT id FROM hosts")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn delete_host(&self, host_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM hosts WHERE id = ?").bind(host_id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM hosts WHERE id = ?")
+            .bind(host_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -341,12 +375,20 @@ mod tests {
     #[tokio::test]
     async fn join_tokens_are_consumed_exactly_once() {
         let (store, dir) = store().await;
-        store.create_join_token("zpj_a", 2, now() + 60, "admin").await.unwrap();
-        store.create_join_token("zpj_old", 1, now() - 1, "admin").await.unwrap();
+        store
+            .create_join_token("zpj_a", 2, now() + 60, "admin")
+            .await
+            .unwrap();
+        store
+            .create_join_token("zpj_old", 1, now() - 1, "admin")
+            .await
+            .unwrap();
         let mut racers = Vec::new();
         for _ in 0..8 {
             let store = store.clone();
-            racers.push(tokio::spawn(async move { store.consume_join_token("zpj_a").await.unwrap() }));
+            racers.push(tokio::spawn(async move {
+                store.consume_join_token("zpj_a").await.unwrap()
+            }));
         }
         let mut wins = 0;
         for racer in racers {
@@ -356,8 +398,14 @@ mod tests {
             }
         }
         assert_eq!(wins, 2);
-        assert_eq!(store.consume_join_token("zpj_old").await.unwrap(), Err(JoinTokenError::Expired));
-        assert_eq!(store.consume_join_token("nope").await.unwrap(), Err(JoinTokenError::Unknown));
+        assert_eq!(
+            store.consume_join_token("zpj_old").await.unwrap(),
+            Err(JoinTokenError::Expired)
+        );
+        assert_eq!(
+            store.consume_join_token("nope").await.unwrap(),
+            Err(JoinTokenError::Unknown)
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -367,7 +415,10 @@ mod tests {
         let token = store.bootstrap_admin().await.unwrap().unwrap();
         assert!(store.bootstrap_admin().await.unwrap().is_none());
         let principal = store.authenticate(&token).await.unwrap().unwrap();
-        assert_eq!((principal.user_name.as_str(), principal.role.as_str()), ("admin", "admin"));
+        assert_eq!(
+            (principal.user_name.as_str(), principal.role.as_str()),
+            ("admin", "admin")
+        );
         assert!(store.authenticate("zpa_wrong").await.unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();
     }

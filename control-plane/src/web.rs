@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub fn tls_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> anyhow::Result<TlsAcceptor> {
+pub fn tls_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<TlsAcceptor> {
     let mut config = ServerConfig::builder_with_provider(zpanel_shared::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -27,13 +30,22 @@ pub fn tls_config(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'stati
 }
 
 pub fn tls_config_from_files(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
-    let read = |path: &Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
-    let chain = zpanel_shared::tls::certs_from_pem(&read(cert)?).with_context(|| format!("{}", cert.display()))?;
-    let key_der = zpanel_shared::tls::key_from_pem(&read(key)?).with_context(|| format!("{}", key.display()))?;
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let chain = zpanel_shared::tls::certs_from_pem(&read(cert)?)
+        .with_context(|| format!("{}", cert.display()))?;
+    let key_der = zpanel_shared::tls::key_from_pem(&read(key)?)
+        .with_context(|| format!("{}", key.display()))?;
     tls_config(chain, key_der)
 }
 
-pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, app: axum::Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -52,12 +64,23 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, app: axum::R
             let service = TowerToHyperService::new(app);
             let builder = Builder::new(TokioExecutor::new());
             let served = match tls {
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await,
-                    Ok(Err(e)) => return tracing::debug!("web tls handshake failed: {e}"),
-                    Err(_) => return tracing::debug!("web tls handshake timed out"),
-                },
-                None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                .await
+                        }
+                        Ok(Err(e)) => return tracing::debug!("web tls handshake failed: {e}"),
+                        Err(_) => return tracing::debug!("web tls handshake timed out"),
+                    }
+                }
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
             };
             if let Err(e) = served {
                 tracing::debug!("web connection ended: {e}");

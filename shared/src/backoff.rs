@@ -13,7 +13,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff { base, cap: cap.max(base), attempt: 0 }
+        Backoff {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+        }
     }
 
     /// The delay before the next attempt: uniform in `[0, min(cap, base * 2^attempt)]`.
@@ -62,6 +66,9 @@ mod tests {
             let mut backoff = Backoff::new(Duration::from_secs(10), Duration::from_secs(10));
             distinct.insert(backoff.next_delay());
         }
-        assert!(distinct.len() > 10, "full jitter must spread delays: {distinct:?}");
+        assert!(
+            distinct.len() > 10,
+            "full jitter must spread delays: {distinct:?}"
+        );
     }
 }

@@ -25,7 +25,10 @@ pub fn encode(body: Body) -> Bytes {
 
 pub fn decode(bytes: Bytes, max_frame_bytes: usize) -> Result<Body, FrameError> {
     if bytes.len() > max_frame_bytes {
-        return Err(FrameError::TooLarge { len: bytes.len(), max: max_frame_bytes });
+        return Err(FrameError::TooLarge {
+            len: bytes.len(),
+            max: max_frame_bytes,
+        });
     }
     let frame = Frame::decode(bytes).map_err(|e| FrameError::Malformed(e.to_string()))?;
     frame.body.ok_or(FrameError::Empty)
@@ -57,7 +60,10 @@ mod tests {
             decode(Bytes::from_static(&[0u8; 100]), 10),
             Err(FrameError::TooLarge { len: 100, max: 10 })
         );
-        assert!(matches!(decode(Bytes::from_static(&[0xff, 0xff, 0xff]), 100), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode(Bytes::from_static(&[0xff, 0xff, 0xff]), 100),
+            Err(FrameError::Malformed(_))
+        ));
         assert_eq!(decode(Bytes::new(), 100), Err(FrameError::Empty));
     }
 }

@@ -51,7 +51,13 @@ pub enum Read {
 
 impl ReplayBuffer {
     pub fn new(window: usize) -> Self {
-        ReplayBuffer { window, start: 0, chunks: VecDeque::new(), buffered: 0, finished: false }
+        ReplayBuffer {
+            window,
+            start: 0,
+            chunks: VecDeque::new(),
+            buffered: 0,
+            finished: false,
+        }
     }
 
     /// Offset one past the last byte pushed.
@@ -91,11 +97,16 @@ impl ReplayBuffer {
     /// Drops everything below `offset`. Old or repeated acknowledgements are harmless.
     pub fn ack(&mut self, offset: u64) -> Result<(), StreamError> {
         if offset > self.end() {
-            return Err(StreamError::AckBeyondEnd { offset, end: self.end() });
+            return Err(StreamError::AckBeyondEnd {
+                offset,
+                end: self.end(),
+            });
         }
         let mut drop = offset.saturating_sub(self.start) as usize;
         while drop > 0 {
-            let Some(front) = self.chunks.front_mut() else { break };
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
             if front.len() <= drop {
                 drop -= front.len();
                 self.buffered -= front.len();
@@ -114,13 +125,23 @@ impl ReplayBuffer {
     /// Up to `max` bytes starting at `offset`.
     pub fn read_at(&self, offset: u64, max: usize) -> Result<Read, StreamError> {
         if offset < self.start {
-            return Err(StreamError::ReplayLost { offset, start: self.start });
+            return Err(StreamError::ReplayLost {
+                offset,
+                start: self.start,
+            });
         }
         if offset > self.end() {
-            return Err(StreamError::BeyondEnd { offset, end: self.end() });
+            return Err(StreamError::BeyondEnd {
+                offset,
+                end: self.end(),
+            });
         }
         if offset == self.end() {
-            return Ok(if self.finished { Read::Eof } else { Read::Pending });
+            return Ok(if self.finished {
+                Read::Eof
+            } else {
+                Read::Pending
+            });
         }
         let mut skip = (offset - self.start) as usize;
         for chunk in &self.chunks {
@@ -144,11 +165,17 @@ pub struct SharedReplay {
 
 impl SharedReplay {
     pub fn new(window: usize) -> Self {
-        SharedReplay { buffer: Mutex::new(ReplayBuffer::new(window)), changed: Notify::new() }
+        SharedReplay {
+            buffer: Mutex::new(ReplayBuffer::new(window)),
+            changed: Notify::new(),
+        }
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut ReplayBuffer) -> T) -> T {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buffer = self
+            .buffer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = f(&mut buffer);
         drop(buffer);
         self.changed.notify_waiters();
@@ -173,7 +200,8 @@ impl SharedReplay {
 
     /// Waits for window space, then returns how many bytes may be pushed.
     pub async fn wait_space(&self) -> usize {
-        self.wait_for(|buffer| (buffer.space() > 0).then(|| buffer.space())).await
+        self.wait_for(|buffer| (buffer.space() > 0).then(|| buffer.space()))
+            .await
     }
 
     /// Waits for what is at `offset`: data, the end of the stream, or an error.
@@ -211,7 +239,10 @@ impl InboundCursor {
     /// beyond what was received is an error.
     pub fn accept(&mut self, offset: u64, payload: Bytes) -> Result<Bytes, StreamError> {
         if offset > self.next {
-            return Err(StreamError::Gap { offset, expected: self.next });
+            return Err(StreamError::Gap {
+                offset,
+                expected: self.next,
+            });
         }
         let already = (self.next - offset).min(payload.len() as u64) as usize;
         let fresh = payload.slice(already..);
@@ -237,14 +268,26 @@ mod tests {
         assert_eq!(buffer.read_at(3, 100), Ok(Read::Data(b("lo "))));
         buffer.ack(8).unwrap();
         assert_eq!(buffer.read_at(8, 100), Ok(Read::Data(b("rld"))));
-        assert_eq!(buffer.read_at(2, 100), Err(StreamError::ReplayLost { offset: 2, start: 8 }));
+        assert_eq!(
+            buffer.read_at(2, 100),
+            Err(StreamError::ReplayLost {
+                offset: 2,
+                start: 8
+            })
+        );
         assert_eq!(buffer.read_at(11, 100), Ok(Read::Pending));
         buffer.finish();
         assert_eq!(buffer.read_at(11, 100), Ok(Read::Eof));
         assert!(!buffer.is_drained());
         buffer.ack(11).unwrap();
         assert!(buffer.is_drained());
-        assert_eq!(buffer.ack(12), Err(StreamError::AckBeyondEnd { offset: 12, end: 11 }));
+        assert_eq!(
+            buffer.ack(12),
+            Err(StreamError::AckBeyondEnd {
+                offset: 12,
+                end: 11
+            })
+        );
         buffer.ack(4).unwrap();
         assert_eq!(buffer.acked(), 11);
     }
@@ -255,7 +298,13 @@ mod tests {
         assert_eq!(cursor.accept(0, b("abc")).unwrap(), b("abc"));
         assert_eq!(cursor.accept(0, b("abc")).unwrap(), b(""));
         assert_eq!(cursor.accept(1, b("bcde")).unwrap(), b("de"));
-        assert_eq!(cursor.accept(9, b("x")), Err(StreamError::Gap { offset: 9, expected: 5 }));
+        assert_eq!(
+            cursor.accept(9, b("x")),
+            Err(StreamError::Gap {
+                offset: 9,
+                expected: 5
+            })
+        );
         assert_eq!(cursor.next(), 5);
     }
 

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
@@ -44,7 +46,10 @@ pub fn ca_pin(ca_der: &[u8]) -> String {
 
 /// Checks the form of a pin and returns it normalised to lower case.
 pub fn parse_pin(pin: &str) -> Result<String, TlsError> {
-    let hex_part = pin.trim().strip_prefix("sha256:").ok_or_else(|| TlsError::BadPin(pin.into()))?;
+    let hex_part = pin
+        .trim()
+        .strip_prefix("sha256:")
+        .ok_or_else(|| TlsError::BadPin(pin.into()))?;
     if hex_part.len() != 64 || !hex_part.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(TlsError::BadPin(pin.into()));
     }
@@ -89,10 +94,16 @@ struct ServerVerifier {
 impl ServerVerifier {
     fn new(trust: ServerTrust) -> Result<Self, TlsError> {
         let provider = provider();
-        let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let public =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
-        Ok(ServerVerifier { trust, provider, public })
+        let roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let public = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()?;
+        Ok(ServerVerifier {
+            trust,
+            provider,
+            public,
+        })
     }
 
     /// Verifies the chain under `cas`, accepting any server name (see the module docs).
@@ -108,9 +119,10 @@ impl ServerVerifier {
         for ca in cas {
             roots.add(ca.clone().into_owned())?;
         }
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         match verifier.verify_server_cert(end_entity, intermediates, server_name, &[], now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
@@ -132,14 +144,32 @@ impl ServerCertVerifier for ServerVerifier {
         match &self.trust {
             ServerTrust::Pin(pin) => {
                 if let Some(ca) = intermediates.iter().find(|c| ca_pin(c) == *pin) {
-                    return self.verify_under(std::slice::from_ref(ca), end_entity, &[], server_name, now);
+                    return self.verify_under(
+                        std::slice::from_ref(ca),
+                        end_entity,
+                        &[],
+                        server_name,
+                        now,
+                    );
                 }
-                self.public.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                self.public.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                )
             }
-            ServerTrust::Cas(cas) => self.verify_under(cas, end_entity, intermediates, server_name, now),
-            ServerTrust::Public => {
-                self.public.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            ServerTrust::Cas(cas) => {
+                self.verify_under(cas, end_entity, intermediates, server_name, now)
             }
+            ServerTrust::Public => self.public.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
         }
     }
 
@@ -149,7 +179,12 @@ impl ServerCertVerifier for ServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -158,11 +193,18 @@ impl ServerCertVerifier for ServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -192,7 +234,10 @@ mod tests {
     #[test]
     fn pins_are_checked_and_normalised() {
         let pin = ca_pin(b"not really a certificate");
-        assert_eq!(parse_pin(&pin.to_uppercase().replace("SHA256", "sha256")).unwrap(), pin);
+        assert_eq!(
+            parse_pin(&pin.to_uppercase().replace("SHA256", "sha256")).unwrap(),
+            pin
+        );
         assert!(parse_pin("sha256:abc").is_err());
         assert!(parse_pin(&pin.replace("sha256:", "md5:")).is_err());
     }

@@ -87,7 +87,9 @@ where
                     }
                 }
                 Message::Close(_) => return SessionEnd::PeerClosed,
-                Message::Text(_) => return SessionEnd::Protocol("text message on a binary session".into()),
+                Message::Text(_) => {
+                    return SessionEnd::Protocol("text message on a binary session".into());
+                }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }

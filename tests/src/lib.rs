@@ -41,7 +41,11 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
     path
 }
 
@@ -78,7 +82,10 @@ impl ControlPlane {
     }
 
     pub async fn start_with(extra_args: &[&str]) -> ControlPlane {
-        let dir = tempfile::Builder::new().prefix("zpanel-cp-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("zpanel-cp-")
+            .tempdir()
+            .expect("temp dir");
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let mut cp = ControlPlane {
             child: None,
@@ -90,7 +97,9 @@ impl ControlPlane {
             stdout: String::new(),
             extra_args,
         };
-        cp.launch("127.0.0.1:0", "127.0.0.1:0").await.expect("control plane starts");
+        cp.launch("127.0.0.1:0", "127.0.0.1:0")
+            .await
+            .expect("control plane starts");
         cp
     }
 
@@ -111,9 +120,20 @@ impl ControlPlane {
     }
 
     async fn launch(&mut self, listen: &str, bridge_listen: &str) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let mut child = Command::new(bin("zpanel-cp"))
-            .args(["serve", "--listen", listen, "--bridge-listen", bridge_listen, "--heartbeat-interval", "1s"])
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--bridge-listen",
+                bridge_listen,
+                "--heartbeat-interval",
+                "1s",
+            ])
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(&self.extra_args)
@@ -140,15 +160,25 @@ impl ControlPlane {
             }
             bail!("zpanel-cp exited before it was ready")
         };
-        tokio::time::timeout(Duration::from_secs(30), read).await.context("zpanel-cp ready")??;
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .context("zpanel-cp ready")??;
         self.stdout = printed;
-        self.admin_token = std::fs::read_to_string(self.dir.path().join("admin-token"))?.trim().to_string();
+        self.admin_token = std::fs::read_to_string(self.dir.path().join("admin-token"))?
+            .trim()
+            .to_string();
         self.child = Some(child);
         Ok(())
     }
 
     fn ports(&self) -> (String, String) {
-        let authority = |url: &str| url.split("://").nth(1).unwrap_or_default().trim_end_matches('/').to_string();
+        let authority = |url: &str| {
+            url.split("://")
+                .nth(1)
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string()
+        };
         (authority(&self.url), authority(&self.bridge_url))
     }
 
@@ -177,14 +207,30 @@ impl ControlPlane {
     /// A CLI logged in as the admin.
     pub async fn admin_cli(&self) -> Cli {
         let cli = Cli::new();
-        let out = cli.run(&["login", "--server", &self.url, "--token", &self.admin_token, "--ca-pin", &self.pin]).await;
-        assert!(out.status.success(), "login failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cli
+            .run(&[
+                "login",
+                "--server",
+                &self.url,
+                "--token",
+                &self.admin_token,
+                "--ca-pin",
+                &self.pin,
+            ])
+            .await;
+        assert!(
+            out.status.success(),
+            "login failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         cli
     }
 
     /// The `/metrics` page.
     pub async fn metrics(&self) -> String {
-        http_get(&self.url, "/metrics", &self.pin).await.unwrap_or_default()
+        http_get(&self.url, "/metrics", &self.pin)
+            .await
+            .unwrap_or_default()
     }
 
     /// A value from `/metrics`.
@@ -206,14 +252,22 @@ impl ControlPlane {
 
 /// One GET over HTTPS trusting the pinned CA (plain HTTP for http:// URLs).
 pub async fn http_get(url: &str, path: &str, pin: &str) -> anyhow::Result<String> {
-    let authority = url.split("://").nth(1).context("url")?.trim_end_matches('/');
+    let authority = url
+        .split("://")
+        .nth(1)
+        .context("url")?
+        .trim_end_matches('/');
     let tcp = tokio::net::TcpStream::connect(authority).await?;
     let config = zpanel_shared::tls::client_config(
         zpanel_shared::tls::ServerTrust::Pin(pin.into()),
         None,
         &[b"http/1.1"],
     )?;
-    let host = authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string();
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(authority)
+        .to_string();
     let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(rustls_pki_types::ServerName::try_from(host)?, tcp)
         .await?;
@@ -222,7 +276,10 @@ pub async fn http_get(url: &str, path: &str, pin: &str) -> anyhow::Result<String
     let mut response = Vec::new();
     let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut response).await;
     let text = String::from_utf8_lossy(&response).to_string();
-    Ok(text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(text))
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or(text))
 }
 
 /// The `zpanel` CLI with its own config directory.
@@ -238,12 +295,20 @@ impl Default for Cli {
 
 impl Cli {
     pub fn new() -> Cli {
-        Cli { config_dir: tempfile::Builder::new().prefix("zpanel-cli-").tempdir().expect("temp dir") }
+        Cli {
+            config_dir: tempfile::Builder::new()
+                .prefix("zpanel-cli-")
+                .tempdir()
+                .expect("temp dir"),
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(bin("zpanel"));
-        command.args(args).env("ZPANEL_CONFIG_DIR", self.config_dir.path()).env_remove("ZPANEL_TOKEN");
+        command
+            .args(args)
+            .env("ZPANEL_CONFIG_DIR", self.config_dir.path())
+            .env_remove("ZPANEL_TOKEN");
         command.kill_on_drop(true);
         command
     }
@@ -272,8 +337,14 @@ impl Cli {
 
     /// A fresh single- or multi-use join token.
     pub async fn join_token(&self, uses: u32) -> String {
-        let out = self.run(&["tokens", "create", "--uses", &uses.to_string(), "--json"]).await;
-        assert!(out.status.success(), "tokens create: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .run(&["tokens", "create", "--uses", &uses.to_string(), "--json"])
+            .await;
+        assert!(
+            out.status.success(),
+            "tokens create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         json["token"].as_str().expect("token").to_string()
     }
@@ -281,7 +352,11 @@ impl Cli {
     /// `zpanel hosts --json`, parsed.
     pub async fn hosts(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["hosts", "--json"]).await;
-        assert!(out.status.success(), "hosts: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "hosts: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("hosts json")
     }
 
@@ -308,8 +383,15 @@ impl Daemon {
         Self::join_with_pin(cp, token, name, &cp.pin).await
     }
 
-    pub async fn join_with_pin(cp: &ControlPlane, token: &str, name: &str, pin: &str) -> anyhow::Result<Daemon> {
-        let config_dir = tempfile::Builder::new().prefix("zpanel-bridge-").tempdir()?;
+    pub async fn join_with_pin(
+        cp: &ControlPlane,
+        token: &str,
+        name: &str,
+        pin: &str,
+    ) -> anyhow::Result<Daemon> {
+        let config_dir = tempfile::Builder::new()
+            .prefix("zpanel-bridge-")
+            .tempdir()?;
         let out = Command::new(bin("zpanel-bridge"))
             .args(["join", "--server", &cp.url, "--ca-pin", pin, "--name", name])
             .arg("--config-dir")
@@ -320,9 +402,16 @@ impl Daemon {
         if !out.status.success() {
             bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        let settings: toml::Value = toml::from_str(&std::fs::read_to_string(config_dir.path().join("bridge.toml"))?)?;
+        let settings: toml::Value = toml::from_str(&std::fs::read_to_string(
+            config_dir.path().join("bridge.toml"),
+        )?)?;
         let host_id = settings["host_id"].as_str().context("host_id")?.to_string();
-        Ok(Daemon { child: None, config_dir, name: name.into(), host_id })
+        Ok(Daemon {
+            child: None,
+            config_dir,
+            name: name.into(),
+            host_id,
+        })
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -335,7 +424,11 @@ impl Daemon {
 
     /// Starts `zpanel-bridge run` with quick reconnects.
     pub async fn start(mut self) -> Daemon {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log");
         let child = Command::new(bin("zpanel-bridge"))
             .arg("run")
             .arg("--config-dir")

@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use zpanel_proto::operator_server::{Operator, OperatorServer};
 use zpanel_proto::{
-    CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteHostRequest, DeleteHostResponse, ExecClientMessage,
-    ExecServerMessage, ExecStarted, Host, ListHostsRequest, ListHostsResponse, StreamKind, WhoAmIRequest,
-    WhoAmIResponse, exec_client_message, exec_server_message,
+    CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteHostRequest, DeleteHostResponse,
+    ExecClientMessage, ExecServerMessage, ExecStarted, Host, ListHostsRequest, ListHostsResponse,
+    StreamKind, WhoAmIRequest, WhoAmIResponse, exec_client_message, exec_server_message,
 };
 
 use crate::router::ChannelEvent;
@@ -61,7 +61,10 @@ type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecServerMessage, Status>> +
 
 #[tonic::async_trait]
 impl Operator for OperatorApi {
-    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
         let principal = self.principal(&request).await?;
         Ok(Response::new(WhoAmIResponse {
             user: principal.user_name,
@@ -70,7 +73,10 @@ impl Operator for OperatorApi {
         }))
     }
 
-    async fn list_hosts(&self, request: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
+    async fn list_hosts(
+        &self,
+        request: Request<ListHostsRequest>,
+    ) -> Result<Response<ListHostsResponse>, Status> {
         let principal = self.principal(&request).await?;
         let hosts = self
             .state
@@ -93,9 +99,15 @@ impl Operator for OperatorApi {
         Ok(Response::new(ListHostsResponse { hosts }))
     }
 
-    async fn delete_host(&self, request: Request<DeleteHostRequest>) -> Result<Response<DeleteHostResponse>, Status> {
+    async fn delete_host(
+        &self,
+        request: Request<DeleteHostRequest>,
+    ) -> Result<Response<DeleteHostResponse>, Status> {
         let principal = self.principal(&request).await?;
-        let id = self.state.delete_host(&principal, &request.into_inner().host).await?;
+        let id = self
+            .state
+            .delete_host(&principal, &request.into_inner().host)
+            .await?;
         Ok(Response::new(DeleteHostResponse { id }))
     }
 
@@ -120,25 +132,42 @@ impl Operator for OperatorApi {
 
     type ExecStream = ExecStream;
 
-    async fn exec(&self, request: Request<Streaming<ExecClientMessage>>) -> Result<Response<ExecStream>, Status> {
+    async fn exec(
+        &self,
+        request: Request<Streaming<ExecClientMessage>>,
+    ) -> Result<Response<ExecStream>, Status> {
         let principal = self.principal(&request).await?;
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
             .await?
             .and_then(|m| m.body)
-            .ok_or_else(|| Status::invalid_argument("exec stream must start with open or resume"))?;
+            .ok_or_else(|| {
+                Status::invalid_argument("exec stream must start with open or resume")
+            })?;
         let exec = match first {
             exec_client_message::Body::Open(open) => {
                 let timeout = Duration::from_millis(open.timeout_ms);
-                self.state.exec_start(&principal, &open.host, open.argv, timeout).await?
+                self.state
+                    .exec_start(&principal, &open.host, open.argv, timeout)
+                    .await?
             }
             exec_client_message::Body::Resume(resume) => {
                 self.state
-                    .exec_resume(&principal, &resume.host, resume.exec_id, resume.stdout_offset, resume.stderr_offset)
+                    .exec_resume(
+                        &principal,
+                        &resume.host,
+                        resume.exec_id,
+                        resume.stdout_offset,
+                        resume.stderr_offset,
+                    )
                     .await?
             }
-            _ => return Err(Status::invalid_argument("exec stream must start with open or resume")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "exec stream must start with open or resume",
+                ));
+            }
         };
         let (tx, rx) = mpsc::channel(EXEC_CLIENT_QUEUE);
         let started = ExecStarted {
@@ -146,9 +175,15 @@ impl Operator for OperatorApi {
             host_id: exec.host_id.clone(),
             stdin_offset: exec.channel.opened.stdin_offset,
         };
-        let _ = tx.send(Ok(server_message(exec_server_message::Body::Started(started)))).await;
+        let _ = tx
+            .send(Ok(server_message(exec_server_message::Body::Started(
+                started,
+            ))))
+            .await;
         tokio::spawn(relay_exec(exec, inbound, tx));
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -41,7 +41,13 @@ impl IntoResponse for ServiceError {
             ServiceError::SpawnFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, Json(ErrorBody { error: self.to_string() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -50,19 +56,26 @@ async fn index() -> Html<&'static str> {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let body = state.metrics.render(crate::router::HostRouter::online_hosts(&*state.router).len());
+    let body = state
+        .metrics
+        .render(crate::router::HostRouter::online_hosts(&*state.router).len());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 async fn ca_pem(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/x-pem-file")], state.ca.cert_pem().to_string())
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.ca.cert_pem().to_string(),
+    )
 }
 
 async fn enroll(
     State(state): State<Arc<AppState>>,
     request: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<EnrollResponse>, ServiceError> {
-    let Json(request) = request.map_err(|e| ServiceError::InvalidArgument(format!("bad enrolment request: {}", e.body_text())))?;
+    let Json(request) = request.map_err(|e| {
+        ServiceError::InvalidArgument(format!("bad enrolment request: {}", e.body_text()))
+    })?;
     let enrolled = state
         .enroll(crate::service::EnrollRequest {
             token: request.token,
@@ -99,7 +112,10 @@ struct HostJson {
     daemon_version: String,
 }
 
-async fn hosts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Vec<HostJson>>, ServiceError> {
+async fn hosts(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<HostJson>>, ServiceError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
