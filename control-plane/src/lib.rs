@@ -226,12 +226,14 @@ async fn run_local_host(
             .arg("--config-dir")
             .arg(dir)
             .env("ZPANEL_JOIN_TOKEN", &token.token)
+            .stdout(std::process::Stdio::null())
             .status()
             .await?;
         anyhow::ensure!(
             status.success(),
             "enrolling the local host failed ({status})"
         );
+        tracing::info!(name = name.trim(), "local host enrolled");
     }
     let mut child = tokio::process::Command::new(&bridge)
         .arg("run")
