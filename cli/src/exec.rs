@@ -62,6 +62,7 @@ pub async fn exec(settings: &Settings, options: ExecOptions) -> anyhow::Result<i
                 eprintln!("zpanel: {message}");
                 return Ok(127);
             }
+            Err(Attempt::OutputClosed) => return Ok(128 + 13),
             Err(Attempt::Lost(reason)) => {
                 if state.exec_id.is_none() {
                     anyhow::bail!("{reason}");
@@ -133,6 +134,9 @@ enum Attempt {
     Fatal(String),
     /// The host could not start the command (exit 127, as a shell does).
     NotStarted(String),
+    /// Our own stdout or stderr was closed (`| head`): the command was cancelled; exit
+    /// quietly as a process killed by SIGPIPE would.
+    OutputClosed,
 }
 
 fn is_transient(code: Code) -> bool {
@@ -236,7 +240,11 @@ async fn receive(
                 ack_due = false;
                 continue;
             }
-            _ = tokio::signal::ctrl_c(), if !state.cancelled => {
+            _ = tokio::signal::ctrl_c() => {
+                if state.cancelled {
+                    // a second Ctrl-C: stop waiting for the remote side
+                    return Err(Attempt::Fatal("interrupted".into()));
+                }
                 state.cancelled = true;
                 let _ = tx.send(client_message(exec_client_message::Body::Cancel(ExecCancel {}))).await;
                 continue;
@@ -254,7 +262,14 @@ async fn receive(
                         }
                         StreamKind::Stdin => Ok(()),
                     };
-                    written.map_err(Attempt::Fatal)?;
+                    if let Err(e) = written {
+                        let _ = tx
+                            .send(client_message(exec_client_message::Body::Cancel(
+                                ExecCancel {},
+                            )))
+                            .await;
+                        return Err(e);
+                    }
                     send_acks(tx, state, false).await;
                     ack_due = true;
                 }
@@ -277,17 +292,14 @@ async fn write_chunk(
     out: &mut (impl AsyncWrite + Unpin),
     output: &mut Output,
     chunk: StreamChunk,
-) -> Result<(), String> {
+) -> Result<(), Attempt> {
     let end = chunk.offset + chunk.payload.len() as u64;
     let fresh = output
         .cursor
         .accept(chunk.offset, chunk.payload)
-        .map_err(|e| format!("output stream broken: {e}"))?;
-    if !fresh.is_empty() {
-        // A closed local stdout (e.g. `| head`) ends our interest, not the command's.
-        if out.write_all(&fresh).await.is_err() || out.flush().await.is_err() {
-            return Err("cannot write output (closed pipe)".into());
-        }
+        .map_err(|e| Attempt::Fatal(format!("output stream broken: {e}")))?;
+    if !fresh.is_empty() && (out.write_all(&fresh).await.is_err() || out.flush().await.is_err()) {
+        return Err(Attempt::OutputClosed);
     }
     if chunk.eof && end == output.cursor.next() {
         output.eof = true;

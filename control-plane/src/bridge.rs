@@ -280,7 +280,12 @@ async fn handle_connection(
         |body| on_frame(&session, &state.metrics, body),
     );
     let end = tokio::select! {
-        end = run => end.to_string(),
+        end = run => {
+            if end.is_refused_input() {
+                Metrics::add(&state.metrics.frames_rejected, 1);
+            }
+            end.to_string()
+        }
         _ = session.ended.cancelled() => "replaced by a newer session or disconnected".to_string(),
         _ = shutdown.cancelled() => "control plane shutting down".to_string(),
     };

@@ -29,6 +29,18 @@ pub enum SessionEnd {
     Protocol(String),
 }
 
+impl SessionEnd {
+    /// The session ended because the peer sent something it may not: a malformed,
+    /// oversized or out-of-place frame.
+    pub fn is_refused_input(&self) -> bool {
+        matches!(
+            self,
+            SessionEnd::Protocol(_)
+                | SessionEnd::Transport(tokio_tungstenite::tungstenite::Error::Capacity(_))
+        )
+    }
+}
+
 impl From<FrameError> for SessionEnd {
     fn from(e: FrameError) -> Self {
         SessionEnd::Protocol(e.to_string())

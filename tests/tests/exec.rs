@@ -93,6 +93,23 @@ async fn enrol_login_list_and_exec() {
         .unwrap();
     assert!(ps.stdout.is_empty(), "timed-out process still running");
 
+    // a closed local pipe (`| head`) cancels the command quietly, like SIGPIPE would
+    let mut child = cli
+        .command(&["exec", "web-1", "--", "seq", "1", "100000000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 2];
+    tokio::io::AsyncReadExt::read_exact(child.stdout.as_mut().unwrap(), &mut head)
+        .await
+        .unwrap();
+    assert_eq!(&head, b"1\n");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(stderr(&out), "");
+
     // arguments arrive exactly, with no shell in between
     let out = cli
         .run(&[
