@@ -42,6 +42,8 @@ CREATE TABLE hosts (
     cert_serial     TEXT NOT NULL,
     cert_expires_at INTEGER NOT NULL,
     enrolled_at     INTEGER NOT NULL,
+    -- 'online' while a session is open on some control plane, else 'offline'
+    status          TEXT NOT NULL DEFAULT 'offline',
     last_seen       INTEGER
 );
 

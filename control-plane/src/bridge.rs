@@ -289,14 +289,10 @@ async fn handle_connection(
         _ = session.ended.cancelled() => "replaced by a newer session or disconnected".to_string(),
         _ = shutdown.cancelled() => "control plane shutting down".to_string(),
     };
-    state.router.unregister(&session);
+    let was_current = state.router.unregister(&session);
     session.fail_all(&end);
-    if let Err(e) = state
-        .store
-        .touch_hosts(std::slice::from_ref(&host_id), crate::store::now())
-        .await
-    {
-        tracing::warn!(host = %host_id, "cannot record last-seen: {e:#}");
+    if was_current && let Err(e) = state.store.host_disconnected(&host_id).await {
+        tracing::warn!(host = %host_id, "cannot record the host's disconnection: {e:#}");
     }
     tracing::info!(host = %host_id, session = session_id, "host session ended: {end}");
     Ok(())

@@ -53,6 +53,7 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
         )
         .with_context(|| format!("cannot write {}", admin_token_path.display()))?;
     }
+    store.mark_all_offline().await?;
     let allowed_hosts = HostAllowList::default();
     for host_id in store.host_ids().await? {
         allowed_hosts.allow(&host_id);

@@ -253,15 +253,16 @@ impl LocalRouter {
         }
     }
 
-    /// Removes `session` if it is still the host's live session.
-    pub fn unregister(&self, session: &SessionHandle) {
+    /// Removes `session` if it is still the host's live session; says whether it was.
+    pub fn unregister(&self, session: &SessionHandle) -> bool {
         let mut sessions = self.sessions();
-        if sessions
+        let current = sessions
             .get(&session.host_id)
-            .is_some_and(|s| s.session_id == session.session_id)
-        {
+            .is_some_and(|s| s.session_id == session.session_id);
+        if current {
             sessions.remove(&session.host_id);
         }
+        current
     }
 
     fn get(&self, host_id: &str) -> Option<Arc<SessionHandle>> {

@@ -268,7 +268,8 @@ impl Store {
     /// Records what a daemon reported when its session started.
     pub async fn host_connected(&self, host_id: &str, facts: &HostFacts) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE hosts SET hostname = ?, os = ?, kernel = ?, arch = ?, daemon_version = ?, last_seen = ? WHERE id = ?",
+            "UPDATE hosts SET hostname = ?, os = ?, kernel = ?, arch = ?, daemon_version = ?, last_seen = ?, status = 'online'
+             WHERE id = ?",
         )
         .bind(&facts.hostname)
         .bind(&facts.os)
@@ -294,6 +295,22 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that a host's session ended.
+    pub async fn host_disconnected(&self, host_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE hosts SET status = 'offline', last_seen = ? WHERE id = ?")
+            .bind(now())
+            .bind(host_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// At start no session exists yet: every host is offline until it connects.
+    pub async fn mark_all_offline(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE hosts SET status = 'offline' WHERE status <> 'offline'").execute(&self.pool).await?;
         Ok(())
     }
 

@@ -1,0 +1,120 @@
+//! The control plane's other faces: plain HTTP behind a proxy (`--insecure-http`, with h2c
+//! gRPC), the landing page, `/healthz`, `zpanel-cp ca-pin`, and the persisted host status.
+
+use std::time::Duration;
+
+use zpanel_tests::{Cli, ControlPlane, Daemon, assert_eventually, bin, http_get};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_http_mode_still_pins_the_ca_for_enrolment() {
+    let cp = ControlPlane::start_with(&["--insecure-http"]).await;
+    assert!(cp.url.starts_with("http://"), "{}", cp.url);
+    let cli = Cli::new();
+    let out = cli
+        .run(&["login", "--server", &cp.url, "--token", &cp.admin_token])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = cli.join_token(1).await;
+
+    // the pin is still checked (over /api/v1/ca.pem) before the token is sent
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let refused = Daemon::join_with_pin(&cp, &token, "plain", &wrong)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("refusing to send the join token"),
+        "{refused}"
+    );
+
+    let daemon = Daemon::join(&cp, &token, "plain")
+        .await
+        .unwrap()
+        .start()
+        .await;
+    assert_eventually!(
+        cli.host_status("plain").await.as_deref() == Some("online"),
+        Duration::from_secs(20),
+        "never online"
+    );
+    let out = cli.run(&["exec", "plain", "--", "echo", "h2c"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "h2c\n");
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landing_page_health_pin_and_persisted_status() {
+    let mut cp = ControlPlane::start().await;
+    let page = http_get(&cp.url, "/", &cp.pin).await.unwrap();
+    assert!(page.contains("<title>Zpanel</title>"), "{page}");
+    assert_eq!(
+        http_get(&cp.url, "/healthz", &cp.pin).await.unwrap(),
+        "ok\n"
+    );
+    let metrics = cp.metrics().await;
+    for name in [
+        "zpanel_hosts_online",
+        "zpanel_channels_open",
+        "zpanel_bytes_routed_total",
+        "zpanel_frames_rejected_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name}")),
+            "{name} missing: {metrics}"
+        );
+    }
+
+    let out = tokio::process::Command::new(bin("zpanel-cp"))
+        .arg("ca-pin")
+        .arg("--data-dir")
+        .arg(cp.data_dir())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), cp.pin);
+    let missing = tokio::process::Command::new(bin("zpanel-cp"))
+        .args(["ca-pin", "--data-dir", "/nonexistent/zpanel"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!missing.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr)
+            .trim()
+            .lines()
+            .count(),
+        1
+    );
+
+    // bad configuration: exit 64 and one line
+    let bad = tokio::process::Command::new(bin("zpanel-cp"))
+        .args(["serve", "--heartbeat-interval", "1ms", "--data-dir"])
+        .arg(cp.data_dir())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim().lines().count(),
+        1
+    );
+
+    // the status survives in the database, and a restart starts everyone offline
+    let cli = cp.admin_cli().await;
+    let mut daemon = cp.add_host(&cli, "kept").await;
+    assert_eventually!(
+        cli.host_status("kept").await.as_deref() == Some("online"),
+        Duration::from_secs(20),
+        "never online"
+    );
+    daemon.kill().await;
+    cp.restart().await;
+    let hosts = cli.hosts().await;
+    assert_eq!(hosts[0]["status"], "offline");
+    assert!(hosts[0]["last_seen"].is_string());
+}
