@@ -38,6 +38,8 @@ pub struct ExecOptions {
 
 /// How an exec ended, as the process exit code of `zpanel`.
 pub async fn exec(settings: &Settings, options: ExecOptions) -> anyhow::Result<i32> {
+    // Catch Ctrl-C from the start, so one that comes while the command starts cancels it.
+    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let stdin = Arc::new(SharedReplay::new(DEFAULT_WINDOW_BYTES));
     if options.forward_stdin {
         tokio::spawn(read_stdin(stdin.clone()));
@@ -55,7 +57,7 @@ pub async fn exec(settings: &Settings, options: ExecOptions) -> anyhow::Result<i
     let mut lost_since: Option<Instant> = None;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        match attempt(settings, &options, &mut state, &stdin).await {
+        match attempt(settings, &options, &mut state, &stdin, &mut interrupts).await {
             Ok(exit) => return Ok(exit_code(&options, &state, &exit)),
             Err(Attempt::Fatal(message)) => anyhow::bail!(message),
             Err(Attempt::NotStarted(message)) => {
@@ -156,6 +158,7 @@ async fn attempt(
     options: &ExecOptions,
     state: &mut State,
     stdin: &Arc<SharedReplay>,
+    interrupts: &mut tokio::signal::unix::Signal,
 ) -> Result<ProcessExit, Attempt> {
     let mut client = client::connect(settings)
         .await
@@ -205,7 +208,7 @@ async fn attempt(
             .await;
     }
     let stdin_pump = tokio::spawn(send_stdin(stdin.clone(), started.stdin_offset, tx.clone()));
-    let result = receive(&mut responses, &tx, state, stdin).await;
+    let result = receive(&mut responses, &tx, state, stdin, interrupts).await;
     stdin_pump.abort();
     if result.is_ok() {
         // Half-close so the control plane releases the job, then wait for it to finish.
@@ -223,6 +226,7 @@ async fn receive(
     tx: &mpsc::Sender<ExecClientMessage>,
     state: &mut State,
     stdin: &SharedReplay,
+    interrupts: &mut tokio::signal::unix::Signal,
 ) -> Result<ProcessExit, Attempt> {
     use exec_server_message::Body;
     let mut stdout = tokio::io::stdout();
@@ -240,7 +244,7 @@ async fn receive(
                 ack_due = false;
                 continue;
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupts.recv() => {
                 if state.cancelled {
                     // a second Ctrl-C: stop waiting for the remote side
                     return Err(Attempt::Fatal("interrupted".into()));

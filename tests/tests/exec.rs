@@ -93,6 +93,33 @@ async fn enrol_login_list_and_exec() {
         .unwrap();
     assert!(ps.stdout.is_empty(), "timed-out process still running");
 
+    // Ctrl-C cancels the remote command
+    let marker = format!("zp-interrupt-{}", std::process::id());
+    let script = format!("exec -a {marker} sleep 300");
+    let child = cli
+        .command(&["exec", "web-1", "--", "bash", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = || {
+        let ps = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .unwrap();
+        !ps.stdout.is_empty()
+    };
+    assert_eventually!(
+        running(),
+        Duration::from_secs(10),
+        "remote command never started"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(!running(), "remote command survived Ctrl-C");
+
     // a closed local pipe (`| head`) cancels the command quietly, like SIGPIPE would
     let mut child = cli
         .command(&["exec", "web-1", "--", "seq", "1", "100000000"])
