@@ -2,18 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use zpanel_bridge::config::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZPANEL_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli: Cli = zpanel_shared::process::parse_args("zpanel-bridge", 64);
+    zpanel_shared::process::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -112,12 +112,16 @@ async fn connect(settings: &Settings, tls: Arc<rustls::ClientConfig>) -> anyhow:
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(server_name, tcp)
             .await
-            .context("tls handshake (refused certificate? the host may have been deleted)")?;
+            .map_err(|e| tls_failure(&e))?;
         let config = transport::websocket_config(DEFAULT_MAX_FRAME_BYTES);
+        // With TLS 1.3 the server's verdict on our certificate arrives here, not above.
         let (mut ws, _) =
             tokio_tungstenite::client_async_with_config(session_url.as_str(), stream, Some(config))
                 .await
-                .context("websocket handshake")?;
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Io(io) => tls_failure(&io),
+                    other => anyhow::anyhow!("websocket handshake: {other}"),
+                })?;
         let hello = Hello {
             min_version: BRIDGE_PROTOCOL_MIN_VERSION,
             max_version: BRIDGE_PROTOCOL_VERSION,
@@ -130,6 +134,23 @@ async fn connect(settings: &Settings, tls: Arc<rustls::ClientConfig>) -> anyhow:
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .context("timed out")?
+}
+
+/// One line for a failed TLS exchange, naming the likely cause when the control plane
+/// refused our certificate.
+fn tls_failure(e: &std::io::Error) -> anyhow::Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => anyhow::anyhow!(
+            "the control plane refused this host's certificate ({alert:?}): the host was deleted, \
+             its certificate expired, or it belongs to another control plane; re-enrol with \
+             `zpanel-bridge join`"
+        ),
+        Some(tls) => anyhow::anyhow!("tls: {tls}"),
+        None => anyhow::anyhow!("tls: {e}"),
+    }
 }
 
 /// Runs one session after the hello: waits for the welcome, then serves frames.

@@ -88,7 +88,7 @@ enum TokensAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = zpanel_shared::process::parse_args("zpanel", 2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

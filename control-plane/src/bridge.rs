@@ -57,7 +57,7 @@ impl HostAllowList {
             .remove(host_id);
     }
 
-    fn contains(&self, host_id: &str) -> bool {
+    pub fn contains(&self, host_id: &str) -> bool {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -140,6 +140,10 @@ pub fn tls_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption: a resumed handshake skips client-certificate verification, and
+    // with it the check that the host is still enrolled. Daemons reconnect rarely.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -197,6 +201,11 @@ async fn handle_connection(
         .and_then(|certs| certs.first())
         .and_then(|cert| crate::ca::common_name(cert))
         .ok_or("no client certificate")?;
+    // The verifier checked this during the handshake; checking again here also covers a
+    // host deleted while the handshake ran.
+    if !state.allowed_hosts.contains(&host_id) {
+        return Err(format!("host {host_id} is not enrolled"));
+    }
     // The callback's signature is tungstenite's; its error type is theirs.
     #[allow(clippy::result_large_err)]
     let check_path = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
@@ -217,13 +226,22 @@ async fn handle_connection(
     .map_err(|_| "websocket handshake timed out".to_string())?
     .map_err(|e| format!("websocket: {e}"))?;
 
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next()).await {
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next()).await;
+    let refused_frame = |reason: String| {
+        Metrics::add(&state.metrics.frames_rejected, 1);
+        Err(format!("host {host_id}: {reason}"))
+    };
+    let hello = match first {
         Ok(Some(Ok(Message::Binary(bytes)))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES)
         {
             Ok(Body::Hello(hello)) => hello,
-            Ok(_) => return Err(format!("host {host_id}: first frame is not a hello")),
-            Err(e) => return Err(format!("host {host_id}: {e}")),
+            Ok(_) => return refused_frame("first frame is not a hello".into()),
+            Err(e) => return refused_frame(e.to_string()),
         },
+        Ok(Some(Ok(_))) => return refused_frame("first message is not a binary frame".into()),
+        Ok(Some(Err(e @ tokio_tungstenite::tungstenite::Error::Capacity(_)))) => {
+            return refused_frame(e.to_string());
+        }
         _ => return Err(format!("host {host_id}: no hello")),
     };
     let Some(version) = negotiate(&hello) else {
@@ -341,7 +359,7 @@ fn on_frame(session: &SessionHandle, metrics: &Metrics, body: Body) -> Result<()
             session.channel_closed(close.channel_id, close.reason),
         ),
         Body::Hello(_) | Body::Welcome(_) | Body::Open(_) | Body::ExecSignal(_) => {
-            Metrics::add(&metrics.frames_rejected, 1);
+            // counted as refused input when the session ends
             return Err(SessionEnd::Protocol(
                 "frame not allowed from a daemon".into(),
             ));

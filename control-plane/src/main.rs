@@ -2,19 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use zpanel_cp::config::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZPANEL_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli: Cli = zpanel_shared::process::parse_args("zpanel-cp", 64);
+    zpanel_shared::process::init_logging();
     match cli.command {
         Command::Serve(args) => {
             if let Err(e) = args.validate() {

@@ -310,7 +310,9 @@ impl Store {
 
     /// At start no session exists yet: every host is offline until it connects.
     pub async fn mark_all_offline(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE hosts SET status = 'offline' WHERE status <> 'offline'").execute(&self.pool).await?;
+        sqlx::query("UPDATE hosts SET status = 'offline' WHERE status <> 'offline'")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod enroll;
 pub mod frame;
+pub mod process;
 pub mod fsutil;
 pub mod replay;
 pub mod tls;

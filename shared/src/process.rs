@@ -1,0 +1,65 @@
+//! Start-up shared by the three binaries: command-line errors as one line, and logging.
+
+use std::io::IsTerminal;
+
+use clap::error::ErrorKind;
+
+/// Parses the command line; a usage error prints one line naming the problem and the
+/// expected usage, then exits with `usage_exit`. Help and version print as usual.
+pub fn parse_args<T: clap::Parser>(program: &str, usage_exit: i32) -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                eprintln!("{program}: {}", one_line(&e.render().to_string()));
+                std::process::exit(usage_exit)
+            }
+        },
+    }
+}
+
+/// clap's multi-line error as one line: the problem, then the usage.
+fn one_line(rendered: &str) -> String {
+    let mut problem = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("Usage:") {
+            usage = Some(rest.trim().to_string());
+        } else if !line.starts_with("For more information") {
+            problem.push(line.trim_start_matches("error:").trim().to_string());
+        }
+    }
+    match usage {
+        Some(usage) => format!("{}; usage: {usage}", problem.join(" ")),
+        None => problem.join(" "),
+    }
+}
+
+/// Logs to stderr, filtered by `ZPANEL_LOG` (default `info`), coloured only on a terminal.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZPANEL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_clap_errors_into_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <COMMAND>...\n\nUsage: zpanel exec <HOST> -- <COMMAND>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered),
+            "the following required arguments were not provided: <COMMAND>...; usage: zpanel exec <HOST> -- <COMMAND>..."
+        );
+    }
+}
