@@ -7,17 +7,7 @@ use zpanel_bridge::config::{Cli, Command};
 fn main() -> ExitCode {
     let cli: Cli = zpanel_shared::process::parse_args("zpanel-bridge", 64);
     zpanel_shared::process::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("zpanel-bridge: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime = zpanel_shared::process::runtime("zpanel-bridge", Some(2));
     let result = runtime.block_on(async {
         match cli.command {
             Command::Join(args) => zpanel_bridge::join::join(args).await,

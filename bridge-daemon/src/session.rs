@@ -18,12 +18,11 @@ use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
     BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, ChannelAck, ChannelData, Close,
-    ExecExited, Heartbeat, Hello, Open, OpenError, OpenResult, StreamAck, StreamChunk, StreamKind,
-    open,
+    ExecExited, Heartbeat, Hello, Open, OpenError, OpenResult, StreamAck, StreamKind, open,
 };
 use zpanel_shared::backoff::Backoff;
-use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES, MAX_CHUNK_BYTES};
-use zpanel_shared::replay::{MAX_IN_FLIGHT_FRAMES, Read};
+use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
+use zpanel_shared::replay::StreamSender;
 use zpanel_shared::tls::{ServerTrust, certs_from_pem, key_from_pem};
 use zpanel_shared::transport::{self, SessionEnd};
 
@@ -416,60 +415,31 @@ async fn serve_attachment(
     }
 }
 
-/// Sends one output stream from `offset` on, keeping at most [`MAX_IN_FLIGHT_FRAMES`]
-/// frames unacknowledged; ends after sending the end-of-stream marker.
+/// Sends one output stream from `offset` on; ends after the end-of-stream chunk.
 async fn pump(
     job: &ExecJob,
     kind: StreamKind,
-    mut offset: u64,
+    offset: u64,
     channel_id: u64,
     outbound: &mpsc::Sender<Body>,
 ) -> Option<()> {
     let stream = job.stream(kind)?;
-    let mut in_flight = std::collections::VecDeque::<u64>::new();
+    let mut sender = StreamSender::new(kind, offset);
     loop {
-        let read = stream
-            .wait_for(|buffer| {
-                while in_flight.front().is_some_and(|end| *end <= buffer.acked()) {
-                    in_flight.pop_front();
-                }
-                if in_flight.len() >= MAX_IN_FLIGHT_FRAMES {
-                    return None;
-                }
-                match buffer.read_at(offset, MAX_CHUNK_BYTES) {
-                    Ok(Read::Pending) => None,
-                    other => Some(other),
-                }
-            })
-            .await;
-        let (payload, eof) = match read {
-            Ok(Read::Data(payload)) => (payload, false),
-            Ok(Read::Eof) => (bytes::Bytes::new(), true),
-            Ok(Read::Pending) => continue,
+        match sender.next(stream).await {
+            Ok(Some(chunk)) => {
+                let data = ChannelData {
+                    channel_id,
+                    chunk: Some(chunk),
+                };
+                outbound.send(Body::Data(data)).await.ok()?;
+            }
+            Ok(None) => return Some(()),
             Err(e) => {
                 tracing::warn!(exec = %job.id, "output stream: {e}");
                 return None;
             }
-        };
-        let len = payload.len() as u64;
-        let chunk = StreamChunk {
-            stream: kind as i32,
-            offset,
-            payload,
-            eof,
-        };
-        outbound
-            .send(Body::Data(ChannelData {
-                channel_id,
-                chunk: Some(chunk),
-            }))
-            .await
-            .ok()?;
-        if eof {
-            return Some(());
         }
-        offset += len;
-        in_flight.push_back(offset);
     }
 }
 

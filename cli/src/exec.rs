@@ -16,9 +16,7 @@ use zpanel_proto::{
 };
 use zpanel_shared::backoff::Backoff;
 use zpanel_shared::frame::MAX_CHUNK_BYTES;
-use zpanel_shared::replay::{
-    DEFAULT_WINDOW_BYTES, InboundCursor, MAX_IN_FLIGHT_FRAMES, Read, SharedReplay,
-};
+use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, InboundCursor, SharedReplay, StreamSender};
 
 use crate::client::{self, status_message};
 use crate::config::Settings;
@@ -349,51 +347,14 @@ async fn read_stdin(buffer: Arc<SharedReplay>) {
 }
 
 /// Sends stdin from `offset` on this connection, within the window and frame limits.
-async fn send_stdin(
-    buffer: Arc<SharedReplay>,
-    mut offset: u64,
-    tx: mpsc::Sender<ExecClientMessage>,
-) {
-    let mut in_flight = std::collections::VecDeque::<u64>::new();
+async fn send_stdin(buffer: Arc<SharedReplay>, offset: u64, tx: mpsc::Sender<ExecClientMessage>) {
     // The host holds everything below `offset`: it never needs to be sent again.
     let _ = buffer.with(|b| b.ack(offset));
-    loop {
-        let read = buffer
-            .wait_for(|b| {
-                while in_flight.front().is_some_and(|end| *end <= b.acked()) {
-                    in_flight.pop_front();
-                }
-                if in_flight.len() >= MAX_IN_FLIGHT_FRAMES {
-                    return None;
-                }
-                match b.read_at(offset, MAX_CHUNK_BYTES) {
-                    Ok(Read::Pending) => None,
-                    other => Some(other),
-                }
-            })
-            .await;
-        let (payload, eof) = match read {
-            Ok(Read::Data(payload)) => (payload, false),
-            Ok(Read::Eof) => (Bytes::new(), true),
-            Ok(Read::Pending) => continue,
-            Err(_) => return,
-        };
-        let len = payload.len() as u64;
-        let chunk = StreamChunk {
-            stream: StreamKind::Stdin as i32,
-            offset,
-            payload,
-            eof,
-        };
-        if tx
-            .send(client_message(exec_client_message::Body::Stdin(chunk)))
-            .await
-            .is_err()
-            || eof
-        {
+    let mut sender = StreamSender::new(StreamKind::Stdin, offset);
+    while let Ok(Some(chunk)) = sender.next(&buffer).await {
+        let message = client_message(exec_client_message::Body::Stdin(chunk));
+        if tx.send(message).await.is_err() {
             return;
         }
-        offset += len;
-        in_flight.push_back(offset);
     }
 }

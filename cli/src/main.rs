@@ -89,17 +89,7 @@ enum TokensAction {
 
 fn main() -> ExitCode {
     let cli: Cli = zpanel_shared::process::parse_args("zpanel", 2);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("zpanel: cannot start the runtime: {e}");
-            return ExitCode::from(255);
-        }
-    };
+    let runtime = zpanel_shared::process::runtime("zpanel", Some(2));
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {

@@ -157,16 +157,8 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let sessions = Arc::new(AtomicU64::new(1));
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("bridge accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::web::accept(&listener, &shutdown).await else {
+            return;
         };
         let session_id = sessions.fetch_add(1, Ordering::Relaxed);
         let (acceptor, state, shutdown) = (acceptor.clone(), state.clone(), shutdown.clone());
@@ -189,7 +181,6 @@ async fn handle_connection(
     session_id: u64,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
         .await
         .map_err(|_| "tls handshake timed out".to_string())?

@@ -15,13 +15,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
             raise_open_files_limit();
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("zpanel-cp: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let runtime = zpanel_shared::process::runtime("zpanel-cp", None);
             let result = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -11,7 +11,9 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +42,29 @@ pub fn tls_config_from_files(cert: &Path, key: &Path) -> anyhow::Result<TlsAccep
     tls_config(chain, key_der)
 }
 
+/// The next connection with Nagle off, or `None` once `shutdown` is cancelled. Accept errors
+/// (such as running out of file descriptors) are logged and retried after a pause.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!("accept on {:?} failed: {e}", listener.local_addr().ok());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -47,18 +72,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("web accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, _)) = accept(&listener, &shutdown).await else {
+            return;
         };
-        let _ = stream.set_nodelay(true);
         let (app, tls) = (app.clone(), tls.clone());
         tokio::spawn(async move {
             let service = TowerToHyperService::new(app);

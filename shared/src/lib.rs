@@ -5,8 +5,8 @@
 pub mod backoff;
 pub mod enroll;
 pub mod frame;
-pub mod process;
 pub mod fsutil;
+pub mod process;
 pub mod replay;
 pub mod tls;
 pub mod transport;

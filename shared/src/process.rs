@@ -38,6 +38,19 @@ fn one_line(rendered: &str) -> String {
     }
 }
 
+/// The tokio runtime of a binary (`worker_threads`: `None` for one per core); exits with
+/// one line if it cannot be built.
+pub fn runtime(program: &str, worker_threads: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build().unwrap_or_else(|e| {
+        eprintln!("{program}: cannot start the runtime: {e}");
+        std::process::exit(1)
+    })
+}
+
 /// Logs to stderr, filtered by `ZPANEL_LOG` (default `info`), coloured only on a terminal.
 pub fn init_logging() {
     tracing_subscriber::fmt()

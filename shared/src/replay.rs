@@ -9,6 +9,9 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use zpanel_proto::{StreamChunk, StreamKind};
+
+use crate::frame::MAX_CHUNK_BYTES;
 
 /// Default flow-control window of one stream: bytes a sender may have unacknowledged.
 pub const DEFAULT_WINDOW_BYTES: usize = 4 * 1024 * 1024;
@@ -220,6 +223,77 @@ impl SharedReplay {
     }
 }
 
+/// Sends a [`SharedReplay`] from an offset as chunks: waits for data, and keeps at most
+/// [`MAX_IN_FLIGHT_FRAMES`] chunks unacknowledged.
+#[derive(Debug)]
+pub struct StreamSender {
+    kind: StreamKind,
+    offset: u64,
+    /// End offsets of the chunks sent and not yet acknowledged.
+    in_flight: VecDeque<u64>,
+    finished: bool,
+}
+
+impl StreamSender {
+    pub fn new(kind: StreamKind, offset: u64) -> Self {
+        StreamSender {
+            kind,
+            offset,
+            in_flight: VecDeque::new(),
+            finished: false,
+        }
+    }
+
+    /// The next chunk to send; after the end-of-stream chunk, `None`.
+    pub async fn next(
+        &mut self,
+        stream: &SharedReplay,
+    ) -> Result<Option<StreamChunk>, StreamError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let (offset, in_flight) = (self.offset, &mut self.in_flight);
+        let read = stream
+            .wait_for(|buffer| {
+                while in_flight.front().is_some_and(|end| *end <= buffer.acked()) {
+                    in_flight.pop_front();
+                }
+                if in_flight.len() >= MAX_IN_FLIGHT_FRAMES {
+                    return None;
+                }
+                match buffer.read_at(offset, MAX_CHUNK_BYTES) {
+                    Ok(Read::Pending) => None,
+                    Ok(Read::Data(payload)) => Some(Ok(Some(payload))),
+                    Ok(Read::Eof) => Some(Ok(None)),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .await?;
+        let stream = self.kind as i32;
+        Ok(Some(match read {
+            Some(payload) => {
+                self.offset += payload.len() as u64;
+                self.in_flight.push_back(self.offset);
+                StreamChunk {
+                    stream,
+                    offset,
+                    payload,
+                    eof: false,
+                }
+            }
+            None => {
+                self.finished = true;
+                StreamChunk {
+                    stream,
+                    offset,
+                    payload: Bytes::new(),
+                    eof: true,
+                }
+            }
+        }))
+    }
+}
+
 /// Receiver side: where the stream continues.
 #[derive(Debug, Default, Clone)]
 pub struct InboundCursor {
@@ -306,6 +380,24 @@ mod tests {
             })
         );
         assert_eq!(cursor.next(), 5);
+    }
+
+    #[tokio::test]
+    async fn sender_sends_from_an_offset_and_ends_with_eof() {
+        let shared = SharedReplay::new(64);
+        shared.with(|buffer| {
+            buffer.push(b("abcdef"));
+            buffer.finish();
+        });
+        let mut sender = StreamSender::new(StreamKind::Stdout, 2);
+        let chunk = sender.next(&shared).await.unwrap().unwrap();
+        assert_eq!(
+            (chunk.offset, chunk.payload, chunk.eof),
+            (2, b("cdef"), false)
+        );
+        let end = sender.next(&shared).await.unwrap().unwrap();
+        assert_eq!((end.offset, end.payload.len(), end.eof), (6, 0, true));
+        assert_eq!(sender.next(&shared).await.unwrap(), None);
     }
 
     #[tokio::test]
