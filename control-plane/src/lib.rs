@@ -59,12 +59,8 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
         allowed_hosts.allow(&host_id);
     }
 
-    let web_listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let bridge_listener = TcpListener::bind(args.bridge_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bridge_listen))?;
+    let web_listener = listen(args.listen)?;
+    let bridge_listener = listen(args.bridge_listen)?;
     args.listen = web_listener.local_addr()?;
     args.bridge_listen = bridge_listener.local_addr()?;
     let public_url = args.public_url();
@@ -130,6 +126,23 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     let online = state.router.online_hosts();
     state.store.touch_hosts(&online, store::now()).await?;
     Ok(())
+}
+
+/// Pending connections a listener queues. A fleet reconnecting after a restart arrives
+/// faster than handshakes complete; the default of 128 would drop SYNs into 1 s retries.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

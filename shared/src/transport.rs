@@ -47,10 +47,16 @@ impl From<FrameError> for SessionEnd {
     }
 }
 
+/// Initial read buffer of a session. tungstenite's default (128 KiB, zero-filled on the
+/// first read) would cost every idle session that much; a buffer grows to fit a large
+/// frame once its header is read.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// WebSocket limits matching the frame limit, so oversized messages are refused before
 /// they are buffered.
 pub fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
 }

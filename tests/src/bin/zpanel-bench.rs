@@ -1,0 +1,1650 @@
+//! `zpanel-bench`: measures Zpanel side by side with OpenSSH in one run on loopback (exec
+//! latency, exec throughput with the memory of all three binaries, idle daemon memory, and
+//! many idle bridge sessions held by one control plane) and prints a table of medians and
+//! ratios. Build and run: `cargo build --release --workspace && target/release/zpanel-bench`.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use zpanel_proto::frame::Body;
+use zpanel_proto::{
+    BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, Heartbeat, Hello, HostInfo,
+};
+use zpanel_shared::enroll::{ENROLL_PATH, EnrollRequest, EnrollResponse};
+use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
+use zpanel_shared::tls::{ServerTrust, certs_from_pem, key_from_pem};
+use zpanel_tests::{ControlPlane, memory_kib};
+
+/// The host the exec and throughput runs target.
+const HOST: &str = "bench-host";
+const WARMUP_RUNS: usize = 3;
+const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+const STREAM_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long a daemon (and the reference exporter) sits idle before its memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(5);
+/// Memory samples while bytes stream.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// Read buffer of the bench's own WebSocket clients. Only the control plane's memory is
+/// measured; this keeps the load generator itself small (tungstenite's default is 128 KiB).
+const CLIENT_READ_BUFFER: usize = 8 * 1024;
+/// What "bounded memory while streaming" means here: far below the bytes streamed.
+const BOUNDED: &str = "< 64 MiB (bounded)";
+const BOUNDED_KIB: u64 = 64 * 1024;
+const SSHD: &str = "/usr/sbin/sshd";
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks Zpanel against OpenSSH on this machine (loopback traffic only)")]
+struct Args {
+    /// Timed runs of `exec HOST -- true` per peer (after 3 warm-up runs each).
+    #[arg(long, default_value_t = 50)]
+    exec_runs: usize,
+    /// Bytes streamed per throughput run (K, M, G suffixes are powers of 1024, as for head).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    throughput_bytes: u64,
+    /// Throughput runs per peer; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    throughput_runs: usize,
+    /// Idle bridge sessions opened against one control plane (0 skips the test).
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Enrolments in flight at once while preparing the sessions.
+    #[arg(long, default_value_t = 64)]
+    enroll_concurrency: usize,
+    /// Session handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Leave out OpenSSH (Zpanel numbers only, no ratios).
+    #[arg(long)]
+    skip_ssh: bool,
+    /// Let ssh's remote shell read the user's ~/.bashrc (by default sshd runs in a private
+    /// mount namespace where it is empty, as on a fresh host).
+    #[arg(long)]
+    ssh_keep_bashrc: bool,
+    /// Leave out the prometheus-node-exporter memory reference.
+    #[arg(long)]
+    skip_node_exporter: bool,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 1G, 512M or 1048576"))?;
+    let multiplier: u64 = match unit.trim_end_matches(['B', 'b']).trim_end_matches('i') {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => return Err(format!("unknown unit in {text:?}; use K, M or G")),
+    };
+    number
+        .checked_mul(multiplier)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Before any thread or child exists: every idle session holds a socket in this process.
+    let open_files = raise_open_files_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = run(args, open_files) => result,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    })
+}
+
+fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            getrlimit(Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(soft)
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
+async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
+    ensure!(
+        args.exec_runs > 0 && args.throughput_runs > 0,
+        "--exec-runs and --throughput-runs must be at least 1"
+    );
+    let machine = Machine::describe().await;
+    println!("{}", machine.render(open_files));
+    let mut report = Report::default();
+
+    // === peers: OpenSSH (new connection per command, and a ControlMaster) ===
+    let mut sshd = if args.skip_ssh {
+        None
+    } else {
+        Some(
+            Sshd::start(args.ssh_keep_bashrc)
+                .await
+                .context("starting sshd")?,
+        )
+    };
+    if let Some(sshd) = sshd.as_mut() {
+        sshd.start_master()
+            .await
+            .context("starting an ssh ControlMaster")?;
+        println!(
+            "sshd listening on 127.0.0.1:{} (ssh ControlMaster up); {}",
+            sshd.port, sshd.note
+        );
+        report.notes.push(format!("OpenSSH: {}.", sshd.note));
+    }
+
+    // === zpanel: one control plane and one host ===
+    let cp = ControlPlane::start().await;
+    let cli = cp.admin_cli().await;
+    let daemon = cp.add_host(&cli, HOST).await;
+    wait_online(&cp, 1, Duration::from_secs(30))
+        .await
+        .context("the bench host did not come online")?;
+    let bridge_pid = daemon.pid().context("zpanel-bridge is not running")?;
+    let cp_pid = cp.pid().context("zpanel-cp is not running")?;
+    println!("zpanel-cp and zpanel-bridge ({HOST}) are up; host online");
+
+    let exporter = if args.skip_node_exporter {
+        None
+    } else {
+        NodeExporter::start().await
+    };
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let bridge_idle = memory_kib(bridge_pid).0;
+    let exporter_idle = exporter.as_ref().map(|e| memory_kib(e.pid).0);
+    println!(
+        "idle RSS: zpanel-bridge {}, node-exporter {}",
+        kib(bridge_idle),
+        exporter_idle.map(kib).unwrap_or("-".into())
+    );
+
+    // === exec latency ===
+    let zpanel_exec = || cli.command(&["exec", HOST, "--", "true"]);
+    let mut peers: Vec<(&str, CommandFactory<'_>)> = vec![("zpanel", Box::new(zpanel_exec))];
+    if let Some(sshd) = sshd.as_ref() {
+        peers.push(("ssh", Box::new(|| sshd.client(&["true"]))));
+        peers.push(("ssh-cm", Box::new(|| sshd.via_master(&["true"]))));
+    }
+    let mut latencies: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for run in 0..WARMUP_RUNS + args.exec_runs {
+        // Interleaved, so noise on this shared machine hits every peer alike.
+        for (name, command) in &peers {
+            let took = timed(command())
+                .await
+                .with_context(|| format!("{name}: exec true"))?;
+            if run >= WARMUP_RUNS {
+                latencies.entry(name).or_default().push(took);
+            }
+        }
+    }
+    drop(peers);
+    let exec_count = WARMUP_RUNS + args.exec_runs;
+    let bridge_after_execs = memory_kib(bridge_pid).0;
+    let exporter_after_scrapes = match exporter.as_ref() {
+        Some(exporter) => Some(exporter.scrape(3).await?),
+        None => None,
+    };
+    let stats: BTreeMap<&str, Stats> = latencies
+        .iter()
+        .map(|(name, runs)| (*name, Stats::of(runs)))
+        .collect();
+    for (name, s) in &stats {
+        println!(
+            "exec true, {name}: median {:.1} ms, p90 {:.1} ms over {} runs",
+            ms(s.median),
+            ms(s.p90),
+            s.n
+        );
+    }
+    let zp = &stats["zpanel"];
+    let ssh = stats.get("ssh");
+    report.row(
+        "`exec true` latency, median",
+        format!("{:.1} ms", ms(zp.median)),
+        ssh.map(|s| format!("{:.1} ms (ssh, new connection)", ms(s.median))),
+        ssh.map(|s| ratio(ms(zp.median), ms(s.median))),
+        "< 1.0x ssh",
+        ssh.map(|s| zp.median < s.median),
+    );
+    report.row(
+        "`exec true` latency, p90",
+        format!("{:.1} ms", ms(zp.p90)),
+        ssh.map(|s| format!("{:.1} ms (ssh, new connection)", ms(s.p90))),
+        ssh.map(|s| ratio(ms(zp.p90), ms(s.p90))),
+        "-",
+        None,
+    );
+    if let Some(cm) = stats.get("ssh-cm") {
+        report.row(
+            "`exec true` latency, median, vs a reused ssh connection",
+            format!("{:.1} ms", ms(zp.median)),
+            Some(format!("{:.1} ms (ssh ControlMaster)", ms(cm.median))),
+            Some(ratio(ms(zp.median), ms(cm.median))),
+            "reference only",
+            None,
+        );
+    }
+    report.row(
+        "zpanel-bridge RSS, idle 5 s after connecting",
+        kib(bridge_idle),
+        exporter_idle.map(|k| format!("{} (node-exporter idle, reference)", kib(k))),
+        exporter_idle.map(|k| ratio(bridge_idle as f64, k as f64)),
+        "< 15 MiB",
+        Some(bridge_idle < 15 * 1024),
+    );
+    report.row(
+        &format!("zpanel-bridge RSS, idle after {exec_count} execs"),
+        kib(bridge_after_execs),
+        exporter_after_scrapes
+            .map(|k| format!("{} (node-exporter after 3 scrapes, reference)", kib(k))),
+        exporter_after_scrapes.map(|k| ratio(bridge_after_execs as f64, k as f64)),
+        "< 15 MiB",
+        Some(bridge_after_execs < 15 * 1024),
+    );
+    drop(exporter);
+
+    // === throughput ===
+    let bytes = args.throughput_bytes;
+    let count = bytes.to_string();
+    let mut zpanel_runs = Vec::new();
+    let mut ssh_runs = Vec::new();
+    let mut peaks: BTreeMap<&str, u64> = BTreeMap::new();
+    for run in 1..=args.throughput_runs {
+        let watched = [("zpanel-cp", cp_pid), ("zpanel-bridge", bridge_pid)];
+        let streamed = stream(
+            cli.command(&["exec", HOST, "--", "head", "-c", &count, "/dev/zero"]),
+            bytes,
+            &watched,
+        )
+        .await
+        .context("zpanel: exec head")?;
+        println!(
+            "throughput run {run}, zpanel: {:.0} MB/s",
+            streamed.mb_per_s
+        );
+        for (name, peak) in streamed.peaks {
+            let entry = peaks.entry(name).or_default();
+            *entry = (*entry).max(peak);
+        }
+        zpanel_runs.push(streamed.mb_per_s);
+        if let Some(sshd) = sshd.as_ref() {
+            let streamed = stream(
+                sshd.client(&["head", "-c", &count, "/dev/zero"]),
+                bytes,
+                &[],
+            )
+            .await
+            .context("ssh: head")?;
+            println!("throughput run {run}, ssh: {:.0} MB/s", streamed.mb_per_s);
+            let entry = peaks.entry("ssh client").or_default();
+            *entry = (*entry).max(streamed.peaks.get("client").copied().unwrap_or(0));
+            ssh_runs.push(streamed.mb_per_s);
+        }
+    }
+    let list = |runs: &[f64]| {
+        runs.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    report.notes.push(format!(
+        "Throughput runs (MB/s, in order): zpanel {}; ssh {}.",
+        list(&zpanel_runs),
+        if ssh_runs.is_empty() {
+            "-".into()
+        } else {
+            list(&ssh_runs)
+        }
+    ));
+    let zpanel_mbs = median_f64(&zpanel_runs);
+    let ssh_mbs = (!ssh_runs.is_empty()).then(|| median_f64(&ssh_runs));
+    let size = human_bytes(bytes);
+    report.row(
+        &format!(
+            "exec `head -c {size}` throughput, median of {}",
+            args.throughput_runs
+        ),
+        format!("{zpanel_mbs:.0} MB/s"),
+        ssh_mbs.map(|s| format!("{s:.0} MB/s (ssh)")),
+        ssh_mbs.map(|s| ratio(zpanel_mbs, s)),
+        ">= 0.8x ssh",
+        ssh_mbs.map(|s| zpanel_mbs >= 0.8 * s),
+    );
+    let client_peak = peaks.get("client").copied().unwrap_or(0);
+    let ssh_client_peak = peaks.get("ssh client").copied();
+    report.row(
+        &format!("client peak RSS while streaming {size}"),
+        format!("{} (zpanel CLI)", kib(client_peak)),
+        ssh_client_peak.map(|k| format!("{} (ssh client)", kib(k))),
+        ssh_client_peak.map(|k| ratio(client_peak as f64, k as f64)),
+        BOUNDED,
+        Some(client_peak < BOUNDED_KIB),
+    );
+    for name in ["zpanel-cp", "zpanel-bridge"] {
+        let peak = peaks.get(name).copied().unwrap_or(0);
+        report.row(
+            &format!("{name} peak RSS (VmHWM) while streaming {size}"),
+            kib(peak),
+            None,
+            None,
+            BOUNDED,
+            Some(peak < BOUNDED_KIB),
+        );
+    }
+    let bridge_after_streams = memory_kib(bridge_pid).0;
+    report.row(
+        &format!("zpanel-bridge RSS, idle after the {size} streams"),
+        kib(bridge_after_streams),
+        None,
+        None,
+        "(information)",
+        None,
+    );
+
+    // Quiet the machine for the sessions test.
+    drop(daemon);
+    drop(cli);
+    drop(cp);
+    if let Some(mut sshd) = sshd.take() {
+        sshd.stop().await;
+    }
+
+    // === idle sessions ===
+    if args.sessions > 0 {
+        let result = idle_sessions(&args).await.context("idle sessions")?;
+        result.report(&mut report);
+    }
+
+    println!();
+    println!("{}", machine.render(open_files));
+    println!("{}", report.render());
+    Ok(())
+}
+
+// === measurements ===
+
+/// Builds the command one peer runs for one exec.
+type CommandFactory<'a> = Box<dyn Fn() -> Command + 'a>;
+
+/// Wall time of one command from spawn to exit; fails unless it exits successfully.
+async fn timed(mut command: Command) -> anyhow::Result<Duration> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = command.as_std().get_program().to_string_lossy().to_string();
+    let started = Instant::now();
+    let out = tokio::time::timeout(EXEC_TIMEOUT, command.output())
+        .await
+        .context("timed out")??;
+    let took = started.elapsed();
+    ensure!(
+        out.status.success(),
+        "{program} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(took)
+}
+
+struct Streamed {
+    mb_per_s: f64,
+    /// Peak resident memory (VmHWM, KiB) of the client ("client") and each watched process.
+    peaks: BTreeMap<&'static str, u64>,
+}
+
+/// Runs a command writing `expected` bytes to stdout, counts them here, and samples the
+/// peak memory of the client process and of `watched` processes meanwhile.
+async fn stream(
+    mut command: Command,
+    expected: u64,
+    watched: &[(&'static str, u32)],
+) -> anyhow::Result<Streamed> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = command.spawn().context("spawn")?;
+    let client_pid = child.id().context("client pid")?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let mut stderr = child.stderr.take().context("stderr")?;
+    let done = Arc::new(AtomicBool::new(false));
+    let mut pids: Vec<(&'static str, u32)> = watched.to_vec();
+    pids.push(("client", client_pid));
+    let sampler = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut peaks: BTreeMap<&'static str, u64> = BTreeMap::new();
+            while !done.load(Ordering::Relaxed) {
+                for (name, pid) in &pids {
+                    let (rss, hwm) = memory_kib(*pid);
+                    let entry = peaks.entry(name).or_default();
+                    *entry = (*entry).max(rss).max(hwm);
+                }
+                tokio::time::sleep(SAMPLE_EVERY).await;
+            }
+            peaks
+        }
+    });
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let counted = async {
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = stdout.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((total, status))
+    };
+    let outcome = tokio::time::timeout(STREAM_TIMEOUT, counted).await;
+    let took = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let peaks = sampler.await?;
+    let (total, status) = outcome.context("timed out")??;
+    let errors = errors.await.unwrap_or_default();
+    ensure!(status.success(), "exited with {status}: {}", errors.trim());
+    ensure!(
+        total == expected,
+        "received {total} bytes, expected {expected}"
+    );
+    Ok(Streamed {
+        mb_per_s: total as f64 / took.as_secs_f64() / 1e6,
+        peaks,
+    })
+}
+
+async fn wait_online(cp: &ControlPlane, hosts: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while cp.metric("zpanel_hosts_online").await < hosts {
+        ensure!(
+            Instant::now() < deadline,
+            "fewer than {hosts} hosts online after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    n: usize,
+    median: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(runs: &[Duration]) -> Stats {
+        let mut sorted = runs.to_vec();
+        sorted.sort();
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+        };
+        Stats {
+            n,
+            median,
+            p90: percentile(&sorted, 0.9),
+            p99: percentile(&sorted, 0.99),
+            max: sorted[n - 1],
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn median_f64(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+// === OpenSSH ===
+
+/// `sshd` on a free loopback port with its own host key, client key and config.
+struct Sshd {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    user: String,
+    master: bool,
+    /// How the remote side runs commands (see [`hide_bashrc`]).
+    note: String,
+}
+
+impl Sshd {
+    async fn start(keep_bashrc: bool) -> anyhow::Result<Sshd> {
+        ensure!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: apt-get install -y openssh-server (or pass --skip-ssh)"
+        );
+        std::fs::create_dir_all("/run/sshd").context("mkdir /run/sshd")?;
+        let dir = tempfile::Builder::new().prefix("zpanel-sshd-").tempdir()?;
+        for key in ["host_key", "client_key"] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.path().join(key))
+                .output()
+                .await
+                .context("ssh-keygen")?;
+            ensure!(
+                out.status.success(),
+                "ssh-keygen: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        std::fs::copy(
+            dir.path().join("client_key.pub"),
+            dir.path().join("authorized_keys"),
+        )?;
+        let port = free_port()?;
+        let d = dir.path().display();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PidFile {d}/sshd.pid\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\n"
+        );
+        std::fs::write(dir.path().join("sshd_config"), config)?;
+        let log = std::fs::File::create(dir.path().join("sshd.log"))?;
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "root".into());
+        let (mut command, note) = match user_bashrc(&user) {
+            Some(bashrc) if !keep_bashrc => hide_bashrc(dir.path(), &bashrc).await,
+            Some(bashrc) => (
+                Command::new(SSHD),
+                format!(
+                    "ssh runs commands with the user's {} as is",
+                    bashrc.display()
+                ),
+            ),
+            None => (
+                Command::new(SSHD),
+                "ssh runs commands with the user's login shell".into(),
+            ),
+        };
+        let child = command
+            .args(["-D", "-e", "-f"])
+            .arg(dir.path().join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn sshd")?;
+        let sshd = Sshd {
+            child,
+            dir,
+            port,
+            user,
+            master: false,
+            note,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match timed(sshd.client(&["true"])).await {
+                Ok(_) => return Ok(sshd),
+                Err(e) if Instant::now() > deadline => {
+                    let log = std::fs::read_to_string(sshd.dir.path().join("sshd.log"))
+                        .unwrap_or_default();
+                    bail!(
+                        "ssh to the test sshd fails: {e:#}; sshd log: {}",
+                        log.trim()
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    fn base_args(&self) -> Vec<String> {
+        let key = self.dir.path().join("client_key").display().to_string();
+        let mut args: Vec<String> = vec![
+            "-F".into(),
+            "/dev/null".into(),
+            "-i".into(),
+            key,
+            "-p".into(),
+            self.port.to_string(),
+        ];
+        for option in [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "BatchMode=yes",
+            "IdentitiesOnly=yes",
+            "LogLevel=ERROR",
+        ] {
+            args.push("-o".into());
+            args.push(option.into());
+        }
+        args
+    }
+
+    fn control_path(&self) -> PathBuf {
+        self.dir.path().join("cm")
+    }
+
+    /// `ssh ... user@127.0.0.1 CMD`: a new connection (key exchange, authentication) each time.
+    fn client(&self, remote: &[&str]) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args(self.base_args())
+            .arg(format!("{}@127.0.0.1", self.user))
+            .args(remote);
+        command
+    }
+
+    /// The same command through the ControlMaster: a new channel on a live connection.
+    fn via_master(&self, remote: &[&str]) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args(self.base_args())
+            .args(["-o", "ControlMaster=no", "-o"])
+            .arg(format!("ControlPath={}", self.control_path().display()))
+            .arg(format!("{}@127.0.0.1", self.user))
+            .args(remote);
+        command
+    }
+
+    async fn start_master(&mut self) -> anyhow::Result<()> {
+        let out = Command::new("ssh")
+            .args(self.base_args())
+            .args(["-M", "-N", "-f", "-o"])
+            .arg(format!("ControlPath={}", self.control_path().display()))
+            .arg(format!("{}@127.0.0.1", self.user))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(EXEC_TIMEOUT, out)
+            .await
+            .context("timed out")??;
+        ensure!(
+            out.status.success(),
+            "ssh -M: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        self.master = true;
+        Ok(())
+    }
+
+    fn stop_master_now(&mut self) {
+        if std::mem::take(&mut self.master) {
+            let _ = std::process::Command::new("ssh")
+                .args(self.base_args())
+                .args(["-O", "exit", "-o"])
+                .arg(format!("ControlPath={}", self.control_path().display()))
+                .arg(format!("{}@127.0.0.1", self.user))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.stop_master_now();
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop_master_now();
+    }
+}
+
+/// The login user's `~/.bashrc` when their shell is bash: sshd runs every command as
+/// `bash -c CMD`, and bash started by sshd reads `~/.bashrc` even when not interactive.
+fn user_bashrc(user: &str) -> Option<PathBuf> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let fields: Vec<&str> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&user))?;
+    let (home, shell) = (fields.get(5)?, fields.get(6)?);
+    let bashrc = Path::new(home).join(".bashrc");
+    (shell.ends_with("/bash") && bashrc.exists()).then_some(bashrc)
+}
+
+/// Starts sshd in a private mount namespace where `bashrc` is an empty file, so ssh is
+/// measured as on a freshly installed host rather than with this machine's shell set-up
+/// (a developer's `~/.bashrc` can take longer than the whole ssh exchange). Nothing
+/// changes outside that namespace. Falls back to a plain sshd when namespaces are refused.
+async fn hide_bashrc(dir: &Path, bashrc: &Path) -> (Command, String) {
+    let empty = dir.join("empty-bashrc");
+    let script = r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#;
+    let namespaced = |program: &str| {
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&empty)
+            .arg(bashrc)
+            .arg(program);
+        command
+    };
+    let probe = match std::fs::write(&empty, b"") {
+        Ok(()) => namespaced("true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success()),
+        Err(_) => false,
+    };
+    if probe {
+        (
+            namespaced(SSHD),
+            format!(
+                "sshd runs in a private mount namespace where {} is empty",
+                bashrc.display()
+            ),
+        )
+    } else {
+        (
+            Command::new(SSHD),
+            format!(
+                "could not hide {} from ssh (no mount namespace); ssh includes it",
+                bashrc.display()
+            ),
+        )
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+// === prometheus-node-exporter (memory reference) ===
+
+struct NodeExporter {
+    _child: Child,
+    pid: u32,
+    port: u16,
+}
+
+impl NodeExporter {
+    /// Starts the exporter if it is installed; `None` (with a note) when it is not.
+    async fn start() -> Option<NodeExporter> {
+        if !Path::new(NODE_EXPORTER).exists() {
+            println!(
+                "note: {NODE_EXPORTER} is missing (apt-get install -y prometheus-node-exporter); no memory reference"
+            );
+            return None;
+        }
+        let port = free_port().ok()?;
+        let child = Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        let pid = child.id()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if Instant::now() > deadline {
+                println!(
+                    "note: prometheus-node-exporter did not listen within 10 s; no memory reference"
+                );
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(NodeExporter {
+            _child: child,
+            pid,
+            port,
+        })
+    }
+
+    /// Scrapes `/metrics` `times` times and returns its RSS afterwards.
+    async fn scrape(&self, times: usize) -> anyhow::Result<u64> {
+        for _ in 0..times {
+            let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
+            tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut body = Vec::new();
+            tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut body))
+                .await
+                .context("scrape timed out")??;
+        }
+        Ok(memory_kib(self.pid).0)
+    }
+}
+
+// === idle sessions: a load generator of synthetic daemons ===
+
+struct SessionsResult {
+    target: usize,
+    enrolled: usize,
+    enroll_took: Duration,
+    online: u64,
+    online_took: Duration,
+    heartbeat: Duration,
+    rss_fresh: u64,
+    rss_before: u64,
+    rss_after: u64,
+    hwm_after: u64,
+    online_after_settle: u64,
+    settle: Duration,
+    cpu_percent: f64,
+    handshake: Option<Stats>,
+    failures: BTreeMap<String, usize>,
+    retries: usize,
+    dropped: BTreeMap<String, usize>,
+    listen_overflows: u64,
+}
+
+impl SessionsResult {
+    fn report(&self, report: &mut Report) {
+        let n = self.target;
+        let all = self.online as usize >= n && self.online_after_settle as usize >= n;
+        report.row(
+            &format!(
+                "idle bridge sessions online (heartbeat {:?}, {} s held)",
+                self.heartbeat,
+                self.settle.as_secs()
+            ),
+            format!(
+                "{} / {n} after {:.1} s",
+                self.online_after_settle,
+                self.online_took.as_secs_f64()
+            ),
+            None,
+            None,
+            &format!("{n}"),
+            Some(all),
+        );
+        report.row(
+            &format!(
+                "zpanel-cp RSS holding {} idle sessions",
+                self.online_after_settle
+            ),
+            format!("{} (peak {})", kib(self.rss_after), kib(self.hwm_after)),
+            None,
+            None,
+            if n >= 10_000 {
+                "< 1 GiB for 10,000"
+            } else {
+                "< 1 GiB for 10,000 (fewer here: see per session)"
+            },
+            (n >= 10_000).then_some(all && self.rss_after < 1024 * 1024),
+        );
+        let per_session = self.rss_after.saturating_sub(self.rss_before) as f64
+            / (self.online_after_settle.max(1)) as f64;
+        report.row(
+            "zpanel-cp RSS per idle session (after minus before)",
+            format!("{per_session:.1} KiB"),
+            None,
+            None,
+            "< 105 KiB (1 GiB / 10,000)",
+            Some(per_session < 1024.0 * 1024.0 / 10_000.0),
+        );
+        report.row(
+            &format!(
+                "zpanel-cp CPU holding {} idle sessions",
+                self.online_after_settle
+            ),
+            format!("{:.0} % of one core", self.cpu_percent),
+            None,
+            None,
+            "(information)",
+            None,
+        );
+        if let Some(handshake) = self.handshake {
+            report.row(
+                "session handshake (TCP+TLS+WebSocket+hello to welcome), median / p90 / p99 / max",
+                format!(
+                    "{:.0} / {:.0} / {:.0} / {:.0} ms",
+                    ms(handshake.median),
+                    ms(handshake.p90),
+                    ms(handshake.p99),
+                    ms(handshake.max)
+                ),
+                None,
+                None,
+                "(information)",
+                None,
+            );
+        }
+        report.row(
+            &format!("enrolment of {} hosts over the HTTP API", self.enrolled),
+            format!(
+                "{:.1} s ({:.0} /s)",
+                self.enroll_took.as_secs_f64(),
+                self.enrolled as f64 / self.enroll_took.as_secs_f64().max(1e-9)
+            ),
+            None,
+            None,
+            "(information)",
+            None,
+        );
+        report.notes.push(format!(
+            "Idle sessions: zpanel-cp RSS {} fresh, {} after enrolling {} hosts (before sessions), {} with the sessions open.",
+            kib(self.rss_fresh),
+            kib(self.rss_before),
+            self.enrolled,
+            kib(self.rss_after)
+        ));
+        if self.listen_overflows > 0 {
+            report.notes.push(format!(
+                "Idle sessions: the kernel counted {} listen-queue overflows while the sessions opened \
+                 (TcpExt ListenOverflows; SYNs dropped and retransmitted after 1 s).",
+                self.listen_overflows
+            ));
+        }
+        if self.retries > 0 {
+            report.notes.push(format!(
+                "Idle sessions: {} handshakes were retried.",
+                self.retries
+            ));
+        }
+        for (reason, count) in &self.failures {
+            report.notes.push(format!(
+                "Idle sessions: {count} sessions never opened: {reason}"
+            ));
+        }
+        for (reason, count) in &self.dropped {
+            report.notes.push(format!(
+                "Idle sessions: {count} sessions dropped after opening: {reason}"
+            ));
+        }
+    }
+}
+
+#[derive(Default)]
+struct SessionCounters {
+    welcomed: AtomicUsize,
+    /// The heartbeat interval the control plane asked for in its welcome.
+    heartbeat_ms: AtomicU64,
+    retries: AtomicUsize,
+    failures: Mutex<BTreeMap<String, usize>>,
+    dropped: Mutex<BTreeMap<String, usize>>,
+    handshakes: Mutex<Vec<Duration>>,
+}
+
+impl SessionCounters {
+    fn count(map: &Mutex<BTreeMap<String, usize>>, reason: String) {
+        let reason: String = reason.chars().take(160).collect();
+        *map.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+}
+
+/// One enrolled synthetic host: its name and TLS client configuration (own key and cert).
+struct SyntheticHost {
+    name: String,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// Where synthetic hosts dial.
+struct BridgeTarget {
+    authority: String,
+    server_name: ServerName<'static>,
+    session_url: String,
+}
+
+async fn idle_sessions(args: &Args) -> anyhow::Result<SessionsResult> {
+    let n = args.sessions;
+    println!("idle sessions: starting a fresh control plane for {n} sessions");
+    let cp = ControlPlane::start().await;
+    let cp_pid = cp.pid().context("zpanel-cp is not running")?;
+    let cli = cp.admin_cli().await;
+    let uses = u32::try_from(n)
+        .ok()
+        .filter(|u| *u <= 100_000)
+        .context("at most 100000 sessions (join token uses)")?;
+    let token = cli.join_token(uses).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_fresh = memory_kib(cp_pid).0;
+
+    // Enrol every host through the HTTP API, as `zpanel-bridge join` does.
+    let web = WebClient::new(&cp.url, &cp.pin)?;
+    let started = Instant::now();
+    let hosts: Vec<anyhow::Result<SyntheticHost>> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let (web, token) = (&web, token.as_str());
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(120),
+                    enroll(web, token, format!("bench-{i:05}")),
+                )
+                .await?
+            }
+        })
+        .buffer_unordered(args.enroll_concurrency.max(1))
+        .collect()
+        .await;
+    let enroll_took = started.elapsed();
+    let mut enrolled = Vec::with_capacity(n);
+    let mut enroll_errors: BTreeMap<String, usize> = BTreeMap::new();
+    for host in hosts {
+        match host {
+            Ok(host) => enrolled.push(host),
+            Err(e) => *enroll_errors.entry(format!("{e:#}")).or_default() += 1,
+        }
+    }
+    println!(
+        "idle sessions: enrolled {} hosts in {:.1} s",
+        enrolled.len(),
+        enroll_took.as_secs_f64()
+    );
+    ensure!(
+        enroll_errors.is_empty() || !enrolled.is_empty(),
+        "no host could enrol: {enroll_errors:?}"
+    );
+    let enrolled_count = enrolled.len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = memory_kib(cp_pid).0;
+
+    // Open one session per host from this process.
+    let target = Arc::new(bridge_target(&cp.bridge_url)?);
+    let counters = Arc::new(SessionCounters::default());
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let mut sessions = JoinSet::new();
+    let overflows_before = listen_overflows();
+    let started = Instant::now();
+    for host in enrolled {
+        let (target, counters, gate) = (target.clone(), counters.clone(), gate.clone());
+        sessions.spawn(hold_session(host, target, counters, gate));
+    }
+    let deadline = Duration::from_secs(120) + Duration::from_millis(10 * n as u64);
+    let mut online = 0;
+    let mut last_progress = Instant::now();
+    let mut last_line = Instant::now();
+    loop {
+        let now_online = cp.metric("zpanel_hosts_online").await;
+        if now_online > online {
+            last_progress = Instant::now();
+        }
+        online = now_online;
+        if online as usize >= enrolled_count {
+            break;
+        }
+        let settled =
+            counters.welcomed.load(Ordering::Relaxed) + failed_total(&counters) >= enrolled_count;
+        if started.elapsed() > deadline
+            || (settled && last_progress.elapsed() > Duration::from_secs(10))
+        {
+            println!("idle sessions: stopped waiting with {online} of {enrolled_count} online");
+            break;
+        }
+        if last_line.elapsed() > Duration::from_secs(5) {
+            println!(
+                "idle sessions: {online} online after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            last_line = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let online_took = started.elapsed();
+    let listen_overflows = listen_overflows().saturating_sub(overflows_before);
+    println!(
+        "idle sessions: {online} online after {:.1} s",
+        online_took.as_secs_f64()
+    );
+
+    // Hold them for several heartbeat intervals: the control plane declares a session dead
+    // after three silent intervals, so every session still online has kept up its heartbeats.
+    let settle = Duration::from_secs(10);
+    let cpu_started = cpu_time(cp_pid);
+    let settle_started = Instant::now();
+    tokio::time::sleep(settle).await;
+    let cpu_percent = (cpu_time(cp_pid) - cpu_started).as_secs_f64()
+        / settle_started.elapsed().as_secs_f64()
+        * 100.0;
+    let (rss_after, hwm_after) = memory_kib(cp_pid);
+    let online_after_settle = cp.metric("zpanel_hosts_online").await;
+    println!(
+        "idle sessions: {online_after_settle} online after holding {settle:?}; zpanel-cp RSS {}",
+        kib(rss_after)
+    );
+
+    sessions.abort_all();
+    while sessions.join_next().await.is_some() {}
+    let handshake = {
+        let handshakes = counters
+            .handshakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (!handshakes.is_empty()).then(|| Stats::of(&handshakes))
+    };
+    let mut failures =
+        std::mem::take(&mut *counters.failures.lock().unwrap_or_else(|p| p.into_inner()));
+    for (reason, count) in enroll_errors {
+        *failures
+            .entry(format!("enrolment failed: {reason}"))
+            .or_default() += count;
+    }
+    let dropped = std::mem::take(&mut *counters.dropped.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(SessionsResult {
+        target: n,
+        enrolled: enrolled_count,
+        enroll_took,
+        online,
+        online_took,
+        heartbeat: Duration::from_millis(counters.heartbeat_ms.load(Ordering::Relaxed)),
+        rss_fresh,
+        rss_before,
+        rss_after,
+        hwm_after,
+        online_after_settle,
+        settle,
+        cpu_percent,
+        handshake,
+        failures,
+        retries: counters.retries.load(Ordering::Relaxed),
+        dropped,
+        listen_overflows,
+    })
+}
+
+/// The kernel's count of connections dropped because a listener's accept queue was full
+/// (this network namespace, all listeners).
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
+fn failed_total(counters: &SessionCounters) -> usize {
+    counters
+        .failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .sum()
+}
+
+fn bridge_target(bridge_url: &str) -> anyhow::Result<BridgeTarget> {
+    let authority = bridge_url
+        .split("://")
+        .nth(1)
+        .context("bridge url")?
+        .trim_end_matches('/')
+        .to_string();
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&authority)
+        .trim_matches(['[', ']'])
+        .to_string();
+    Ok(BridgeTarget {
+        server_name: ServerName::try_from(host)?,
+        session_url: format!("{}/v1/session", bridge_url.trim_end_matches('/')),
+        authority,
+    })
+}
+
+/// HTTPS to the control plane's web API, trusting its pinned CA.
+struct WebClient {
+    authority: String,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+}
+
+impl WebClient {
+    fn new(url: &str, pin: &str) -> anyhow::Result<WebClient> {
+        let authority = url
+            .split("://")
+            .nth(1)
+            .context("url")?
+            .trim_end_matches('/')
+            .to_string();
+        let host = authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&authority)
+            .trim_matches(['[', ']'])
+            .to_string();
+        let config =
+            zpanel_shared::tls::client_config(ServerTrust::Pin(pin.into()), None, &[b"http/1.1"])?;
+        Ok(WebClient {
+            authority,
+            server_name: ServerName::try_from(host)?,
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// One `POST` with a JSON body on its own connection; returns the status and body.
+    async fn post_json(&self, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        let tcp = TcpStream::connect(&self.authority)
+            .await
+            .context("connect")?;
+        let mut tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .context("tls")?;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.authority,
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await?;
+        tls.write_all(body).await?;
+        tls.flush().await?;
+        let mut response = Vec::new();
+        // The server may close without a TLS close_notify; what arrived is the answer.
+        let _ = tls.read_to_end(&mut response).await;
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("incomplete HTTP response")?;
+        let status = String::from_utf8_lossy(&response[..split])
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("no HTTP status")?;
+        Ok((status, response[split + 4..].to_vec()))
+    }
+}
+
+/// Enrols one synthetic host: its own key, a CSR, one use of the join token.
+async fn enroll(web: &WebClient, token: &str, name: String) -> anyhow::Result<SyntheticHost> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name.clone());
+    let request = EnrollRequest {
+        token: token.into(),
+        csr_pem: params.serialize_request(&key)?.pem()?,
+        name: name.clone(),
+        hostname: name.clone(),
+        os: "bench".into(),
+        kernel: String::new(),
+        arch: std::env::consts::ARCH.into(),
+        daemon_version: "bench".into(),
+    };
+    let (status, body) = web
+        .post_json(ENROLL_PATH, &serde_json::to_vec(&request)?)
+        .await?;
+    ensure!(
+        status == 200,
+        "enrolment answered {status}: {}",
+        String::from_utf8_lossy(&body).trim()
+    );
+    let enrolled: EnrollResponse = serde_json::from_slice(&body).context("enrolment answer")?;
+    let ca = certs_from_pem(enrolled.ca_pem.as_bytes())?;
+    let chain = certs_from_pem(enrolled.cert_pem.as_bytes())?;
+    let key = key_from_pem(key.serialize_pem().as_bytes())?;
+    let tls = zpanel_shared::tls::client_config(
+        ServerTrust::Cas(ca),
+        Some((chain, key)),
+        &[b"http/1.1"],
+    )?;
+    Ok(SyntheticHost {
+        name,
+        tls: Arc::new(tls),
+    })
+}
+
+type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Opens a session for `host` (retrying a few times, as a daemon would), then keeps it
+/// alive: a ping every heartbeat interval, a pong for every ping.
+async fn hold_session(
+    host: SyntheticHost,
+    target: Arc<BridgeTarget>,
+    counters: Arc<SessionCounters>,
+    gate: Arc<Semaphore>,
+) {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 0;
+    let (ws, interval) = loop {
+        attempt += 1;
+        let opened = {
+            let Ok(_permit) = gate.acquire().await else {
+                return;
+            };
+            let started = Instant::now();
+            let opened =
+                tokio::time::timeout(Duration::from_secs(60), open_session(&host, &target)).await;
+            match opened {
+                Ok(Ok(opened)) => {
+                    counters
+                        .handshakes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(started.elapsed());
+                    Ok(opened)
+                }
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("no welcome within 60 s".to_string()),
+            }
+        };
+        match opened {
+            Ok(opened) => break opened,
+            Err(reason) if attempt >= ATTEMPTS => {
+                SessionCounters::count(&counters.failures, reason);
+                return;
+            }
+            Err(_) => {
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    };
+    counters.welcomed.fetch_add(1, Ordering::Relaxed);
+    counters
+        .heartbeat_ms
+        .store(interval.as_millis() as u64, Ordering::Relaxed);
+    let reason = keep_alive(ws, interval).await;
+    SessionCounters::count(&counters.dropped, reason);
+}
+
+async fn open_session(
+    host: &SyntheticHost,
+    target: &BridgeTarget,
+) -> anyhow::Result<(Ws, Duration)> {
+    let tcp = TcpStream::connect(&target.authority)
+        .await
+        .context("tcp connect")?;
+    tcp.set_nodelay(true)?;
+    let tls = TlsConnector::from(host.tls.clone())
+        .connect(target.server_name.clone(), tcp)
+        .await
+        .context("tls")?;
+    let config = zpanel_shared::transport::websocket_config(DEFAULT_MAX_FRAME_BYTES)
+        .read_buffer_size(CLIENT_READ_BUFFER);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(target.session_url.as_str(), tls, Some(config))
+            .await
+            .context("websocket")?;
+    let hello = Hello {
+        min_version: BRIDGE_PROTOCOL_MIN_VERSION,
+        max_version: BRIDGE_PROTOCOL_VERSION,
+        host: Some(HostInfo {
+            hostname: host.name.clone(),
+            os: "bench".into(),
+            kernel: String::new(),
+            arch: std::env::consts::ARCH.into(),
+            daemon_version: "bench".into(),
+        }),
+    };
+    ws.send(Message::Binary(frame::encode(Body::Hello(hello))))
+        .await
+        .context("hello")?;
+    let welcome = match ws.next().await {
+        Some(Ok(Message::Binary(bytes))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES)? {
+            Body::Welcome(welcome) => welcome,
+            Body::Close(close) => bail!("refused: {}", close.reason),
+            _ => bail!("first frame is not a welcome"),
+        },
+        other => bail!("no welcome: {other:?}"),
+    };
+    Ok((
+        ws,
+        Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100))),
+    ))
+}
+
+/// Keeps a session alive until it ends; returns why it ended.
+async fn keep_alive(mut ws: Ws, interval: Duration) -> String {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut nonce = 0u64;
+    loop {
+        let reply = tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(Message::Binary(bytes))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES) {
+                    Ok(Body::Ping(beat)) => Some(Body::Pong(beat)),
+                    Ok(Body::Close(close)) => return format!("closed by the control plane: {}", close.reason),
+                    Ok(_) => None,
+                    Err(e) => return format!("bad frame: {e}"),
+                },
+                Some(Ok(Message::Close(_))) | None => return "the control plane closed the connection".into(),
+                Some(Ok(_)) => None,
+                Some(Err(e)) => return format!("transport: {e}"),
+            },
+            _ = tick.tick() => {
+                nonce += 1;
+                Some(Body::Ping(Heartbeat { nonce }))
+            }
+        };
+        if let Some(body) = reply
+            && let Err(e) = ws.send(Message::Binary(frame::encode(body))).await
+        {
+            return format!("transport: {e}");
+        }
+    }
+}
+
+// === the machine and the report ===
+
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    memory: String,
+    os: String,
+    kernel: String,
+    ssh: String,
+}
+
+impl Machine {
+    async fn describe() -> Machine {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let cpu_model = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+            .unwrap_or_default();
+        let memory = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .map(kib)
+            .unwrap_or_default();
+        let os = read("/etc/os-release")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .unwrap_or_default();
+        let ssh = match Command::new("ssh").arg("-V").output().await {
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(_) => "not installed".into(),
+        };
+        Machine {
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cpu_model,
+            memory,
+            os,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            ssh,
+        }
+    }
+
+    fn render(&self, open_files: u64) -> String {
+        format!(
+            "machine: {} CPUs ({}), {} RAM, {}, Linux {}; {}; open-files limit {open_files}",
+            self.cpus, self.cpu_model, self.memory, self.os, self.kernel, self.ssh
+        )
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<[String; 6]>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn row(
+        &mut self,
+        metric: &str,
+        zpanel: String,
+        peer: Option<String>,
+        ratio: Option<String>,
+        target: &str,
+        met: Option<bool>,
+    ) {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        self.rows.push([
+            metric.to_string(),
+            zpanel,
+            peer.unwrap_or_else(|| "-".into()),
+            ratio.unwrap_or_else(|| "-".into()),
+            target.to_string(),
+            met.to_string(),
+        ]);
+    }
+
+    /// A Markdown table (pasted into BENCHMARKS.md as is).
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "| metric | zpanel | peer | ratio | target | met |\n|---|---|---|---|---|---|\n",
+        );
+        for row in &self.rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        for note in &self.notes {
+            let _ = write!(out, "\n{note}");
+        }
+        out
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ratio(zpanel: f64, peer: f64) -> String {
+    if peer > 0.0 {
+        format!("{:.2}x", zpanel / peer)
+    } else {
+        "-".into()
+    }
+}
+
+/// KiB as a human size (MiB above 10 MiB).
+fn kib(kib: u64) -> String {
+    if kib >= 1024 * 1024 {
+        format!("{:.2} GiB", kib as f64 / (1024.0 * 1024.0))
+    } else if kib >= 10 * 1024 {
+        format!("{:.0} MiB", kib as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", kib as f64 / 1024.0)
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b => format!("{b} bytes"),
+    }
+}
