@@ -79,7 +79,7 @@ impl ExecJob {
     /// Accepts stdin from the client, dropping repeats. Never waits.
     pub fn stdin(&self, offset: u64, payload: Bytes, eof: bool) -> Result<(), ExecError> {
         let mut state = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
-        let end = offset + payload.len() as u64;
+        let end = offset.saturating_add(payload.len() as u64);
         let fresh = state.cursor.accept(offset, payload)?;
         let Some(queue) = state.queue.clone() else {
             return Ok(());

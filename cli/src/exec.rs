@@ -295,7 +295,7 @@ async fn write_chunk(
     output: &mut Output,
     chunk: StreamChunk,
 ) -> Result<(), Attempt> {
-    let end = chunk.offset + chunk.payload.len() as u64;
+    let end = chunk.offset.saturating_add(chunk.payload.len() as u64);
     let fresh = output
         .cursor
         .accept(chunk.offset, chunk.payload)
