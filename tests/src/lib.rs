@@ -250,24 +250,32 @@ impl ControlPlane {
     }
 }
 
-/// One GET over HTTPS trusting the pinned CA (plain HTTP for http:// URLs).
-pub async fn http_get(url: &str, path: &str, pin: &str) -> anyhow::Result<String> {
+/// `host:port` and the bare host of a URL such as `https://127.0.0.1:8443/`.
+pub fn authority_and_host(url: &str) -> anyhow::Result<(String, String)> {
     let authority = url
         .split("://")
         .nth(1)
-        .context("url")?
-        .trim_end_matches('/');
-    let tcp = tokio::net::TcpStream::connect(authority).await?;
+        .with_context(|| format!("{url:?} is not a URL"))?
+        .trim_end_matches('/')
+        .to_string();
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&authority)
+        .trim_matches(['[', ']'])
+        .to_string();
+    Ok((authority, host))
+}
+
+/// One GET over HTTPS trusting the pinned CA.
+pub async fn http_get(url: &str, path: &str, pin: &str) -> anyhow::Result<String> {
+    let (authority, host) = authority_and_host(url)?;
+    let tcp = tokio::net::TcpStream::connect(&authority).await?;
     let config = zpanel_shared::tls::client_config(
         zpanel_shared::tls::ServerTrust::Pin(pin.into()),
         None,
         &[b"http/1.1"],
     )?;
-    let host = authority
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(authority)
-        .to_string();
     let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(rustls_pki_types::ServerName::try_from(host)?, tcp)
         .await?;

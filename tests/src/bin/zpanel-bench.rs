@@ -1258,18 +1258,7 @@ fn failed_total(counters: &SessionCounters) -> usize {
 }
 
 fn bridge_target(bridge_url: &str) -> anyhow::Result<BridgeTarget> {
-    let authority = bridge_url
-        .split("://")
-        .nth(1)
-        .context("bridge url")?
-        .trim_end_matches('/')
-        .to_string();
-    let host = authority
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(&authority)
-        .trim_matches(['[', ']'])
-        .to_string();
+    let (authority, host) = zpanel_tests::authority_and_host(bridge_url)?;
     Ok(BridgeTarget {
         server_name: ServerName::try_from(host)?,
         session_url: format!("{}/v1/session", bridge_url.trim_end_matches('/')),
@@ -1286,18 +1275,7 @@ struct WebClient {
 
 impl WebClient {
     fn new(url: &str, pin: &str) -> anyhow::Result<WebClient> {
-        let authority = url
-            .split("://")
-            .nth(1)
-            .context("url")?
-            .trim_end_matches('/')
-            .to_string();
-        let host = authority
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&authority)
-            .trim_matches(['[', ']'])
-            .to_string();
+        let (authority, host) = zpanel_tests::authority_and_host(url)?;
         let config =
             zpanel_shared::tls::client_config(ServerTrust::Pin(pin.into()), None, &[b"http/1.1"])?;
         Ok(WebClient {
