@@ -118,3 +118,88 @@ async fn landing_page_health_pin_and_persisted_status() {
     assert_eq!(hosts[0]["status"], "offline");
     assert!(hosts[0]["last_seen"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_certificate_for_the_web_listener() {
+    // an operator's own CA and a certificate for localhost, as PEM files
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("web.pem"), dir.path().join("web.key"));
+    std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca_cert.pem())).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+
+    let cp = ControlPlane::start_with(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ])
+    .await;
+    let own_pin = zpanel_shared::tls::ca_pin(ca_cert.der());
+    // the web listener now presents the operator's chain: the internal CA's pin no longer
+    // matches it, the operator's does
+    let cli = Cli::new();
+    let refused = cli
+        .run(&[
+            "login",
+            "--server",
+            &cp.url,
+            "--token",
+            &cp.admin_token,
+            "--ca-pin",
+            &cp.pin,
+        ])
+        .await;
+    assert!(!refused.status.success());
+    let out = cli
+        .run(&[
+            "login",
+            "--server",
+            &cp.url,
+            "--token",
+            &cp.admin_token,
+            "--ca-pin",
+            &own_pin,
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cli.hosts().await.is_empty());
+
+    // a key that does not parse is one clear line at start
+    std::fs::write(&key_path, "not a key").unwrap();
+    let bad = tokio::process::Command::new(bin("zpanel-cp"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--bridge-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("web.key"), "{stderr}");
+}
