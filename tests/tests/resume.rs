@@ -96,3 +96,54 @@ async fn stdin_survives_a_control_plane_restart() {
         hex::encode(Sha256::digest(&data))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_survives_the_host_going_silent_and_coming_back() {
+    let cp = ControlPlane::start().await;
+    let cli = cp.admin_cli().await;
+    let daemon = cp.add_host(&cli, "flaky").await;
+    assert_eventually!(
+        cli.host_status("flaky").await.as_deref() == Some("online"),
+        Duration::from_secs(20),
+        "offline"
+    );
+    let lines = 5_000;
+    let script = format!(
+        "i=1; while [ $i -le {lines} ]; do echo \"line $i\"; if [ $((i % 100)) -eq 0 ]; then sleep 0.05; fi; i=$((i+1)); done"
+    );
+    let mut child = cli
+        .command(&["exec", "flaky", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while received.len() < 5_000 {
+        let n = out.read(&mut buf).await.unwrap();
+        assert!(n > 0, "output ended early");
+        received.extend_from_slice(&buf[..n]);
+    }
+    // the daemon stops answering (as when its network drops): the control plane declares it
+    // dead, the exec's channel closes, and the CLI waits to resume
+    daemon.signal(nix::sys::signal::Signal::SIGSTOP);
+    assert_eventually!(
+        cli.host_status("flaky").await.as_deref() == Some("offline"),
+        Duration::from_secs(10),
+        "silence not detected"
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGCONT);
+    out.read_to_end(&mut received).await.unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(
+        status.success(),
+        "exec failed after the host came back: {status}"
+    );
+    let expected: String = (1..=lines).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(received.len(), expected.len(), "bytes lost or repeated");
+    assert_eq!(
+        hex::encode(Sha256::digest(&received)),
+        hex::encode(Sha256::digest(expected.as_bytes()))
+    );
+}
