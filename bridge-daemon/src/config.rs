@@ -35,8 +35,17 @@ pub struct JoinArgs {
     #[arg(long, env = "ZPANEL_SERVER")]
     pub server: String,
     /// Join token from `zpanel tokens create`.
-    #[arg(long, env = "ZPANEL_JOIN_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[arg(
+        long,
+        env = "ZPANEL_JOIN_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the join token from this file (`-`: stdin) instead of the command line.
+    #[arg(long, env = "ZPANEL_JOIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// The control plane's CA pin (sha256:<hex>), checked before the token is sent.
     #[arg(long, env = "ZPANEL_CA_PIN")]
     pub ca_pin: String,

@@ -14,6 +14,8 @@ use crate::{hostinfo, http};
 
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let pin = parse_pin(&args.ca_pin)?;
+    let token = zpanel_shared::process::read_secret(args.token.clone(), args.token_file.as_deref())
+        .context("cannot read the join token")?;
     let server = args.server.trim_end_matches('/').to_string();
     let trust = ServerTrust::Pin(pin.clone());
 
@@ -45,7 +47,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         .push(DnType::CommonName, name.clone());
     let csr_pem = params.serialize_request(&key)?.pem()?;
     let request = EnrollRequest {
-        token: args.token.clone(),
+        token,
         csr_pem,
         name,
         hostname: info.hostname,

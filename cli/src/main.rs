@@ -29,8 +29,17 @@ enum Command {
     Login {
         #[arg(long)]
         server: String,
-        #[arg(long, env = "ZPANEL_TOKEN", hide_env_values = true)]
-        token: String,
+        #[arg(
+            long,
+            env = "ZPANEL_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "token_file",
+            conflicts_with = "token_file"
+        )]
+        token: Option<String>,
+        /// Read the API token from this file (`-`: stdin) instead of the command line.
+        #[arg(long, env = "ZPANEL_TOKEN_FILE")]
+        token_file: Option<std::path::PathBuf>,
         /// Trust the control plane's internal CA with this pin (sha256:<hex>).
         #[arg(long)]
         ca_pin: Option<String>,
@@ -106,8 +115,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Login {
             server,
             token,
+            token_file,
             ca_pin,
         } => {
+            let token = zpanel_shared::process::read_secret(token, token_file.as_deref())
+                .context("cannot read the API token")?;
             let ca_pin = ca_pin
                 .map(|p| zpanel_shared::tls::parse_pin(&p))
                 .transpose()?;

@@ -51,6 +51,29 @@ pub fn runtime(program: &str, worker_threads: Option<usize>) -> tokio::runtime::
     })
 }
 
+/// A secret given on the command line or in a file (`-` reads stdin), without surrounding
+/// white space. A file keeps the secret out of the process list and the shell history.
+pub fn read_secret(
+    value: Option<String>,
+    file: Option<&std::path::Path>,
+) -> std::io::Result<String> {
+    let text = match (value, file) {
+        (Some(value), _) => value,
+        (None, Some(path)) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+        (None, None) => String::new(),
+    };
+    let secret = text.trim().to_string();
+    if secret.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the token is empty",
+        ));
+    }
+    Ok(secret)
+}
+
 /// Logs to stderr, filtered by `ZPANEL_LOG` (default `info`), coloured only on a terminal.
 pub fn init_logging() {
     tracing_subscriber::fmt()

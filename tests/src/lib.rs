@@ -204,16 +204,17 @@ impl ControlPlane {
         panic!("control plane did not restart: {last:?}");
     }
 
-    /// A CLI logged in as the admin.
+    /// A CLI logged in as the admin (reading the token from its file, as the README does).
     pub async fn admin_cli(&self) -> Cli {
         let cli = Cli::new();
+        let token_file = self.dir.path().join("admin-token");
         let out = cli
             .run(&[
                 "login",
                 "--server",
                 &self.url,
-                "--token",
-                &self.admin_token,
+                "--token-file",
+                token_file.to_str().expect("utf-8 path"),
                 "--ca-pin",
                 &self.pin,
             ])
