@@ -52,6 +52,9 @@ pub struct JoinArgs {
     /// Name of this host in the panel (default: its hostname).
     #[arg(long)]
     pub name: Option<String>,
+    /// A label to select the host by, KEY=VALUE (repeatable), e.g. --label env=prod.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     #[arg(long, env = "ZPANEL_BRIDGE_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
 }
@@ -70,6 +73,14 @@ pub struct RunArgs {
     /// long a finished command's output is kept for a client to resume.
     #[arg(long, env = "ZPANEL_EXEC_DETACH_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub exec_detach_timeout: Duration,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("label {text:?} is not KEY=VALUE"))?;
+    zpanel_shared::enroll::check_label(key, value)?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// `bridge.toml`: written by `join`, read by `run`.

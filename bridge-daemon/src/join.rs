@@ -55,6 +55,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         kernel: info.kernel,
         arch: info.arch,
         daemon_version: info.daemon_version,
+        labels: args.labels.iter().cloned().collect(),
     };
     let (status, body) = http::request(
         Method::POST,

@@ -273,17 +273,19 @@ async fn hosts(json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<36}  {:<20}  {:<7}  {:<20}  OS",
-        "ID", "NAME", "STATUS", "LAST SEEN"
+        "{:<36}  {:<20}  {:<7}  {:<20}  {:<32}  LABELS",
+        "ID", "NAME", "STATUS", "LAST SEEN", "OS"
     );
     for h in rows {
+        let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "{:<36}  {:<20}  {:<7}  {:<20}  {}",
+            "{:<36}  {:<20}  {:<7}  {:<20}  {:<32}  {}",
             h.id,
             h.name,
             h.status,
             h.last_seen.as_deref().unwrap_or("never"),
-            h.os
+            h.os,
+            labels.join(",")
         );
     }
     Ok(())

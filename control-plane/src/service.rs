@@ -121,6 +121,7 @@ pub struct EnrollRequest {
     pub token: String,
     pub csr_pem: String,
     pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
     pub facts: HostFacts,
 }
 
@@ -277,6 +278,16 @@ impl AppState {
                 "host name must be 1-64 characters of letters, digits, '-', '_' or '.'".into(),
             ));
         }
+        if request.labels.len() > zpanel_shared::enroll::MAX_LABELS {
+            return Err(ServiceError::InvalidArgument(format!(
+                "a host has at most {} labels",
+                zpanel_shared::enroll::MAX_LABELS
+            )));
+        }
+        for (key, value) in &request.labels {
+            zpanel_shared::enroll::check_label(key, value)
+                .map_err(ServiceError::InvalidArgument)?;
+        }
         if self.store.host_name_taken(&name).await? {
             return Err(StoreError::NameTaken(name).into());
         }
@@ -300,6 +311,7 @@ impl AppState {
         let new_host = NewHost {
             id: &host_id,
             name: &name,
+            labels: &request.labels,
             facts: &request.facts,
             cert_serial: &cert.serial,
             cert_expires_at: cert.expires_at,

@@ -64,6 +64,7 @@ pub struct HostFacts {
 pub struct NewHost<'a> {
     pub id: &'a str,
     pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
     pub facts: &'a HostFacts,
     pub cert_serial: &'a str,
     pub cert_expires_at: i64,
@@ -242,8 +243,8 @@ impl Store {
 
     pub async fn insert_host(&self, host: NewHost<'_>) -> Result<(), StoreError> {
         let result = sqlx::query(
-            "INSERT INTO hosts (id, name, hostname, os, kernel, arch, daemon_version, cert_serial, cert_expires_at, enrolled_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO hosts (id, name, hostname, os, kernel, arch, daemon_version, labels, cert_serial, cert_expires_at, enrolled_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(host.id)
         .bind(host.name)
@@ -252,6 +253,7 @@ impl Store {
         .bind(&host.facts.kernel)
         .bind(&host.facts.arch)
         .bind(&host.facts.daemon_version)
+        .bind(serde_json::to_string(host.labels).unwrap_or_else(|_| "{}".into()))
         .bind(host.cert_serial)
         .bind(host.cert_expires_at)
         .bind(now())

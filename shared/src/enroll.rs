@@ -1,6 +1,8 @@
 //! The enrolment exchange (`POST /api/v1/enroll`), the one JSON API both the daemon and
 //! the control plane speak: a join token and a CSR in, a signed certificate out.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub const ENROLL_PATH: &str = "/api/v1/enroll";
@@ -21,6 +23,29 @@ pub struct EnrollRequest {
     pub arch: String,
     #[serde(default)]
     pub daemon_version: String,
+    /// Labels to select hosts by (`env=prod`, `role=db`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Most labels a host may carry.
+pub const MAX_LABELS: usize = 32;
+
+/// Checks a label: keys and values of 1-63 letters, digits, `-`, `_`, `.` or `/`.
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    };
+    if ok(key) && ok(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "label {key}={value} is invalid: keys and values are 1-63 letters, digits, '-', '_', '.' or '/'"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ async fn enrol_login_list_and_exec() {
     assert!(host["last_seen"].is_string());
     assert!(!host["os"].as_str().unwrap().is_empty());
     assert_eq!(host["arch"], std::env::consts::ARCH);
+    assert_eq!(host["labels"], serde_json::json!({}));
     let table = stdout(&cli.run(&["hosts"]).await);
     assert!(
         table.contains("web-1") && table.contains("online"),

@@ -203,3 +203,42 @@ async fn own_certificate_for_the_web_listener() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("web.key"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_given_at_join_are_kept() {
+    let cp = ControlPlane::start().await;
+    let cli = cp.admin_cli().await;
+    let token = cli.join_token(2).await;
+    let join = |labels: &'static [&'static str]| {
+        let mut command = tokio::process::Command::new(bin("zpanel-bridge"));
+        command
+            .args([
+                "join", "--server", &cp.url, "--ca-pin", &cp.pin, "--name", "labelled",
+            ])
+            .env("ZPANEL_JOIN_TOKEN", &token);
+        for label in labels {
+            command.args(["--label", label]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        command.arg("--config-dir").arg(dir.path());
+        async move { (command.output().await.unwrap(), dir) }
+    };
+    let (bad, _) = join(&["env prod"]).await;
+    assert!(!bad.status.success());
+    let line = String::from_utf8_lossy(&bad.stderr);
+    assert!(line.contains("KEY=VALUE"), "{line}");
+
+    let (out, _dir) = join(&["env=prod", "role=db"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hosts = cli.hosts().await;
+    assert_eq!(
+        hosts[0]["labels"],
+        serde_json::json!({"env": "prod", "role": "db"})
+    );
+    let table = String::from_utf8_lossy(&cli.run(&["hosts"]).await.stdout).to_string();
+    assert!(table.contains("env=prod,role=db"), "{table}");
+}

@@ -81,6 +81,7 @@ async fn enroll(
             token: request.token,
             csr_pem: request.csr_pem,
             name: request.name,
+            labels: request.labels,
             facts: HostFacts {
                 hostname: request.hostname,
                 os: request.os,

@@ -1335,6 +1335,7 @@ async fn enroll(web: &WebClient, token: &str, name: String) -> anyhow::Result<Sy
         kernel: String::new(),
         arch: std::env::consts::ARCH.into(),
         daemon_version: "bench".into(),
+        labels: [("role".to_string(), "bench".to_string())].into(),
     };
     let (status, body) = web
         .post_json(ENROLL_PATH, &serde_json::to_vec(&request)?)
