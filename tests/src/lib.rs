@@ -243,6 +243,17 @@ impl ControlPlane {
             .unwrap_or(0)
     }
 
+    /// Enrols and starts a daemon named `name`, and waits until the host is online.
+    pub async fn add_online_host(&self, cli: &Cli, name: &str) -> Daemon {
+        let daemon = self.add_host(cli, name).await;
+        assert_eventually!(
+            cli.host_status(name).await.as_deref() == Some("online"),
+            Duration::from_secs(30),
+            "host {name} never came online"
+        );
+        daemon
+    }
+
     /// Enrols and starts a daemon named `name`.
     pub async fn add_host(&self, cli: &Cli, name: &str) -> Daemon {
         let token = cli.join_token(1).await;

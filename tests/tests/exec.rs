@@ -10,12 +10,7 @@ use zpanel_tests::{ControlPlane, assert_eventually, memory_kib, stderr, stdout};
 async fn enrol_login_list_and_exec() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let daemon = cp.add_host(&cli, "web-1").await;
-    assert_eventually!(
-        cli.host_status("web-1").await.as_deref() == Some("online"),
-        Duration::from_secs(20),
-        "host never came online"
-    );
+    let daemon = cp.add_online_host(&cli, "web-1").await;
 
     let hosts = cli.hosts().await;
     let host = &hosts[0];
@@ -151,12 +146,7 @@ async fn enrol_login_list_and_exec() {
 async fn large_output_and_input_stream_intact_with_bounded_memory() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let daemon = cp.add_host(&cli, "big").await;
-    assert_eventually!(
-        cli.host_status("big").await.as_deref() == Some("online"),
-        Duration::from_secs(20),
-        "offline"
-    );
+    let daemon = cp.add_online_host(&cli, "big").await;
 
     // 256 MiB out: far more than any window, so only flow control keeps memory flat
     let out = cli
@@ -201,12 +191,7 @@ async fn large_output_and_input_stream_intact_with_bounded_memory() {
 async fn a_stalled_reader_does_not_block_other_commands() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let _daemon = cp.add_host(&cli, "busy").await;
-    assert_eventually!(
-        cli.host_status("busy").await.as_deref() == Some("online"),
-        Duration::from_secs(20),
-        "offline"
-    );
+    let _daemon = cp.add_online_host(&cli, "busy").await;
 
     // a reader that never reads: the command fills its window and waits
     let mut stalled = cli

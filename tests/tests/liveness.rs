@@ -13,12 +13,7 @@ const DETECTION: Duration = Duration::from_secs(8);
 async fn killed_daemon_goes_offline() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let mut daemon = cp.add_host(&cli, "victim").await;
-    assert_eventually!(
-        cli.host_status("victim").await.as_deref() == Some("online"),
-        Duration::from_secs(20),
-        "never online"
-    );
+    let mut daemon = cp.add_online_host(&cli, "victim").await;
     daemon.kill().await;
     assert_eventually!(
         cli.host_status("victim").await.as_deref() == Some("offline"),
@@ -36,12 +31,7 @@ async fn killed_daemon_goes_offline() {
 async fn silent_daemon_goes_offline_and_returns() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let daemon = cp.add_host(&cli, "frozen").await;
-    assert_eventually!(
-        cli.host_status("frozen").await.as_deref() == Some("online"),
-        Duration::from_secs(20),
-        "never online"
-    );
+    let daemon = cp.add_online_host(&cli, "frozen").await;
     // SIGSTOP keeps the socket open but stops heartbeats: only dead-peer detection notices
     daemon.signal(Signal::SIGSTOP);
     assert_eventually!(
@@ -63,12 +53,7 @@ async fn silent_daemon_goes_offline_and_returns() {
 async fn a_second_session_for_the_same_host_replaces_the_first() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let first = cp.add_host(&cli, "twin").await;
-    assert_eventually!(
-        cli.host_status("twin").await.as_deref() == Some("online"),
-        Duration::from_secs(20),
-        "never online"
-    );
+    let first = cp.add_online_host(&cli, "twin").await;
     let accepted = cp.metric("zpanel_sessions_accepted_total").await;
     // a second daemon with the same identity: the newest session wins, the host stays
     // online throughout, and exec keeps working

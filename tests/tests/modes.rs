@@ -106,12 +106,7 @@ async fn landing_page_health_pin_and_persisted_status() {
 
     // the status survives in the database, and a restart starts everyone offline
     let cli = cp.admin_cli().await;
-    let mut daemon = cp.add_host(&cli, "kept").await;
-    assert_eventually!(
-        cli.host_status("kept").await.as_deref() == Some("online"),
-        Duration::from_secs(20),
-        "never online"
-    );
+    let mut daemon = cp.add_online_host(&cli, "kept").await;
     daemon.kill().await;
     cp.restart().await;
     let hosts = cli.hosts().await;
