@@ -143,29 +143,25 @@ async fn own_certificate_for_the_web_listener() {
     // the web listener now presents the operator's chain: the internal CA's pin no longer
     // matches it, the operator's does
     let cli = Cli::new();
-    let refused = cli
-        .run(&[
+    let login = |pin: &str| {
+        let args = [
             "login",
             "--server",
             &cp.url,
             "--token",
             &cp.admin_token,
             "--ca-pin",
-            &cp.pin,
-        ])
-        .await;
-    assert!(!refused.status.success());
-    let out = cli
-        .run(&[
-            "login",
-            "--server",
-            &cp.url,
-            "--token",
-            &cp.admin_token,
-            "--ca-pin",
-            &own_pin,
-        ])
-        .await;
+            pin,
+        ];
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let cli = &cli;
+        async move {
+            cli.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                .await
+        }
+    };
+    assert!(!login(&cp.pin).await.status.success());
+    let out = login(&own_pin).await;
     assert!(
         out.status.success(),
         "{}",
