@@ -4,7 +4,7 @@
 
 use anyhow::{Context, bail};
 use hyper::{Method, StatusCode};
-use rcgen::{CertificateParams, DnType, KeyPair};
+use rcgen::KeyPair;
 use zpanel_shared::enroll::{CA_PATH, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorBody};
 use zpanel_shared::fsutil::write_atomic;
 use zpanel_shared::tls::{ServerTrust, ca_pin, certs_from_pem, parse_pin};
@@ -41,11 +41,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let info = hostinfo::collect();
     let name = args.name.clone().unwrap_or_else(|| info.hostname.clone());
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, name.clone());
-    let csr_pem = params.serialize_request(&key)?.pem()?;
+    let csr_pem = crate::certificate::csr_pem(&key, &name)?;
     let request = EnrollRequest {
         token,
         csr_pem,

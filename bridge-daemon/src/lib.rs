@@ -2,6 +2,7 @@
 //! control plane and runs what arrives over it. It opens no listening socket.
 #![forbid(unsafe_code)]
 
+pub mod certificate;
 pub mod config;
 pub mod exec;
 pub mod hostinfo;

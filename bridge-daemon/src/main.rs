@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Join(args) => zpanel_bridge::join::join(args).await,
             Command::Run(args) => {
-                zpanel_bridge::session::check_enrolled(&args.config_dir)?;
+                zpanel_bridge::certificate::check_enrolled(&args.config_dir)?;
                 zpanel_bridge::session::run(args).await
             }
         }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -17,18 +17,18 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
-    BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, ChannelAck, ChannelData, Close,
-    ExecExited, Heartbeat, Hello, Open, OpenError, OpenResult, StreamAck, StreamKind, open,
+    BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, CertificateRenewed, ChannelAck,
+    ChannelData, Close, ExecExited, Heartbeat, Hello, Open, OpenError, OpenResult, StreamAck,
+    StreamKind, open,
 };
 use zpanel_shared::backoff::Backoff;
 use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
 use zpanel_shared::replay::StreamSender;
-use zpanel_shared::tls::{ServerTrust, certs_from_pem, key_from_pem};
 use zpanel_shared::transport::{self, SessionEnd};
 
-use crate::config::{CA_FILE, CERT_FILE, KEY_FILE, RunArgs, Settings};
+use crate::config::{RunArgs, Settings};
 use crate::exec::{ExecError, ExecJob, Jobs};
-use crate::hostinfo;
+use crate::{certificate, hostinfo};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const OUTBOUND_QUEUE: usize = 128;
@@ -37,7 +37,6 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args.config_dir)?;
-    let tls = Arc::new(tls_config(&args.config_dir)?);
     let jobs = Jobs::new(
         zpanel_shared::replay::DEFAULT_WINDOW_BYTES,
         args.exec_detach_timeout,
@@ -47,9 +46,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(args.reconnect_base, args.reconnect_max);
     loop {
         let started = Instant::now();
-        match connect(&settings, tls.clone()).await {
+        // Read at every attempt: the certificate may have been renewed since the last one.
+        let connected = match certificate::tls_config(&args.config_dir) {
+            Ok(tls) => connect(&settings, Arc::new(tls)).await,
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(ws) => {
-                let end = serve(ws, jobs.clone()).await;
+                let end = serve(ws, jobs.clone(), &args.config_dir, &settings.name).await;
                 tracing::warn!("session ended: {end:#}");
             }
             Err(e) => tracing::warn!("cannot open a session with {}: {e:#}", settings.bridge_url),
@@ -61,26 +65,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("reconnecting in {delay:?}");
         tokio::time::sleep(delay).await;
     }
-}
-
-fn tls_config(dir: &Path) -> anyhow::Result<rustls::ClientConfig> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        std::fs::read(&path).with_context(|| {
-            format!(
-                "cannot read {} (enrol with `zpanel-bridge join`)",
-                path.display()
-            )
-        })
-    };
-    let ca = certs_from_pem(&read(CA_FILE)?)?;
-    let chain = certs_from_pem(&read(CERT_FILE)?)?;
-    let key = key_from_pem(&read(KEY_FILE)?)?;
-    Ok(zpanel_shared::tls::client_config(
-        ServerTrust::Cas(ca),
-        Some((chain, key)),
-        &[b"http/1.1"],
-    )?)
 }
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
@@ -153,7 +137,7 @@ fn tls_failure(e: &std::io::Error) -> anyhow::Error {
 }
 
 /// Runs one session after the hello: waits for the welcome, then serves frames.
-async fn serve(mut ws: Ws, jobs: Arc<Jobs>) -> anyhow::Error {
+async fn serve(mut ws: Ws, jobs: Arc<Jobs>, config_dir: &Path, name: &str) -> anyhow::Error {
     let welcome = match tokio::time::timeout(CONNECT_TIMEOUT, ws.next()).await {
         Ok(Some(Ok(Message::Binary(bytes)))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES)
         {
@@ -170,11 +154,20 @@ async fn serve(mut ws: Ws, jobs: Arc<Jobs>) -> anyhow::Error {
     let max_frame = (welcome.max_frame_bytes as usize).clamp(64 * 1024, DEFAULT_MAX_FRAME_BYTES);
     tracing::info!(version = welcome.version, ?interval, "session open");
     let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (renewed, renewal_answers) = mpsc::channel(1);
     let session = DaemonSession {
         outbound: outbound.clone(),
         jobs,
         attachments: Mutex::new(HashMap::new()),
+        renewed,
     };
+    let renewal = tokio::spawn(certificate::renew(
+        config_dir.to_path_buf(),
+        name.to_string(),
+        welcome.renew_certificate_after,
+        outbound.clone(),
+        renewal_answers,
+    ));
     let heartbeat = tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         let mut nonce = 0u64;
@@ -195,6 +188,7 @@ async fn serve(mut ws: Ws, jobs: Arc<Jobs>) -> anyhow::Error {
     })
     .await;
     heartbeat.abort();
+    renewal.abort();
     session.detach_all();
     anyhow::Error::new(end)
 }
@@ -209,6 +203,8 @@ struct DaemonSession {
     outbound: mpsc::Sender<Body>,
     jobs: Arc<Jobs>,
     attachments: Mutex<HashMap<u64, Attachment>>,
+    /// Answers to certificate renewals, for the renewal task.
+    renewed: mpsc::Sender<CertificateRenewed>,
 }
 
 impl DaemonSession {
@@ -255,8 +251,15 @@ impl DaemonSession {
                 }
             }
             Body::Close(close) => self.detach(close.channel_id, close.release),
+            Body::CertificateRenewed(answer) => {
+                let _ = self.renewed.try_send(answer);
+            }
             Body::Data(_) | Body::Ack(_) => tracing::debug!("empty data or ack frame ignored"),
-            Body::Hello(_) | Body::Welcome(_) | Body::OpenResult(_) | Body::ExecExited(_) => {
+            Body::Hello(_)
+            | Body::Welcome(_)
+            | Body::OpenResult(_)
+            | Body::ExecExited(_)
+            | Body::RenewCertificate(_) => {
                 return Err(SessionEnd::Protocol(
                     "frame not allowed from the control plane".into(),
                 ));
@@ -441,17 +444,4 @@ async fn pump(
             }
         }
     }
-}
-
-/// Refuses to start when the config directory is missing pieces, with one clear line.
-pub fn check_enrolled(dir: &Path) -> anyhow::Result<()> {
-    for file in [crate::config::SETTINGS_FILE, CA_FILE, CERT_FILE, KEY_FILE] {
-        if !dir.join(file).exists() {
-            bail!(
-                "{} is missing; enrol this host first with `zpanel-bridge join`",
-                dir.join(file).display()
-            );
-        }
-    }
-    Ok(())
 }

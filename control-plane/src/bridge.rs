@@ -21,7 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
-use zpanel_proto::{BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, Close, Hello, Welcome};
+use zpanel_proto::{
+    BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, CertificateRenewed, Close, Hello, Welcome,
+};
 use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
 use zpanel_shared::replay::DEFAULT_WINDOW_BYTES;
 use zpanel_shared::transport::{self, SessionEnd};
@@ -185,13 +187,15 @@ async fn handle_connection(
         .await
         .map_err(|_| "tls handshake timed out".to_string())?
         .map_err(|e| format!("tls: {e}"))?;
-    let host_id = tls
+    let peer_cert = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(|cert| crate::ca::common_name(cert))
         .ok_or("no client certificate")?;
+    let host_id =
+        crate::ca::common_name(peer_cert).ok_or("client certificate has no common name")?;
+    let cert_not_after = crate::ca::not_after(peer_cert).unwrap_or(0);
     // The verifier checked this during the handshake; checking again here also covers a
     // host deleted while the handshake ran.
     if !state.allowed_hosts.contains(&host_id) {
@@ -268,6 +272,7 @@ async fn handle_connection(
         heartbeat_interval_ms: heartbeat.as_millis() as u32,
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
         window_bytes: DEFAULT_WINDOW_BYTES as u32,
+        renew_certificate_after: state.renew_after(cert_not_after),
     };
     let _ = outbound_tx.try_send(Body::Welcome(welcome));
     if let Err(e) = state
@@ -286,7 +291,7 @@ async fn handle_connection(
         outbound_rx,
         heartbeat * 3,
         DEFAULT_MAX_FRAME_BYTES,
-        |body| on_frame(&session, &state.metrics, body),
+        |body| on_frame(&session, &state, body),
     );
     let end = tokio::select! {
         end = run => {
@@ -315,7 +320,12 @@ fn negotiate(hello: &Hello) -> Option<u32> {
 
 /// Dispatches one frame from a daemon. Never waits; refusing a frame never affects other
 /// channels or hosts.
-fn on_frame(session: &SessionHandle, metrics: &Metrics, body: Body) -> Result<(), SessionEnd> {
+fn on_frame(
+    session: &Arc<SessionHandle>,
+    state: &Arc<AppState>,
+    body: Body,
+) -> Result<(), SessionEnd> {
+    let metrics = &state.metrics;
     let (channel_id, delivery) = match body {
         Body::Ping(beat) => {
             let _ = session.outbound.try_send(Body::Pong(beat));
@@ -349,7 +359,15 @@ fn on_frame(session: &SessionHandle, metrics: &Metrics, body: Body) -> Result<()
             close.channel_id,
             session.channel_closed(close.channel_id, close.reason),
         ),
-        Body::Hello(_) | Body::Welcome(_) | Body::Open(_) | Body::ExecSignal(_) => {
+        Body::RenewCertificate(renew) => {
+            renew_certificate(session, state, renew.csr_pem);
+            return Ok(());
+        }
+        Body::Hello(_)
+        | Body::Welcome(_)
+        | Body::Open(_)
+        | Body::ExecSignal(_)
+        | Body::CertificateRenewed(_) => {
             // counted as refused input when the session ends
             return Err(SessionEnd::Protocol(
                 "frame not allowed from a daemon".into(),
@@ -374,6 +392,36 @@ fn on_frame(session: &SessionHandle, metrics: &Metrics, body: Body) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Signs a renewed certificate for the session's host, one renewal at a time per session.
+fn renew_certificate(session: &Arc<SessionHandle>, state: &Arc<AppState>, csr_pem: String) {
+    if session.renewing.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let (session, state) = (session.clone(), state.clone());
+    tokio::spawn(async move {
+        let answer = match state
+            .renew_host_certificate(&session.host_id, &csr_pem)
+            .await
+        {
+            Ok(cert) => CertificateRenewed {
+                renew_after: state.renew_after(cert.expires_at),
+                cert_pem: cert.cert_pem,
+                expires_at: cert.expires_at,
+                error: String::new(),
+            },
+            Err(e) => CertificateRenewed {
+                error: e.to_string(),
+                ..Default::default()
+            },
+        };
+        let _ = session
+            .outbound
+            .send(Body::CertificateRenewed(answer))
+            .await;
+        session.renewing.store(false, Ordering::SeqCst);
+    });
 }
 
 #[cfg(test)]

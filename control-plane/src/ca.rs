@@ -168,6 +168,12 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// When a DER certificate expires (unix seconds).
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
 /// The common name of a DER certificate's subject (the host id for host certificates).
 pub fn common_name(cert: &[u8]) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;

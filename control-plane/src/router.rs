@@ -145,6 +145,8 @@ pub struct SessionHandle {
     pub session_id: u64,
     pub outbound: mpsc::Sender<Body>,
     pub ended: CancellationToken,
+    /// A certificate renewal for this session's host is being signed.
+    pub renewing: std::sync::atomic::AtomicBool,
     channels: Mutex<HashMap<u64, ChannelSlot>>,
     next_channel: AtomicU64,
 }
@@ -164,6 +166,7 @@ impl SessionHandle {
             session_id,
             outbound,
             ended: CancellationToken::new(),
+            renewing: std::sync::atomic::AtomicBool::new(false),
             channels: Mutex::new(HashMap::new()),
             next_channel: AtomicU64::new(1),
         }

@@ -340,6 +340,37 @@ impl AppState {
         })
     }
 
+    /// When a daemon should renew a certificate expiring at `not_after`: with a third of the
+    /// configured lifetime left, so a host that is offline for a while still has time.
+    pub fn renew_after(&self, not_after: i64) -> i64 {
+        not_after - (self.host_cert_ttl.as_secs() / 3) as i64
+    }
+
+    /// Signs a new certificate for an enrolled host's key (from its CSR), over its session.
+    pub async fn renew_host_certificate(
+        &self,
+        host_id: &str,
+        csr_pem: &str,
+    ) -> Result<crate::ca::HostCertificate, ServiceError> {
+        let cert = self
+            .ca
+            .sign_host_csr(csr_pem, host_id, self.host_cert_ttl)
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        self.store
+            .update_host_certificate(host_id, &cert.serial, cert.expires_at)
+            .await?;
+        self.audit(
+            host_id,
+            "host.certificate.renew",
+            host_id,
+            &cert.serial,
+            "ok",
+        )
+        .await;
+        tracing::info!(host = %host_id, expires_at = cert.expires_at, "host certificate renewed");
+        Ok(cert)
+    }
+
     /// Starts a command on a host.
     pub async fn exec_start(
         &self,

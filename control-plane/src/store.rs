@@ -300,6 +300,21 @@ impl Store {
         Ok(())
     }
 
+    pub async fn update_host_certificate(
+        &self,
+        host_id: &str,
+        serial: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE hosts SET cert_serial = ?, cert_expires_at = ? WHERE id = ?")
+            .bind(serial)
+            .bind(expires_at)
+            .bind(host_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records that a host's session ended.
     pub async fn host_disconnected(&self, host_id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE hosts SET status = 'offline', last_seen = ? WHERE id = ?")
