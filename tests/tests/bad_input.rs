@@ -482,8 +482,9 @@ async fn a_certificate_from_another_control_plane_is_refused_at_tls() {
         "A did not refuse the foreign certificate (log: {})",
         a.log()
     );
-    assert!(
+    assert_eventually!(
         a.log().contains("bridge connection refused: tls:"),
+        READ_WITHIN,
         "A's log does not say why:\n{}",
         a.log()
     );
@@ -493,8 +494,9 @@ async fn a_certificate_from_another_control_plane_is_refused_at_tls() {
         cli_b.host_status("stranger").await.as_deref(),
         Some("offline")
     );
-    assert!(
+    assert_eventually!(
         daemon.log().contains("cannot open a session"),
+        READ_WITHIN,
         "the daemon log does not report the refusal:\n{}",
         daemon.log()
     );
