@@ -443,7 +443,12 @@ impl Daemon {
     }
 
     /// Starts `zpanel-bridge run` with quick reconnects.
-    pub async fn start(mut self) -> Daemon {
+    pub async fn start(self) -> Daemon {
+        self.start_reconnecting("100ms", "1s").await
+    }
+
+    /// Starts `zpanel-bridge run` with the given reconnect backoff (base and cap).
+    pub async fn start_reconnecting(mut self, base: &str, max: &str) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -453,7 +458,7 @@ impl Daemon {
             .arg("run")
             .arg("--config-dir")
             .arg(self.config_dir.path())
-            .args(["--reconnect-base", "100ms", "--reconnect-max", "1s"])
+            .args(["--reconnect-base", base, "--reconnect-max", max])
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -461,6 +466,28 @@ impl Daemon {
             .expect("spawn zpanel-bridge");
         self.child = Some(child);
         self
+    }
+
+    /// A second, not yet started daemon with this one's identity (a copy of its config
+    /// directory, without its log), as a cloned machine would have.
+    pub fn with_same_identity(&self) -> Daemon {
+        let config_dir = tempfile::Builder::new()
+            .prefix("zpanel-bridge-")
+            .tempdir()
+            .expect("temp dir");
+        for entry in std::fs::read_dir(self.config_dir.path()).expect("config dir") {
+            let entry = entry.expect("config dir entry");
+            if entry.file_name() != "bridge.log" {
+                std::fs::copy(entry.path(), config_dir.path().join(entry.file_name()))
+                    .expect("copy");
+            }
+        }
+        Daemon {
+            child: None,
+            config_dir,
+            name: self.name.clone(),
+            host_id: self.host_id.clone(),
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -57,22 +57,10 @@ async fn a_second_session_for_the_same_host_replaces_the_first() {
     let accepted = cp.metric("zpanel_sessions_accepted_total").await;
     // a second daemon with the same identity: the newest session wins, the host stays
     // online throughout, and exec keeps working
-    let second_dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(first.config_dir.path()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "bridge.log" {
-            std::fs::copy(entry.path(), second_dir.path().join(entry.file_name())).unwrap();
-        }
-    }
-    let mut second = tokio::process::Command::new(zpanel_tests::bin("zpanel-bridge"))
-        .arg("run")
-        .arg("--config-dir")
-        .arg(second_dir.path())
-        .args(["--reconnect-base", "2s", "--reconnect-max", "5s"])
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut second = first
+        .with_same_identity()
+        .start_reconnecting("2s", "5s")
+        .await;
     assert_eventually!(
         cp.metric("zpanel_sessions_accepted_total").await > accepted,
         Duration::from_secs(20),
@@ -81,5 +69,5 @@ async fn a_second_session_for_the_same_host_replaces_the_first() {
     assert_eq!(cp.metric("zpanel_hosts_online").await, 1);
     let out = cli.run(&["exec", "twin", "--", "echo", "one"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n");
-    second.kill().await.unwrap();
+    second.kill().await;
 }

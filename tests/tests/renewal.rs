@@ -44,26 +44,16 @@ async fn a_host_renews_its_certificate_before_it_expires() {
     tokio::time::sleep(expired).await;
     daemon.kill().await;
     // the certificate it enrolled with is refused by now
-    let stale = tempfile::tempdir().unwrap();
-    for file in ["bridge.toml", "ca.pem", "key.pem"] {
-        std::fs::copy(daemon.config_dir.path().join(file), stale.path().join(file)).unwrap();
-    }
-    std::fs::write(stale.path().join("cert.pem"), &first_cert).unwrap();
+    let stale = daemon.with_same_identity();
+    std::fs::write(stale.config_dir.path().join("cert.pem"), &first_cert).unwrap();
     let refused_before = cp.metric("zpanel_handshakes_refused_total").await;
-    let mut stale_daemon = tokio::process::Command::new(zpanel_tests::bin("zpanel-bridge"))
-        .arg("run")
-        .arg("--config-dir")
-        .arg(stale.path())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut stale = stale.start().await;
     assert_eventually!(
         cp.metric("zpanel_handshakes_refused_total").await > refused_before,
         Duration::from_secs(20),
         "the expired certificate was not refused"
     );
-    stale_daemon.kill().await.unwrap();
+    stale.kill().await;
     assert_eventually!(
         cli.host_status("renewing").await.as_deref() == Some("offline"),
         Duration::from_secs(10),
