@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{CertificateRenewed, RenewCertificate};
 use zpanel_shared::tls::{ServerTrust, certs_from_pem, key_from_pem};
+use zpanel_shared::unix_now;
 
 use crate::config::{CA_FILE, CERT_FILE, KEY_FILE, SETTINGS_FILE};
 
@@ -52,13 +53,6 @@ fn client_config(dir: &Path, cert_pem: &[u8]) -> anyhow::Result<rustls::ClientCo
     )?)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Renews the certificate when the control plane said to (`renew_after`, unix seconds; 0
 /// means never), for as long as the session lasts.
 pub async fn renew(
@@ -72,17 +66,12 @@ pub async fn renew(
         return;
     }
     loop {
-        let wait = (renew_after - now()).max(0) as u64;
+        let wait = (renew_after - unix_now()).max(0) as u64;
         tokio::time::sleep(Duration::from_secs(wait)).await;
-        let csr_pem = match KeyPair::from_pem(&String::from_utf8_lossy(
-            &read(&dir, KEY_FILE).unwrap_or_default(),
-        ))
-        .map_err(anyhow::Error::from)
-        .and_then(|key| csr_pem(&key, &name))
-        {
+        let csr_pem = match renewal_request(&dir, &name) {
             Ok(csr_pem) => csr_pem,
             Err(e) => {
-                tracing::error!("cannot make a renewal request from the host key: {e:#}");
+                tracing::error!("cannot make a renewal request: {e:#}");
                 return;
             }
         };
@@ -97,7 +86,7 @@ pub async fn renew(
             Ok(None) => return,
             Ok(Some(answer)) if !answer.error.is_empty() => {
                 tracing::warn!("certificate renewal refused: {}", answer.error);
-                now() + RETRY_AFTER
+                unix_now() + RETRY_AFTER
             }
             Ok(Some(answer)) => match install(&dir, &answer) {
                 Ok(()) => {
@@ -106,15 +95,23 @@ pub async fn renew(
                 }
                 Err(e) => {
                     tracing::warn!("renewed certificate not installed: {e:#}");
-                    now() + RETRY_AFTER
+                    unix_now() + RETRY_AFTER
                 }
             },
             Err(_) => {
                 tracing::warn!("no answer to the certificate renewal within {ANSWER_TIMEOUT:?}");
-                now() + RETRY_AFTER
+                unix_now() + RETRY_AFTER
             }
         };
     }
+}
+
+/// A CSR for the key the host already has (renewal keeps the key).
+fn renewal_request(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let key_pem =
+        String::from_utf8(read(dir, KEY_FILE)?).context("the host key is not PEM text")?;
+    let key = KeyPair::from_pem(&key_pem).context("the host key cannot be parsed")?;
+    csr_pem(&key, name)
 }
 
 /// Replaces the certificate file atomically, after checking that it goes with our key.

@@ -89,7 +89,7 @@ impl ClientCertVerifier for HostCertVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        match crate::ca::common_name(end_entity) {
+        match crate::ca::host_identity(end_entity).map(|identity| identity.host_id) {
             Some(host_id) if self.allowed.contains(&host_id) => Ok(verified),
             Some(host_id) => Err(rustls::Error::General(format!(
                 "host {host_id} is not enrolled"
@@ -187,15 +187,14 @@ async fn handle_connection(
         .await
         .map_err(|_| "tls handshake timed out".to_string())?
         .map_err(|e| format!("tls: {e}"))?;
-    let peer_cert = tls
+    let identity = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .ok_or("no client certificate")?;
-    let host_id =
-        crate::ca::common_name(peer_cert).ok_or("client certificate has no common name")?;
-    let cert_not_after = crate::ca::not_after(peer_cert).unwrap_or(0);
+        .and_then(|cert| crate::ca::host_identity(cert))
+        .ok_or("no client certificate naming a host")?;
+    let (host_id, cert_not_after) = (identity.host_id, identity.not_after);
     // The verifier checked this during the handshake; checking again here also covers a
     // host deleted while the handshake ran.
     if !state.allowed_hosts.contains(&host_id) {

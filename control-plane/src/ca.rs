@@ -168,23 +168,28 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// When a DER certificate expires (unix seconds).
-pub fn not_after(cert: &[u8]) -> Option<i64> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    Some(parsed.validity().not_after.timestamp())
+/// What the control plane reads from a host's certificate.
+pub struct HostIdentity {
+    /// The subject's common name: the host id.
+    pub host_id: String,
+    /// When the certificate expires (unix seconds).
+    pub not_after: i64,
 }
 
-/// The common name of a DER certificate's subject (the host id for host certificates).
-pub fn common_name(cert: &[u8]) -> Option<String> {
+/// Reads a host certificate (DER); `None` when it does not parse or names no host.
+pub fn host_identity(cert: &[u8]) -> Option<HostIdentity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let cn = parsed
+    let host_id = parsed
         .subject()
         .iter_common_name()
         .next()?
         .as_str()
         .ok()?
         .to_string();
-    Some(cn)
+    Some(HostIdentity {
+        host_id,
+        not_after: parsed.validity().not_after.timestamp(),
+    })
 }
 
 #[cfg(test)]
@@ -210,7 +215,10 @@ mod tests {
         let der = zpanel_shared::tls::certs_from_pem(issued.cert_pem.as_bytes())
             .unwrap()
             .remove(0);
-        assert_eq!(common_name(&der).as_deref(), Some("host-1"));
+        assert_eq!(
+            host_identity(&der).map(|i| i.host_id).as_deref(),
+            Some("host-1")
+        );
         assert!(
             ca.sign_host_csr("garbage", "h", Duration::from_secs(60))
                 .is_err()

@@ -83,12 +83,7 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use zpanel_shared::unix_now as now;
 
 /// Hex SHA-256 of a secret token: what the database keeps instead of the token.
 pub fn token_hash(token: &str) -> String {

@@ -13,3 +13,11 @@ pub mod transport;
 
 /// Version string of this build, reported by every binary and in the bridge `Hello`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Seconds since the Unix epoch: the unit of every timestamp Zpanel stores and sends.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
