@@ -18,49 +18,52 @@ impl Metrics {
     }
 
     pub fn render(&self, hosts_online: usize) -> String {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let rows = [
+            (
+                "zpanel_hosts_online",
+                "gauge",
+                "Hosts with a live bridge session.",
+                hosts_online as u64,
+            ),
+            (
+                "zpanel_channels_open",
+                "gauge",
+                "Channels open across all sessions.",
+                load(&self.channels_open),
+            ),
+            (
+                "zpanel_bytes_routed_total",
+                "counter",
+                "Stream payload bytes routed between clients and hosts.",
+                load(&self.bytes_routed),
+            ),
+            (
+                "zpanel_frames_rejected_total",
+                "counter",
+                "Bridge frames refused as malformed, oversized, out of order or for an unknown channel.",
+                load(&self.frames_rejected),
+            ),
+            (
+                "zpanel_sessions_accepted_total",
+                "counter",
+                "Bridge sessions accepted.",
+                load(&self.sessions_accepted),
+            ),
+            (
+                "zpanel_handshakes_refused_total",
+                "counter",
+                "Bridge connections refused during TLS or the hello.",
+                load(&self.handshakes_refused),
+            ),
+        ];
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        for (name, kind, help, value) in rows {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
-        metric(
-            "zpanel_hosts_online",
-            "gauge",
-            "Hosts with a live bridge session.",
-            hosts_online as u64,
-        );
-        metric(
-            "zpanel_channels_open",
-            "gauge",
-            "Channels open across all sessions.",
-            self.channels_open.load(Ordering::Relaxed),
-        );
-        metric(
-            "zpanel_bytes_routed_total",
-            "counter",
-            "Stream payload bytes routed between clients and hosts.",
-            self.bytes_routed.load(Ordering::Relaxed),
-        );
-        metric(
-            "zpanel_frames_rejected_total",
-            "counter",
-            "Bridge frames refused as malformed, oversized, out of order or for an unknown channel.",
-            self.frames_rejected.load(Ordering::Relaxed),
-        );
-        metric(
-            "zpanel_sessions_accepted_total",
-            "counter",
-            "Bridge sessions accepted.",
-            self.sessions_accepted.load(Ordering::Relaxed),
-        );
-        metric(
-            "zpanel_handshakes_refused_total",
-            "counter",
-            "Bridge connections refused during TLS or the hello.",
-            self.handshakes_refused.load(Ordering::Relaxed),
-        );
+        }
         out
     }
 }
