@@ -150,6 +150,15 @@ fn client_message(body: exec_client_message::Body) -> ExecClientMessage {
     ExecClientMessage { body: Some(body) }
 }
 
+/// Asks for the remote command to be cancelled (SIGTERM, then SIGKILL).
+async fn cancel(tx: &mpsc::Sender<ExecClientMessage>) {
+    let _ = tx
+        .send(client_message(exec_client_message::Body::Cancel(
+            ExecCancel {},
+        )))
+        .await;
+}
+
 /// One connection's worth of the exec.
 async fn attempt(
     settings: &Settings,
@@ -199,11 +208,7 @@ async fn attempt(
     state.exec_id = Some(started.exec_id);
     state.host_id = started.host_id;
     if state.cancelled {
-        let _ = tx
-            .send(client_message(exec_client_message::Body::Cancel(
-                ExecCancel {},
-            )))
-            .await;
+        cancel(&tx).await;
     }
     let stdin_pump = tokio::spawn(send_stdin(stdin.clone(), started.stdin_offset, tx.clone()));
     let result = receive(&mut responses, &tx, state, stdin, interrupts).await;
@@ -248,7 +253,7 @@ async fn receive(
                     return Err(Attempt::Fatal("interrupted".into()));
                 }
                 state.cancelled = true;
-                let _ = tx.send(client_message(exec_client_message::Body::Cancel(ExecCancel {}))).await;
+                cancel(tx).await;
                 continue;
             }
         };
@@ -265,11 +270,7 @@ async fn receive(
                         StreamKind::Stdin => Ok(()),
                     };
                     if let Err(e) = written {
-                        let _ = tx
-                            .send(client_message(exec_client_message::Body::Cancel(
-                                ExecCancel {},
-                            )))
-                            .await;
+                        cancel(tx).await;
                         return Err(e);
                     }
                     send_acks(tx, state, false).await;
