@@ -366,7 +366,8 @@ fn on_frame(
         | Body::Welcome(_)
         | Body::Open(_)
         | Body::ExecSignal(_)
-        | Body::CertificateRenewed(_) => {
+        | Body::CertificateRenewed(_)
+        | Body::TerminalResize(_) => {
             // counted as refused input when the session ends
             return Err(SessionEnd::Protocol(
                 "frame not allowed from a daemon".into(),

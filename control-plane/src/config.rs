@@ -23,6 +23,20 @@ pub enum Command {
         #[arg(long, env = "ZPANEL_DATA_DIR", default_value = "/var/lib/zpanel")]
         data_dir: PathBuf,
     },
+    /// Set or reset a user's web password (read from --password-file, or asked for).
+    Passwd(PasswdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PasswdArgs {
+    #[arg(long, env = "ZPANEL_DATA_DIR", default_value = "/var/lib/zpanel")]
+    pub data_dir: PathBuf,
+    /// The user whose password to set.
+    #[arg(default_value = "admin")]
+    pub user: String,
+    /// Read the new password from the first line of this file (`-`: stdin).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,6 +76,15 @@ pub struct ServeArgs {
     /// Also enrol and run a bridge daemon for this machine (config in DATA_DIR/local-host).
     #[arg(long, env = "ZPANEL_WITH_LOCAL_HOST")]
     pub with_local_host: bool,
+    /// How long a browser login lasts.
+    #[arg(long, env = "ZPANEL_WEB_SESSION_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub web_session_ttl: Duration,
+    /// Do not record terminal sessions (recordings are on by default).
+    #[arg(long, env = "ZPANEL_NO_TERMINAL_RECORDING")]
+    pub no_terminal_recording: bool,
+    /// Delete terminal recordings older than this.
+    #[arg(long, env = "ZPANEL_RECORDING_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub recording_retention: Duration,
 }
 
 /// A configuration error: exits with 64 (EX_USAGE) and one line.
@@ -79,6 +102,9 @@ impl ServeArgs {
         }
         if self.host_cert_ttl < Duration::from_secs(60) {
             return Err(ConfigError("--host-cert-ttl must be at least 1m".into()));
+        }
+        if self.web_session_ttl < Duration::from_secs(60) {
+            return Err(ConfigError("--web-session-ttl must be at least 1m".into()));
         }
         for (flag, url) in [
             ("--public-url", &self.public_url),
@@ -149,7 +175,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::parse_from(argv).command {
             Command::Serve(args) => args,
-            Command::CaPin { .. } => unreachable!(),
+            Command::CaPin { .. } | Command::Passwd(_) => unreachable!(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod ca;
 pub mod config;
 pub mod metrics;
+pub mod recording;
 pub mod router;
 pub mod service;
 pub mod store;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bridge::HostAllowList;
 use crate::ca::Ca;
-use crate::config::ServeArgs;
+use crate::config::{PasswdArgs, ServeArgs};
 use crate::metrics::Metrics;
 use crate::router::{HostRouter, LocalRouter};
 use crate::service::AppState;
@@ -30,6 +31,11 @@ use crate::store::Store;
 
 /// How often last-seen times of online hosts are written to the database.
 const LAST_SEEN_FLUSH: Duration = Duration::from_secs(30);
+/// How often recordings are flushed to disk, and old ones deleted.
+const RECORDING_FLUSH: Duration = Duration::from_secs(1);
+const RECORDING_PRUNE: Duration = Duration::from_secs(3600);
+/// The first admin's generated password, inside the data directory.
+const ADMIN_PASSWORD_FILE: &str = "admin-password";
 
 /// The CA directory inside the data directory.
 pub fn ca_dir(data_dir: &Path) -> std::path::PathBuf {
@@ -53,6 +59,8 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
         )
         .with_context(|| format!("cannot write {}", admin_token_path.display()))?;
     }
+    let admin_password_path = data_dir.join(ADMIN_PASSWORD_FILE);
+    bootstrap_admin_password(&store, &admin_password_path).await?;
     store.mark_all_offline().await?;
     let allowed_hosts = HostAllowList::default();
     for host_id in store.host_ids().await? {
@@ -91,6 +99,10 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
         bridge_url: bridge_url.clone(),
         heartbeat_interval: args.heartbeat_interval,
         host_cert_ttl: args.host_cert_ttl,
+        record_terminals: !args.no_terminal_recording,
+        recordings: recording::Recordings::new(data_dir.clone()),
+        login_limits: Default::default(),
+        web_session_ttl: args.web_session_ttl,
         ca,
     });
 
@@ -100,8 +112,19 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     println!("  bridge:      {bridge_url}");
     println!("  CA pin:      {pin}");
     println!("  admin token: {}", admin_token_path.display());
+    if admin_password_path.exists() {
+        println!(
+            "  web login:   admin, password in {}",
+            admin_password_path.display()
+        );
+    }
 
     tokio::spawn(flush_last_seen(state.clone(), shutdown.clone()));
+    let recordings = tokio::spawn(keep_recordings(
+        state.clone(),
+        args.recording_retention,
+        shutdown.clone(),
+    ));
     if args.with_local_host {
         tokio::spawn(local_host(
             state.clone(),
@@ -123,9 +146,80 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
             shutdown.clone()
         ),
     );
+    let _ = recordings.await;
     let online = state.router.online_hosts();
     state.store.touch_hosts(&online, store::now()).await?;
     Ok(())
+}
+
+/// Gives the admin a random web password while it has none, in `path` (0600).
+async fn bootstrap_admin_password(store: &Store, path: &Path) -> anyhow::Result<()> {
+    let needs_password = matches!(store.user_password("admin").await?, Some((_, None)));
+    if !needs_password {
+        return Ok(());
+    }
+    let password = service::login::generate_password();
+    zpanel_shared::fsutil::write_atomic(path, format!("{password}\n").as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    service::login::set_password(store, "admin", &password).await?;
+    Ok(())
+}
+
+/// `zpanel-cp passwd`: sets a user's web password in the data directory's database.
+pub async fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
+    let db = args.data_dir.join("zpanel.db");
+    anyhow::ensure!(
+        db.exists(),
+        "no control plane data in {}; start `zpanel-cp serve --data-dir {}` once first",
+        args.data_dir.display(),
+        args.data_dir.display()
+    );
+    let password = match &args.password_file {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        None => {
+            let first = rpassword::prompt_password(format!("new password for {}: ", args.user))?;
+            let again = rpassword::prompt_password("again: ")?;
+            anyhow::ensure!(first == again, "the passwords differ; nothing changed");
+            first
+        }
+    };
+    let password = password.trim_end_matches(['\r', '\n']);
+    let store = Store::open(&db).await.context("cannot open the database")?;
+    service::login::set_password(&store, &args.user, password).await?;
+    let generated = args.data_dir.join(ADMIN_PASSWORD_FILE);
+    if args.user == "admin" && generated.exists() {
+        std::fs::remove_file(&generated)
+            .with_context(|| format!("cannot remove {}", generated.display()))?;
+    }
+    println!(
+        "password of {} set; their browser sessions were ended",
+        args.user
+    );
+    Ok(())
+}
+
+/// Flushes recordings every second (and once more at shutdown) and deletes old ones.
+async fn keep_recordings(state: Arc<AppState>, retention: Duration, shutdown: CancellationToken) {
+    let mut flush = tokio::time::interval(RECORDING_FLUSH);
+    let mut prune = tokio::time::interval(RECORDING_PRUNE);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = flush.tick() => state.recordings.flush(&state.store).await,
+            _ = prune.tick() => state.recordings.prune(retention),
+        }
+    }
+    state.recordings.flush(&state.store).await;
 }
 
 /// Pending connections a listener queues. A fleet reconnecting after a restart arrives

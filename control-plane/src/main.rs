@@ -29,6 +29,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Passwd(args) => {
+            let runtime = zpanel_shared::process::runtime("zpanel-cp", Some(1));
+            match runtime.block_on(zpanel_cp::passwd(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("zpanel-cp: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CaPin { data_dir } => {
             let path = zpanel_cp::ca_dir(&data_dir).join("ca.pem");
             let pem = match std::fs::read(&path) {

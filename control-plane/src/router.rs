@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
     ChannelAck, ChannelData, Close, ExecSignal, OpenError, OpenResult, ProcessExit, StreamAck,
-    StreamChunk, open,
+    StreamChunk, TerminalResize, TerminalSize, open,
 };
 
 use crate::metrics::Metrics;
@@ -62,6 +62,8 @@ pub trait HostRouter: Send + Sync {
     fn online_hosts(&self) -> Vec<String>;
     /// Ends a host's session (for example when the host is deleted).
     fn disconnect(&self, host_id: &str);
+    /// Changes whenever a host comes online, goes offline or is removed.
+    fn changes(&self) -> watch::Receiver<u64>;
 }
 
 /// One open channel, as its user sees it. Dropping it closes the channel.
@@ -94,6 +96,14 @@ impl Channel {
         self.send(Body::Ack(ChannelAck {
             channel_id: self.id,
             ack: Some(ack),
+        }))
+        .await
+    }
+
+    pub async fn send_resize(&self, size: TerminalSize) -> Result<(), RouteError> {
+        self.send(Body::TerminalResize(TerminalResize {
+            channel_id: self.id,
+            size: Some(size),
         }))
         .await
     }
@@ -234,6 +244,7 @@ impl SessionHandle {
 pub struct LocalRouter {
     sessions: Mutex<HashMap<String, Arc<SessionHandle>>>,
     metrics: Arc<Metrics>,
+    changed: watch::Sender<u64>,
 }
 
 impl LocalRouter {
@@ -241,6 +252,7 @@ impl LocalRouter {
         LocalRouter {
             sessions: Mutex::new(HashMap::new()),
             metrics,
+            changed: watch::Sender::new(0),
         }
     }
 
@@ -254,6 +266,11 @@ impl LocalRouter {
         if let Some(old) = self.sessions().insert(session.host_id.clone(), session) {
             old.ended.cancel();
         }
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|generation| *generation += 1);
     }
 
     /// Removes `session` if it is still the host's live session; says whether it was.
@@ -264,6 +281,8 @@ impl LocalRouter {
             .is_some_and(|s| s.session_id == session.session_id);
         if current {
             sessions.remove(&session.host_id);
+            drop(sessions);
+            self.bump();
         }
         current
     }
@@ -345,5 +364,10 @@ impl HostRouter for LocalRouter {
         if let Some(session) = self.sessions().remove(host_id) {
             session.ended.cancel();
         }
+        self.bump();
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }

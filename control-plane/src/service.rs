@@ -1,6 +1,9 @@
 //! The service core: what every adapter (REST, gRPC, later MCP) calls. Authentication,
 //! authorisation and audit happen here, once.
 
+pub mod login;
+pub mod terminal;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +26,15 @@ const RESUME_WAIT: Duration = Duration::from_secs(60);
 pub enum ServiceError {
     #[error("missing or invalid API token; run `zpanel login` with a valid token")]
     Unauthenticated,
+    #[error("wrong user name or password")]
+    BadCredentials,
+    #[error("too many login attempts; try again in {} s", .0.as_secs().max(1))]
+    RateLimited(Duration),
     #[error("role {role} may not {action}")]
     PermissionDenied { role: String, action: &'static str },
+    /// Refused for a reason other than the role (origin, CSRF token, ownership).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -58,6 +68,10 @@ pub enum Action {
     DeleteHost,
     CreateJoinToken,
     Exec,
+    /// Open, attach to, list and kill one's own terminal sessions.
+    Terminal,
+    /// Watch, list and kill other users' terminal sessions.
+    WatchAnyTerminal,
 }
 
 impl Action {
@@ -67,6 +81,8 @@ impl Action {
             Action::DeleteHost => "delete hosts",
             Action::CreateJoinToken => "create join tokens",
             Action::Exec => "run commands on hosts",
+            Action::Terminal => "open terminals on hosts",
+            Action::WatchAnyTerminal => "see other users' terminals",
         }
     }
 }
@@ -75,8 +91,8 @@ impl Action {
 pub fn authorize(principal: &Principal, action: Action) -> Result<(), ServiceError> {
     let allowed = match principal.role.as_str() {
         "admin" => true,
-        "operator" => true,
-        "developer" => matches!(action, Action::ListHosts | Action::Exec),
+        "operator" => !matches!(action, Action::WatchAnyTerminal),
+        "developer" => matches!(action, Action::ListHosts | Action::Exec | Action::Terminal),
         "viewer" => matches!(action, Action::ListHosts),
         _ => false,
     };
@@ -101,6 +117,12 @@ pub struct AppState {
     pub bridge_url: String,
     pub heartbeat_interval: Duration,
     pub host_cert_ttl: Duration,
+    /// Whether terminal sessions are recorded, and the open recordings.
+    pub record_terminals: bool,
+    pub recordings: crate::recording::Recordings,
+    pub login_limits: login::LoginLimits,
+    /// How long a browser session lasts.
+    pub web_session_ttl: Duration,
 }
 
 /// A host as listed.
@@ -505,6 +527,9 @@ mod tests {
         assert!(authorize(&principal("developer"), Action::Exec).is_ok());
         assert!(authorize(&principal("developer"), Action::CreateJoinToken).is_err());
         assert!(authorize(&principal("viewer"), Action::Exec).is_err());
+        assert!(authorize(&principal("developer"), Action::Terminal).is_ok());
+        assert!(authorize(&principal("operator"), Action::WatchAnyTerminal).is_err());
+        assert!(authorize(&principal("admin"), Action::WatchAnyTerminal).is_ok());
         assert!(authorize(&principal("nobody"), Action::ListHosts).is_err());
     }
 

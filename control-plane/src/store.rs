@@ -70,6 +70,19 @@ pub struct NewHost<'a> {
     pub cert_expires_at: i64,
 }
 
+/// A terminal session opened through this control plane.
+#[derive(Debug, Clone)]
+pub struct TerminalRecord {
+    pub id: String,
+    pub host_id: String,
+    pub owner_id: String,
+    pub owner_name: String,
+    pub created_at: i64,
+    /// Recording path relative to the data directory; empty when recording is off.
+    pub recording: String,
+    pub recorded_bytes: u64,
+}
+
 pub struct AuditEntry<'a> {
     pub actor: &'a str,
     pub action: &'a str,
@@ -161,6 +174,146 @@ impl Store {
             user_name: r.get(1),
             role: r.get(2),
         }))
+    }
+
+    /// A user's id, role and password hash (None when no password is set).
+    pub async fn user_password(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Principal, Option<String>)>, StoreError> {
+        let row = sqlx::query("SELECT id, name, role, password_hash FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| {
+            let principal = Principal {
+                user_id: r.get(0),
+                user_name: r.get(1),
+                role: r.get(2),
+            };
+            (principal, r.get(3))
+        }))
+    }
+
+    /// Sets a user's password hash and ends the user's browser sessions; false when there
+    /// is no such user.
+    pub async fn set_password(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
+            .bind(hash)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM web_sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    // === browser sessions ===
+
+    pub async fn create_web_session(
+        &self,
+        token: &str,
+        user_id: &str,
+        csrf: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO web_sessions (id, token_hash, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(token_hash(token))
+        .bind(user_id)
+        .bind(csrf)
+        .bind(now())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The user behind a live browser session and the session's CSRF token.
+    pub async fn web_session(
+        &self,
+        token: &str,
+    ) -> Result<Option<(Principal, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, u.role, s.csrf FROM web_sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash(token))
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            let principal = Principal {
+                user_id: r.get(0),
+                user_name: r.get(1),
+                role: r.get(2),
+            };
+            (principal, r.get(3))
+        }))
+    }
+
+    pub async fn delete_web_session(&self, token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM web_sessions WHERE token_hash = ? OR expires_at <= ?")
+            .bind(token_hash(token))
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // === terminal sessions ===
+
+    pub async fn insert_terminal_session(
+        &self,
+        session: &TerminalRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO terminal_sessions (id, host_id, owner_id, owner_name, created_at, recording) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(&session.host_id)
+        .bind(&session.owner_id)
+        .bind(&session.owner_name)
+        .bind(session.created_at)
+        .bind(&session.recording)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn terminal_session(&self, id: &str) -> Result<Option<TerminalRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, host_id, owner_id, owner_name, created_at, recording, recorded_bytes FROM terminal_sessions WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| TerminalRecord {
+            id: r.get(0),
+            host_id: r.get(1),
+            owner_id: r.get(2),
+            owner_name: r.get(3),
+            created_at: r.get(4),
+            recording: r.get(5),
+            recorded_bytes: r.get::<i64, _>(6) as u64,
+        }))
+    }
+
+    pub async fn set_recorded_bytes(&self, id: &str, bytes: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE terminal_sessions SET recorded_bytes = ? WHERE id = ?")
+            .bind(bytes as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     // === join tokens ===

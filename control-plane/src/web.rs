@@ -72,11 +72,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     loop {
-        let Some((stream, _)) = accept(&listener, &shutdown).await else {
+        let Some((stream, peer)) = accept(&listener, &shutdown).await else {
             return;
         };
         let (app, tls) = (app.clone(), tls.clone());
         tokio::spawn(async move {
+            // Handlers see the client's address (login rate limits, audit) as `ConnectInfo`.
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let service = TowerToHyperService::new(app);
             let builder = Builder::new(TokioExecutor::new());
             let served = match tls {

@@ -10,11 +10,15 @@ use tonic::{Request, Response, Status, Streaming};
 use zpanel_proto::operator_server::{Operator, OperatorServer};
 use zpanel_proto::{
     CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteHostRequest, DeleteHostResponse,
-    ExecClientMessage, ExecServerMessage, ExecStarted, Host, ListHostsRequest, ListHostsResponse,
-    StreamKind, WhoAmIRequest, WhoAmIResponse, exec_client_message, exec_server_message,
+    ExecClientMessage, ExecServerMessage, ExecStarted, Host, KillTerminalRequest,
+    KillTerminalResponse, ListHostsRequest, ListHostsResponse, ListTerminalsRequest,
+    ListTerminalsResponse, StreamKind, TerminalAttached, TerminalClientMessage,
+    TerminalServerMessage, WhoAmIRequest, WhoAmIResponse, exec_client_message, exec_server_message,
+    terminal_client_message, terminal_server_message,
 };
 
 use crate::router::ChannelEvent;
+use crate::service::terminal::{TerminalChannel, TerminalEvent, TerminalRequest};
 use crate::service::{AppState, ExecChannel, ServiceError};
 use crate::store::Principal;
 
@@ -26,8 +30,13 @@ impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Self {
         let message = e.to_string();
         match e {
-            ServiceError::Unauthenticated => Status::unauthenticated(message),
-            ServiceError::PermissionDenied { .. } => Status::permission_denied(message),
+            ServiceError::Unauthenticated | ServiceError::BadCredentials => {
+                Status::unauthenticated(message)
+            }
+            ServiceError::RateLimited(_) => Status::resource_exhausted(message),
+            ServiceError::PermissionDenied { .. } | ServiceError::Forbidden(_) => {
+                Status::permission_denied(message)
+            }
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
             ServiceError::Conflict(_) => Status::already_exists(message),
@@ -58,6 +67,16 @@ impl OperatorApi {
 }
 
 type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecServerMessage, Status>> + Send>>;
+type TerminalStream = Pin<Box<dyn Stream<Item = Result<TerminalServerMessage, Status>> + Send>>;
+
+/// A response stream fed by a relay task through a bounded queue.
+fn queued<T: Send + 'static>(
+    rx: mpsc::Receiver<Result<T, Status>>,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
 
 #[tonic::async_trait]
 impl Operator for OperatorApi {
@@ -181,10 +200,140 @@ impl Operator for OperatorApi {
             ))))
             .await;
         tokio::spawn(relay_exec(exec, inbound, tx));
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(queued(rx)))
+    }
+
+    type TerminalStream = TerminalStream;
+
+    async fn terminal(
+        &self,
+        request: Request<Streaming<TerminalClientMessage>>,
+    ) -> Result<Response<TerminalStream>, Status> {
+        use terminal_client_message::Body as Client;
+        let principal = self.principal(&request).await?;
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.and_then(|m| m.body);
+        let (host, request, size) = match first {
+            Some(Client::Open(open)) => (open.host, TerminalRequest::Open, open.size),
+            Some(Client::Attach(attach)) => (
+                attach.host,
+                TerminalRequest::Attach {
+                    session_id: attach.session_id,
+                    watch: attach.watch,
+                    output_offset: attach.output_offset,
+                },
+                attach.size,
+            ),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "terminal stream must start with open or attach",
+                ));
+            }
+        };
+        let size = size.unwrap_or(zpanel_proto::TerminalSize { cols: 80, rows: 24 });
+        let terminal = self
+            .state
+            .terminal(&principal, &host, request, size)
+            .await?;
+        let attached = TerminalAttached {
+            host_id: terminal.host.id.clone(),
+            session: Some(terminal.session.clone()),
+            output_offset: terminal.output_offset,
+            input_offset: terminal.input_offset,
+            watch: terminal.watch,
+        };
+        let (tx, rx) = mpsc::channel(EXEC_CLIENT_QUEUE);
+        let _ = tx
+            .send(Ok(TerminalServerMessage {
+                body: Some(terminal_server_message::Body::Attached(attached)),
+            }))
+            .await;
+        tokio::spawn(relay_terminal(terminal, inbound, tx));
+        Ok(Response::new(queued(rx)))
+    }
+
+    async fn list_terminals(
+        &self,
+        request: Request<ListTerminalsRequest>,
+    ) -> Result<Response<ListTerminalsResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let (host, sessions) = self
+            .state
+            .terminal_list(&principal, &body.host, body.all)
+            .await?;
+        Ok(Response::new(ListTerminalsResponse {
+            host_id: host.id,
+            sessions,
+        }))
+    }
+
+    async fn kill_terminal(
+        &self,
+        request: Request<KillTerminalRequest>,
+    ) -> Result<Response<KillTerminalResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        self.state
+            .terminal_kill(&principal, &body.host, &body.session_id)
+            .await?;
+        Ok(Response::new(KillTerminalResponse {}))
+    }
+}
+
+/// Moves a terminal viewer's traffic between the client's stream and the host until the
+/// shell exits or either side goes away (the session stays on the host, detached).
+async fn relay_terminal(
+    mut terminal: TerminalChannel,
+    mut inbound: Streaming<TerminalClientMessage>,
+    tx: mpsc::Sender<Result<TerminalServerMessage, Status>>,
+) {
+    use terminal_client_message::Body as Client;
+    use terminal_server_message::Body as Server;
+    loop {
+        let result = tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(TerminalClientMessage { body: Some(Client::Input(chunk)) })) => {
+                    terminal.send_input(chunk.offset, chunk.payload).await
+                }
+                Ok(Some(TerminalClientMessage { body: Some(Client::Ack(ack)) })) => terminal.ack(ack.offset).await,
+                Ok(Some(TerminalClientMessage { body: Some(Client::Resize(size)) })) => {
+                    terminal.resize(size.cols, size.rows).await
+                }
+                Ok(Some(_)) => Err(ServiceError::InvalidArgument(
+                    "open and attach may only start a terminal stream".into(),
+                )),
+                Ok(None) | Err(_) => return,
+            },
+            event = terminal.next_event() => {
+                let message = match event {
+                    TerminalEvent::Output(chunk) => Server::Output(chunk),
+                    TerminalEvent::InputAck(offset) => Server::InputAck(zpanel_proto::StreamAck {
+                        stream: StreamKind::Stdin as i32,
+                        offset,
+                    }),
+                    TerminalEvent::Exited(exit) => {
+                        let _ = tx.send(Ok(TerminalServerMessage { body: Some(Server::Exit(exit)) })).await;
+                        return terminal.release();
+                    }
+                    TerminalEvent::Lost(reason) => {
+                        let e = ServiceError::Unavailable(format!(
+                            "connection to the host lost ({reason}); re-attach"
+                        ));
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(TerminalServerMessage { body: Some(message) })).await.is_err() {
+                    return;
+                }
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            let _ = tx.send(Err(e.into())).await;
+            return;
+        }
     }
 }
 

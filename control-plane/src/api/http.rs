@@ -1,13 +1,21 @@
-//! The web API (axum): health, Prometheus metrics, enrolment, the CA certificate, a JSON
-//! host list and the landing page. Only this module knows JSON on the control plane.
+//! The web API (axum): health, Prometheus metrics, enrolment, the CA certificate, the
+//! browser's API (login, hosts and their live status, terminals) and the page itself. Only
+//! this module and its children know JSON on the control plane.
 
+mod auth;
+mod terminal;
+
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use futures_util::Stream;
 use serde::Serialize;
 use zpanel_shared::enroll::{CA_PATH, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorBody};
 
@@ -24,7 +32,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route(CA_PATH, get(ca_pem))
         .route(ENROLL_PATH, post(enroll))
+        .route("/api/v1/login", post(auth::login))
+        .route("/api/v1/logout", post(auth::logout))
+        .route("/api/v1/session", get(auth::session))
         .route("/api/v1/hosts", get(hosts))
+        .route("/api/v1/hosts/events", get(host_events))
+        .route("/api/v1/hosts/{host}/terminal", get(terminal::socket))
+        .route("/api/v1/hosts/{host}/terminals", get(terminal::list))
+        .route(
+            "/api/v1/hosts/{host}/terminals/{session}",
+            delete(terminal::kill),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -32,8 +50,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status = match self {
-            ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ServiceError::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            ServiceError::Unauthenticated | ServiceError::BadCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            ServiceError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::PermissionDenied { .. } | ServiceError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
@@ -41,13 +64,23 @@ impl IntoResponse for ServiceError {
             ServiceError::SpawnFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (
+        let retry_after = match &self {
+            ServiceError::RateLimited(wait) => {
+                HeaderValue::from_str(&wait.as_secs().max(1).to_string()).ok()
+            }
+            _ => None,
+        };
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 
@@ -113,29 +146,57 @@ struct HostJson {
     daemon_version: String,
 }
 
+async fn host_list(
+    state: &AppState,
+    principal: &crate::store::Principal,
+) -> Result<Vec<HostJson>, ServiceError> {
+    let hosts = state.list_hosts(principal).await?;
+    Ok(hosts
+        .into_iter()
+        .map(|view| HostJson {
+            id: view.record.id,
+            name: view.record.name,
+            status: if view.online { "online" } else { "offline" },
+            last_seen: view.record.last_seen,
+            os: view.record.os,
+            kernel: view.record.kernel,
+            arch: view.record.arch,
+            daemon_version: view.record.daemon_version,
+        })
+        .collect())
+}
+
 async fn hosts(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: auth::Caller,
 ) -> Result<Json<Vec<HostJson>>, ServiceError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let principal = state.authenticate(token).await?;
-    let hosts = state.list_hosts(&principal).await?;
-    Ok(Json(
-        hosts
-            .into_iter()
-            .map(|view| HostJson {
-                id: view.record.id,
-                name: view.record.name,
-                status: if view.online { "online" } else { "offline" },
-                last_seen: view.record.last_seen,
-                os: view.record.os,
-                kernel: view.record.kernel,
-                arch: view.record.arch,
-                daemon_version: view.record.daemon_version,
-            })
-            .collect(),
-    ))
+    Ok(Json(host_list(&state, &caller.principal).await?))
+}
+
+/// Changes that arrive this close together are sent as one update.
+const HOST_EVENTS_COALESCE: Duration = Duration::from_millis(200);
+
+/// The host list as Server-Sent Events: at once, then after every change.
+async fn host_events(
+    State(state): State<Arc<AppState>>,
+    caller: auth::Caller,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ServiceError> {
+    let first = host_list(&state, &caller.principal).await?;
+    let changes = crate::router::HostRouter::changes(&*state.router);
+    let start = (state, caller.principal, changes, Some(first));
+    let events =
+        futures_util::stream::unfold(start, |(state, principal, mut changes, ready)| async move {
+            let hosts = match ready {
+                Some(hosts) => hosts,
+                None => {
+                    changes.changed().await.ok()?;
+                    tokio::time::sleep(HOST_EVENTS_COALESCE).await;
+                    changes.borrow_and_update();
+                    host_list(&state, &principal).await.ok()?
+                }
+            };
+            let event = Event::default().event("hosts").json_data(&hosts).ok()?;
+            Some((Ok(event), (state, principal, changes, None)))
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -1,0 +1,176 @@
+//! Who is calling the web API: a browser session cookie or an API token. Cookie callers
+//! must also pass the CSRF and Origin checks before changing anything. The login, logout
+//! and session routes live here too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cookie::{Cookie, SameSite};
+use serde::{Deserialize, Serialize};
+
+use crate::service::{AppState, ServiceError};
+use crate::store::Principal;
+
+/// The browser session cookie.
+pub const SESSION_COOKIE: &str = "zpanel_session";
+/// Header a cookie caller repeats its CSRF token in.
+const CSRF_HEADER: &str = "x-csrf-token";
+
+/// An authenticated caller of the web API.
+pub struct Caller {
+    pub principal: Principal,
+    /// Set when the caller came with a session cookie: the cookie value and its CSRF token.
+    browser: Option<(String, String)>,
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == SESSION_COOKIE)
+        .map(|cookie| cookie.value().to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(token) = bearer(&parts.headers) {
+            let principal = state.authenticate(Some(token)).await?;
+            return Ok(Caller {
+                principal,
+                browser: None,
+            });
+        }
+        let cookie = session_cookie(&parts.headers).ok_or(ServiceError::Unauthenticated)?;
+        let (principal, csrf) = state.authenticate_web(&cookie).await?;
+        Ok(Caller {
+            principal,
+            browser: Some((cookie, csrf)),
+        })
+    }
+}
+
+impl Caller {
+    /// Refuses a state-changing request from a browser unless it carries the session's
+    /// CSRF token and comes from our own origin. API-token callers pass.
+    pub fn check_change(&self, headers: &HeaderMap, state: &AppState) -> Result<(), ServiceError> {
+        let Some((_, csrf)) = &self.browser else {
+            return Ok(());
+        };
+        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if sent != Some(csrf.as_str()) {
+            return Err(ServiceError::Forbidden(
+                "missing or wrong CSRF token; reload the page".into(),
+            ));
+        }
+        check_origin(headers, state)
+    }
+}
+
+/// Refuses a request whose `Origin` is not this control plane (its public URL or the
+/// host the request was sent to). Browsers always send `Origin` on WebSocket upgrades and
+/// on cross-origin or state-changing requests.
+pub fn check_origin(headers: &HeaderMap, state: &AppState) -> Result<(), ServiceError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let scheme = state.public_url.split("://").next().unwrap_or("https");
+    let same_host = !host.is_empty() && origin == format!("{scheme}://{host}");
+    if same_host || origin == state.public_url {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(format!(
+            "origin {origin:?} may not use this control plane; open the panel at {}",
+            state.public_url
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    user: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct SessionJson {
+    user: String,
+    role: String,
+    csrf: String,
+}
+
+fn cookie_header(value: String, max_age: time::Duration) -> (header::HeaderName, String) {
+    let cookie = Cookie::build((SESSION_COOKIE, value))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .max_age(max_age)
+        .build();
+    (header::SET_COOKIE, cookie.to_string())
+}
+
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ServiceError> {
+    check_origin(&headers, &state)?;
+    let Json(body) = body.map_err(|e| {
+        ServiceError::InvalidArgument(format!("bad login request: {}", e.body_text()))
+    })?;
+    let session = state.login(&body.user, &body.password, peer.ip()).await?;
+    let max_age = time::Duration::seconds(session.expires_at - crate::store::now());
+    let json = SessionJson {
+        user: session.principal.user_name,
+        role: session.principal.role,
+        csrf: session.csrf,
+    };
+    Ok(([cookie_header(session.token, max_age)], Json(json)).into_response())
+}
+
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ServiceError> {
+    caller.check_change(&headers, &state)?;
+    if let Some((cookie, _)) = &caller.browser {
+        state.logout(&caller.principal, cookie).await?;
+    }
+    let clear = cookie_header(String::new(), time::Duration::ZERO);
+    Ok((StatusCode::NO_CONTENT, [clear]).into_response())
+}
+
+pub async fn session(caller: Caller) -> Json<SessionJson> {
+    Json(SessionJson {
+        user: caller.principal.user_name,
+        role: caller.principal.role,
+        csrf: caller.browser.map(|(_, csrf)| csrf).unwrap_or_default(),
+    })
+}

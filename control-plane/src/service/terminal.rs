@@ -1,0 +1,377 @@
+//! Terminal sessions as every adapter sees them: open, attach (control or watch), list and
+//! kill, with ownership checks, audit and recording. The shell lives on the daemon; a
+//! [`TerminalChannel`] is one viewer's connection to it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use zpanel_proto::{
+    ProcessExit, StreamAck, StreamChunk, StreamKind, TerminalInfo, TerminalMode, TerminalSize,
+    open, open_result,
+};
+
+use super::{Action, AppState, ServiceError, authorize, route_error};
+use crate::recording::{Recordings, SharedRecording};
+use crate::router::{Channel, ChannelEvent, HostRouter};
+use crate::store::{HostRecord, Principal, TerminalRecord};
+
+/// Largest terminal, in columns and in rows.
+pub const MAX_TERMINAL_CELLS: u32 = 4096;
+/// How long an attach waits for the host to come back online.
+const ATTACH_WAIT: Duration = Duration::from_secs(10);
+
+/// What a viewer asks for.
+pub enum TerminalRequest {
+    Open,
+    Attach {
+        session_id: String,
+        watch: bool,
+        /// Output the viewer already has; `None` for the recent screen.
+        output_offset: Option<u64>,
+    },
+}
+
+/// Something that happened on the terminal, for the viewer.
+#[derive(Debug)]
+pub enum TerminalEvent {
+    /// Output at an offset (contiguous, except after a watcher skipped ahead).
+    Output(StreamChunk),
+    /// The session holds every input byte below this offset.
+    InputAck(u64),
+    Exited(ProcessExit),
+    /// The host's session dropped or the daemon ended the channel; the viewer may
+    /// re-attach.
+    Lost(String),
+}
+
+/// One viewer's connection to a terminal session.
+pub struct TerminalChannel {
+    channel: Channel,
+    pub host: HostRecord,
+    pub session: TerminalInfo,
+    /// Where output starts for this viewer.
+    pub output_offset: u64,
+    /// Input the session already holds.
+    pub input_offset: u64,
+    pub watch: bool,
+    recording: Option<SharedRecording>,
+}
+
+/// Checks a size from a client.
+pub fn check_size(cols: u32, rows: u32) -> Result<TerminalSize, ServiceError> {
+    let range = 1..=MAX_TERMINAL_CELLS;
+    if range.contains(&cols) && range.contains(&rows) {
+        Ok(TerminalSize { cols, rows })
+    } else {
+        Err(ServiceError::InvalidArgument(format!(
+            "terminal size {cols}x{rows} is out of range: columns and rows must be 1 to {MAX_TERMINAL_CELLS}"
+        )))
+    }
+}
+
+impl TerminalChannel {
+    /// The next event; `None` never happens before `Exited` or `Lost`.
+    pub async fn next_event(&mut self) -> TerminalEvent {
+        match self.channel.events.recv().await {
+            Some(ChannelEvent::Data(chunk)) => {
+                if let Some(recording) = &self.recording {
+                    let mut recording = recording.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = recording.output(chunk.offset, &chunk.payload) {
+                        tracing::warn!(session = %self.session.session_id, "cannot write recording: {e}");
+                    }
+                }
+                TerminalEvent::Output(chunk)
+            }
+            Some(ChannelEvent::Ack(ack)) => TerminalEvent::InputAck(ack.offset),
+            Some(ChannelEvent::Exited(exit)) => TerminalEvent::Exited(exit),
+            Some(ChannelEvent::Closed(reason)) => TerminalEvent::Lost(reason),
+            None => TerminalEvent::Lost("host session ended".into()),
+        }
+    }
+
+    fn lost(e: crate::router::RouteError) -> ServiceError {
+        ServiceError::Unavailable(format!("terminal connection lost: {e}; re-attach"))
+    }
+
+    /// Keystrokes at an input offset (repeats are dropped by the daemon).
+    pub async fn send_input(&self, offset: u64, payload: Bytes) -> Result<(), ServiceError> {
+        if self.watch {
+            return Err(ServiceError::InvalidArgument(
+                "this viewer is watching read-only; attach without watch to type".into(),
+            ));
+        }
+        let chunk = StreamChunk {
+            stream: StreamKind::Stdin as i32,
+            offset,
+            payload,
+            eof: false,
+        };
+        self.channel.send_data(chunk).await.map_err(Self::lost)
+    }
+
+    /// The viewer has consumed output below `offset`.
+    pub async fn ack(&self, offset: u64) -> Result<(), ServiceError> {
+        let ack = StreamAck {
+            stream: StreamKind::Stdout as i32,
+            offset,
+        };
+        self.channel.send_ack(ack).await.map_err(Self::lost)
+    }
+
+    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), ServiceError> {
+        let size = check_size(cols, rows)?;
+        if self.watch {
+            return Ok(());
+        }
+        if let Some(recording) = &self.recording {
+            let mut recording = recording.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = recording.resize(cols, rows) {
+                tracing::warn!(session = %self.session.session_id, "cannot write recording: {e}");
+            }
+        }
+        self.channel.send_resize(size).await.map_err(Self::lost)
+    }
+
+    /// The viewer saw the shell's exit: the daemon may forget the session.
+    pub fn release(self) {
+        self.channel.release();
+    }
+}
+
+impl AppState {
+    /// Opens a new terminal session on a host, or attaches to one.
+    pub async fn terminal(
+        &self,
+        principal: &Principal,
+        host: &str,
+        request: TerminalRequest,
+        size: TerminalSize,
+    ) -> Result<TerminalChannel, ServiceError> {
+        authorize(principal, Action::Terminal)?;
+        let size = check_size(size.cols, size.rows)?;
+        let host = self.resolve_host(host).await?;
+        match request {
+            TerminalRequest::Open => self.terminal_open(principal, host, size).await,
+            TerminalRequest::Attach {
+                session_id,
+                watch,
+                output_offset,
+            } => {
+                self.terminal_attach(principal, host, &session_id, watch, output_offset, size)
+                    .await
+            }
+        }
+    }
+
+    async fn terminal_open(
+        &self,
+        principal: &Principal,
+        host: HostRecord,
+        size: TerminalSize,
+    ) -> Result<TerminalChannel, ServiceError> {
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let record = TerminalRecord {
+            id: session_id.clone(),
+            host_id: host.id.clone(),
+            owner_id: principal.user_id.clone(),
+            owner_name: principal.user_name.clone(),
+            created_at: crate::store::now(),
+            recording: if self.record_terminals {
+                Recordings::relative_path(&host.id, &session_id)
+            } else {
+                String::new()
+            },
+            recorded_bytes: 0,
+        };
+        let request = open::Request::TerminalOpen(zpanel_proto::TerminalOpen {
+            session_id: session_id.clone(),
+            owner_id: principal.user_id.clone(),
+            owner_name: principal.user_name.clone(),
+            size: Some(size),
+        });
+        let result = self.router.open_channel(&host.id, request).await;
+        let detail = match (&result, record.recording.is_empty()) {
+            (Err(e), _) => format!("session {session_id}: {e}"),
+            (Ok(_), true) => format!("session {session_id}, not recorded"),
+            (Ok(_), false) => format!("session {session_id}, recording {}", record.recording),
+        };
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.audit(
+            &principal.user_name,
+            "terminal.open",
+            &host.id,
+            &detail,
+            outcome,
+        )
+        .await;
+        let channel = result.map_err(|e| route_error(&host, e))?;
+        self.store.insert_terminal_session(&record).await?;
+        self.viewer(channel, host, &record, false)
+    }
+
+    async fn terminal_attach(
+        &self,
+        principal: &Principal,
+        host: HostRecord,
+        session_id: &str,
+        watch: bool,
+        output_offset: Option<u64>,
+        size: TerminalSize,
+    ) -> Result<TerminalChannel, ServiceError> {
+        let not_found = || {
+            ServiceError::NotFound(format!(
+                "no terminal session {session_id:?} on host {}; `zpanel sessions {}` lists them",
+                host.name, host.name
+            ))
+        };
+        let record = self
+            .store
+            .terminal_session(session_id)
+            .await?
+            .filter(|record| record.host_id == host.id)
+            .ok_or_else(not_found)?;
+        if record.owner_id != principal.user_id {
+            // Someone else's session: admins may watch it, nobody may type into it.
+            if !watch {
+                return Err(ServiceError::PermissionDenied {
+                    role: principal.role.clone(),
+                    action: "type into another user's terminal (attach with watch to observe)",
+                });
+            }
+            authorize(principal, Action::WatchAnyTerminal)?;
+        }
+        let deadline = tokio::time::Instant::now() + ATTACH_WAIT;
+        while !self.router.is_online(&host.id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mode = if watch {
+            TerminalMode::Watch
+        } else {
+            TerminalMode::Control
+        };
+        let request = open::Request::TerminalAttach(zpanel_proto::TerminalAttach {
+            session_id: session_id.to_string(),
+            owner_id: record.owner_id.clone(),
+            mode: mode as i32,
+            output_offset,
+            size: Some(size),
+        });
+        let channel = self
+            .router
+            .open_channel(&host.id, request)
+            .await
+            .map_err(|e| route_error(&host, e))?;
+        let detail = format!(
+            "session {session_id} of {}, {}",
+            record.owner_name,
+            if watch { "watch" } else { "control" }
+        );
+        self.audit(
+            &principal.user_name,
+            "terminal.attach",
+            &host.id,
+            &detail,
+            "ok",
+        )
+        .await;
+        self.viewer(channel, host, &record, watch)
+    }
+
+    fn viewer(
+        &self,
+        channel: Channel,
+        host: HostRecord,
+        record: &TerminalRecord,
+        watch: bool,
+    ) -> Result<TerminalChannel, ServiceError> {
+        let Some(open_result::Reply::Terminal(session)) = channel.opened.reply.clone() else {
+            return Err(ServiceError::Internal(format!(
+                "host {} answered a terminal request without the session",
+                host.name
+            )));
+        };
+        let size = session.size.unwrap_or_default();
+        let recording = if record.recording.is_empty() {
+            None
+        } else {
+            match self.recordings.open(record, size.cols, size.rows) {
+                Ok(recording) => Some(recording),
+                Err(e) => {
+                    tracing::error!(session = %record.id, "cannot open the recording {}: {e}", record.recording);
+                    None
+                }
+            }
+        };
+        Ok(TerminalChannel {
+            output_offset: channel.opened.output_offset,
+            input_offset: channel.opened.stdin_offset,
+            channel,
+            host,
+            session,
+            watch,
+            recording,
+        })
+    }
+
+    /// The terminal sessions on a host: the caller's own, or everyone's (`all`, admins).
+    pub async fn terminal_list(
+        &self,
+        principal: &Principal,
+        host: &str,
+        all: bool,
+    ) -> Result<(HostRecord, Vec<TerminalInfo>), ServiceError> {
+        authorize(principal, Action::Terminal)?;
+        if all {
+            authorize(principal, Action::WatchAnyTerminal)?;
+        }
+        let host = self.resolve_host(host).await?;
+        let owner_id = if all {
+            String::new()
+        } else {
+            principal.user_id.clone()
+        };
+        let request = open::Request::TerminalList(zpanel_proto::TerminalList { owner_id });
+        let channel = self
+            .router
+            .open_channel(&host.id, request)
+            .await
+            .map_err(|e| route_error(&host, e))?;
+        let sessions = match channel.opened.reply.clone() {
+            Some(open_result::Reply::Terminals(listing)) => listing.sessions,
+            _ => Vec::new(),
+        };
+        Ok((host, sessions))
+    }
+
+    /// Ends a terminal session: the caller's own, or anyone's for admins.
+    pub async fn terminal_kill(
+        &self,
+        principal: &Principal,
+        host: &str,
+        session_id: &str,
+    ) -> Result<(), ServiceError> {
+        authorize(principal, Action::Terminal)?;
+        let host = self.resolve_host(host).await?;
+        let owner_id = match authorize(principal, Action::WatchAnyTerminal) {
+            Ok(()) => String::new(),
+            Err(_) => principal.user_id.clone(),
+        };
+        let request = open::Request::TerminalKill(zpanel_proto::TerminalKill {
+            session_id: session_id.to_string(),
+            owner_id,
+        });
+        let result = self.router.open_channel(&host.id, request).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.audit(
+            &principal.user_name,
+            "terminal.kill",
+            &host.id,
+            &format!("session {session_id}"),
+            outcome,
+        )
+        .await;
+        result.map_err(|e| route_error(&host, e))?;
+        self.recordings.close(session_id);
+        Ok(())
+    }
+}
