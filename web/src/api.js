@@ -1,0 +1,68 @@
+// The control plane's HTTP API (ARCHITECTURE.md, "The browser"): JSON in and out, errors as
+// {"error": "one line"}, the session cookie sent by the browser, and the CSRF token added to
+// every state-changing request.
+
+/** An API failure: the HTTP status (0 when the server could not be reached) and its line. */
+export class ApiError extends Error {
+  constructor(status, message, retryAfter = null) {
+    super(message);
+    this.status = status;
+    /** Seconds from a 429's Retry-After header, when it has one. */
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The signed-in user: {user, role, csrf}, or null. */
+export const session = { current: null };
+
+/**
+ * One request. `body` is sent as JSON. Resolves to the parsed JSON answer (null for 204);
+ * rejects with an ApiError.
+ */
+export async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET' && session.current) headers['x-csrf-token'] = session.current.csrf;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin',
+    });
+  } catch {
+    throw new ApiError(0, 'cannot reach the control plane');
+  }
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    // Not JSON (a proxy's error page, say): fall through with the status line.
+  }
+  if (!response.ok) {
+    const message = (json && json.error) || `${response.status} ${response.statusText}`;
+    const retryAfter = Number.parseInt(response.headers.get('retry-after') ?? '', 10);
+    throw new ApiError(response.status, message, Number.isFinite(retryAfter) ? retryAfter : null);
+  }
+  return json;
+}
+
+/**
+ * Whether the session cookie still works: 'ok', 'unauthenticated' (401) or 'unreachable'.
+ * Refreshes `session.current` as a side effect.
+ */
+export async function checkSession() {
+  try {
+    session.current = await api('GET', '/api/v1/session');
+    return 'ok';
+  } catch (e) {
+    if (e.status === 401) {
+      session.current = null;
+      return 'unauthenticated';
+    }
+    return 'unreachable';
+  }
+}
