@@ -111,13 +111,14 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     println!("  web:         {public_url}");
     println!("  bridge:      {bridge_url}");
     println!("  CA pin:      {pin}");
-    println!("  admin token: {}", admin_token_path.display());
     if admin_password_path.exists() {
         println!(
             "  web login:   admin, password in {}",
             admin_password_path.display()
         );
     }
+    // Last: scripts (and the test harness) read up to this line.
+    println!("  admin token: {}", admin_token_path.display());
 
     tokio::spawn(flush_last_seen(state.clone(), shutdown.clone()));
     let recordings = tokio::spawn(keep_recordings(

@@ -294,7 +294,7 @@ async fn relay_terminal(
         let result = tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(TerminalClientMessage { body: Some(Client::Input(chunk)) })) => {
-                    terminal.send_input(chunk.offset, chunk.payload).await
+                    terminal.queue_input(chunk.offset, chunk.payload)
                 }
                 Ok(Some(TerminalClientMessage { body: Some(Client::Ack(ack)) })) => terminal.ack(ack.offset).await,
                 Ok(Some(TerminalClientMessage { body: Some(Client::Resize(size)) })) => {
@@ -330,7 +330,7 @@ async fn relay_terminal(
                 Ok(())
             }
         };
-        if let Err(e) = result {
+        if let Err(e) = result.and(terminal.flush_input().await) {
             let _ = tx.send(Err(e.into())).await;
             return;
         }

@@ -2,13 +2,16 @@
 //! kill, with ownership checks, audit and recording. The shell lives on the daemon; a
 //! [`TerminalChannel`] is one viewer's connection to it.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use zpanel_proto::{
     ProcessExit, StreamAck, StreamChunk, StreamKind, TerminalInfo, TerminalMode, TerminalSize,
     open, open_result,
 };
+
+use zpanel_shared::frame::MAX_CHUNK_BYTES;
 
 use super::{Action, AppState, ServiceError, authorize, route_error};
 use crate::recording::{Recordings, SharedRecording};
@@ -19,6 +22,14 @@ use crate::store::{HostRecord, Principal, TerminalRecord};
 pub const MAX_TERMINAL_CELLS: u32 = 4096;
 /// How long an attach waits for the host to come back online.
 const ATTACH_WAIT: Duration = Duration::from_secs(10);
+/// Input chunks and bytes a viewer may have on their way to the shell: the daemon's input
+/// queue is bounded, so a relay stops reading from its client at these marks (a large
+/// paste is back-pressured, never dropped).
+const INPUT_FRAMES_IN_FLIGHT: usize = zpanel_shared::replay::MAX_IN_FLIGHT_FRAMES / 2;
+const INPUT_BYTES_IN_FLIGHT: u64 = 1024 * 1024;
+/// Input a relay holds for a shell that is not reading; a client sending more ignores the
+/// input acknowledgements and is cut off.
+const MAX_PENDING_INPUT: usize = 4 * 1024 * 1024;
 
 /// What a viewer asks for.
 pub enum TerminalRequest {
@@ -55,6 +66,12 @@ pub struct TerminalChannel {
     pub input_offset: u64,
     pub watch: bool,
     recording: Option<SharedRecording>,
+    /// Input waiting for room in the shell's input window, from offset `input_sent`.
+    input_pending: BytesMut,
+    input_sent: u64,
+    /// End offsets of input chunks sent and not yet acknowledged.
+    input_in_flight: VecDeque<u64>,
+    input_acked: u64,
 }
 
 /// Checks a size from a client.
@@ -82,7 +99,17 @@ impl TerminalChannel {
                 }
                 TerminalEvent::Output(chunk)
             }
-            Some(ChannelEvent::Ack(ack)) => TerminalEvent::InputAck(ack.offset),
+            Some(ChannelEvent::Ack(ack)) => {
+                self.input_acked = self.input_acked.max(ack.offset);
+                while self
+                    .input_in_flight
+                    .front()
+                    .is_some_and(|end| *end <= ack.offset)
+                {
+                    self.input_in_flight.pop_front();
+                }
+                TerminalEvent::InputAck(ack.offset)
+            }
             Some(ChannelEvent::Exited(exit)) => TerminalEvent::Exited(exit),
             Some(ChannelEvent::Closed(reason)) => TerminalEvent::Lost(reason),
             None => TerminalEvent::Lost("host session ended".into()),
@@ -93,20 +120,56 @@ impl TerminalChannel {
         ServiceError::Unavailable(format!("terminal connection lost: {e}; re-attach"))
     }
 
-    /// Keystrokes at an input offset (repeats are dropped by the daemon).
-    pub async fn send_input(&self, offset: u64, payload: Bytes) -> Result<(), ServiceError> {
+    fn input_ready(&self) -> bool {
+        self.input_in_flight.len() < INPUT_FRAMES_IN_FLIGHT
+            && self.input_sent.saturating_sub(self.input_acked) < INPUT_BYTES_IN_FLIGHT
+    }
+
+    /// Queues keystrokes at an input offset; repeats of queued input are dropped. Call
+    /// [`TerminalChannel::flush_input`] after it.
+    pub fn queue_input(&mut self, offset: u64, payload: Bytes) -> Result<(), ServiceError> {
         if self.watch {
             return Err(ServiceError::InvalidArgument(
                 "this viewer is watching read-only; attach without watch to type".into(),
             ));
         }
-        let chunk = StreamChunk {
-            stream: StreamKind::Stdin as i32,
-            offset,
-            payload,
-            eof: false,
-        };
-        self.channel.send_data(chunk).await.map_err(Self::lost)
+        let queued_end = self.input_sent + self.input_pending.len() as u64;
+        if offset > queued_end {
+            return Err(ServiceError::InvalidArgument(format!(
+                "input at offset {offset} leaves a gap after {queued_end}"
+            )));
+        }
+        let repeated = (queued_end - offset) as usize;
+        if repeated < payload.len() {
+            self.input_pending.extend_from_slice(&payload[repeated..]);
+        }
+        if self.input_pending.len() > MAX_PENDING_INPUT {
+            return Err(ServiceError::InvalidArgument(
+                "more than 4 MiB of input waiting for the shell: the client ignored flow control"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends queued input while the shell's input window has room (the rest waits for
+    /// acknowledgements, which arrive as [`TerminalEvent::InputAck`]).
+    pub async fn flush_input(&mut self) -> Result<(), ServiceError> {
+        while !self.input_pending.is_empty() && self.input_ready() {
+            let take = self.input_pending.len().min(MAX_CHUNK_BYTES);
+            let piece = self.input_pending.split_to(take).freeze();
+            let end = self.input_sent + piece.len() as u64;
+            let chunk = StreamChunk {
+                stream: StreamKind::Stdin as i32,
+                offset: self.input_sent,
+                payload: piece,
+                eof: false,
+            };
+            self.channel.send_data(chunk).await.map_err(Self::lost)?;
+            self.input_in_flight.push_back(end);
+            self.input_sent = end;
+        }
+        Ok(())
     }
 
     /// The viewer has consumed output below `offset`.
@@ -118,8 +181,13 @@ impl TerminalChannel {
         self.channel.send_ack(ack).await.map_err(Self::lost)
     }
 
+    /// Resizes the session (sizes out of range are clamped: a window cannot be refused).
     pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), ServiceError> {
-        let size = check_size(cols, rows)?;
+        let (cols, rows) = (
+            cols.clamp(1, MAX_TERMINAL_CELLS),
+            rows.clamp(1, MAX_TERMINAL_CELLS),
+        );
+        let size = TerminalSize { cols, rows };
         if self.watch {
             return Ok(());
         }
@@ -305,6 +373,10 @@ impl AppState {
         Ok(TerminalChannel {
             output_offset: channel.opened.output_offset,
             input_offset: channel.opened.stdin_offset,
+            input_pending: BytesMut::new(),
+            input_sent: channel.opened.stdin_offset,
+            input_in_flight: VecDeque::new(),
+            input_acked: channel.opened.stdin_offset,
             channel,
             host,
             session,

@@ -173,7 +173,7 @@ async fn relay(socket: WebSocket, opened: Result<TerminalChannel, ServiceError>)
                     Some(Ok(Message::Binary(bytes))) => {
                         let offset = input_next;
                         input_next += bytes.len() as u64;
-                        terminal.send_input(offset, bytes).await
+                        terminal.queue_input(offset, bytes)
                     }
                     Some(Ok(Message::Text(body))) => match serde_json::from_str::<PageMessage>(&body) {
                         Ok(PageMessage::Resize { cols, rows }) => terminal.resize(cols, rows).await,
@@ -187,6 +187,9 @@ async fn relay(socket: WebSocket, opened: Result<TerminalChannel, ServiceError>)
                     return fail(&mut sink, &e).await;
                 }
             }
+        }
+        if let Err(e) = terminal.flush_input().await {
+            return fail(&mut sink, &e).await;
         }
     }
 }
