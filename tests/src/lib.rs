@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+pub mod web;
+
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -202,6 +204,14 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("control plane did not restart: {last:?}");
+    }
+
+    /// The admin's generated web password (`DATA_DIR/admin-password`).
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin-password"))
+            .expect("admin-password file")
+            .trim()
+            .to_string()
     }
 
     /// A CLI logged in as the admin (reading the token from its file, as the README does).
