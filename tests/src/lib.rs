@@ -458,7 +458,14 @@ impl Daemon {
     }
 
     /// Starts `zpanel-bridge run` with the given reconnect backoff (base and cap).
-    pub async fn start_reconnecting(mut self, base: &str, max: &str) -> Daemon {
+    pub async fn start_reconnecting(self, base: &str, max: &str) -> Daemon {
+        self.start_with(&["--reconnect-base", base, "--reconnect-max", max])
+            .await
+    }
+
+    /// Starts `zpanel-bridge run` with these flags (and the default backoff of `run`
+    /// unless they set it).
+    pub async fn start_with(mut self, flags: &[&str]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -468,7 +475,7 @@ impl Daemon {
             .arg("run")
             .arg("--config-dir")
             .arg(self.config_dir.path())
-            .args(["--reconnect-base", base, "--reconnect-max", max])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)

@@ -1,0 +1,234 @@
+//! Terminal sessions end to end through the browser's WebSocket protocol: a real control
+//! plane, a real daemon and a real shell in a PTY.
+
+use std::time::Duration;
+
+use zpanel_tests::web::{Browser, Screen, Socket, read_until, send_json, type_text};
+use zpanel_tests::{ControlPlane, Daemon, assert_eventually};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn setup() -> (ControlPlane, Daemon, Browser) {
+    let cp = ControlPlane::start().await;
+    let cli = cp.admin_cli().await;
+    let daemon = cp.add_online_host(&cli, "term").await;
+    let browser = Browser::login(&cp, "admin", &cp.admin_password())
+        .await
+        .expect("login");
+    (cp, daemon, browser)
+}
+
+/// Opens (or attaches with `query`) and waits for `attached`.
+async fn attach(browser: &Browser, query: &str) -> (Socket, Screen) {
+    let mut socket = browser.terminal("term", query).await.expect("terminal");
+    let mut screen = Screen::default();
+    assert!(
+        read_until(&mut socket, &mut screen, WAIT, |s| s.attached.is_some()).await,
+        "no attached message: {screen:?}"
+    );
+    (socket, screen)
+}
+
+fn session_id(screen: &Screen) -> String {
+    screen.attached.as_ref().unwrap()["session"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn expect(socket: &mut Socket, screen: &mut Screen, needle: &str) {
+    let found = read_until(socket, screen, WAIT, |s| s.text().contains(needle)).await;
+    assert!(found, "{needle:?} never appeared in: {:?}", screen.text());
+}
+
+#[tokio::test]
+async fn a_shell_echoes_resizes_and_survives_its_viewer() {
+    let (_cp, _daemon, browser) = setup().await;
+    let (mut socket, mut screen) = attach(&browser, "cols=80&rows=24").await;
+    let id = session_id(&screen);
+    assert_eq!(screen.start(), 0);
+    type_text(&mut socket, "echo $((6*7))\r").await;
+    expect(&mut socket, &mut screen, "42").await;
+    type_text(&mut socket, "stty size\r").await;
+    expect(&mut socket, &mut screen, "24 80").await;
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "resize", "cols": 132, "rows": 40}),
+    )
+    .await;
+    type_text(&mut socket, "stty size\r").await;
+    expect(&mut socket, &mut screen, "40 132").await;
+    // out-of-range sizes are clamped, not fatal
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "resize", "cols": 100000, "rows": 0}),
+    )
+    .await;
+    type_text(&mut socket, "stty size; echo size-done\r").await;
+    expect(&mut socket, &mut screen, "1 4096").await;
+
+    // Close the viewer: the shell keeps running and prints while nobody watches.
+    type_text(&mut socket, "sleep 1; echo printed-while-away\r").await;
+    let offset = screen.end();
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Re-attach exactly where we were: the missed output arrives once.
+    let (mut socket, mut again) = attach(&browser, &format!("session={id}&offset={offset}")).await;
+    assert_eq!(again.start(), offset);
+    expect(&mut socket, &mut again, "printed-while-away").await;
+    assert_eq!(again.text().matches("printed-while-away").count(), 1);
+    assert!(!again.text().contains("42"), "output was repeated");
+    drop(socket);
+
+    // A viewer with no state (a reloaded page) sees the recent screen.
+    let (mut socket, mut fresh) = attach(&browser, &format!("session={id}")).await;
+    expect(&mut socket, &mut fresh, "printed-while-away").await;
+    assert!(fresh.text().contains("42"), "{}", fresh.text());
+
+    // The shell's exit ends the session for the viewer.
+    type_text(&mut socket, "exit 3\r").await;
+    assert!(read_until(&mut socket, &mut fresh, WAIT, |s| s.closed.is_some()).await);
+    let exit = fresh.messages.iter().find(|m| m["type"] == "exit");
+    assert_eq!(exit.map(|m| m["code"].clone()), Some(serde_json::json!(3)));
+    assert_eq!(fresh.closed, Some(1000));
+}
+
+#[tokio::test]
+async fn output_printed_during_a_control_plane_restart_arrives_once_in_order() {
+    let (mut cp, _daemon, browser) = setup().await;
+    let (mut socket, mut screen) = attach(&browser, "").await;
+    let id = session_id(&screen);
+    type_text(
+        &mut socket,
+        "for i in $(seq 1 60); do echo n-$i; sleep 0.05; done; echo loop-done\r",
+    )
+    .await;
+    expect(&mut socket, &mut screen, "n-5\r\n").await;
+    cp.kill().await;
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cp.restart().await;
+    let browser = Browser::login(&cp, "admin", &cp.admin_password())
+        .await
+        .expect("login after restart");
+    let offset = screen.end();
+    let (mut socket, mut rest) = attach(&browser, &format!("session={id}&offset={offset}")).await;
+    assert_eq!(rest.start(), offset, "output was skipped");
+    expect(&mut socket, &mut rest, "loop-done\r\n").await;
+    let all = format!("{}{}", screen.text(), rest.text());
+    let numbers: Vec<u32> = all
+        .split("\r\n")
+        .filter_map(|line| line.strip_prefix("n-"))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(numbers, (1..=60).collect::<Vec<_>>(), "{all}");
+}
+
+#[tokio::test]
+async fn a_watcher_sees_what_the_controller_does_and_cannot_type() {
+    let (_cp, _daemon, browser) = setup().await;
+    let (mut control, mut controller) = attach(&browser, "").await;
+    let id = session_id(&controller);
+    let (mut watch, mut watcher) = attach(&browser, &format!("session={id}&mode=watch")).await;
+    assert_eq!(watcher.attached.as_ref().unwrap()["mode"], "watch");
+    type_text(&mut watch, "echo from-the-watcher\r").await;
+    type_text(&mut control, "echo $((6*7))-seen\r").await;
+    expect(&mut control, &mut controller, "42-seen").await;
+    expect(&mut watch, &mut watcher, "42-seen").await;
+    assert!(!controller.text().contains("from-the-watcher"));
+
+    // A second controller takes over; the first is told why.
+    let (mut second, mut second_screen) = attach(&browser, &format!("session={id}")).await;
+    assert!(read_until(&mut control, &mut controller, WAIT, |s| s.closed.is_some()).await);
+    let reason = controller.messages.iter().find(|m| m["type"] == "error");
+    assert!(reason.is_some(), "{:?}", controller.messages);
+    type_text(&mut second, "echo second-here\r").await;
+    expect(&mut second, &mut second_screen, "second-here").await;
+}
+
+#[tokio::test]
+async fn detached_sessions_end_after_the_idle_timeout_and_can_be_killed() {
+    let cp = ControlPlane::start().await;
+    let cli = cp.admin_cli().await;
+    let token = cli.join_token(1).await;
+    let _daemon = Daemon::join(&cp, &token, "term")
+        .await
+        .expect("join")
+        .start_with(&["--terminal-idle-timeout", "2s"])
+        .await;
+    assert_eventually!(
+        cli.host_status("term").await.as_deref() == Some("online"),
+        WAIT,
+        "host never came online"
+    );
+    let browser = Browser::login(&cp, "admin", &cp.admin_password())
+        .await
+        .unwrap();
+    let list = || async {
+        browser
+            .call("GET", "/api/v1/hosts/term/terminals", None)
+            .await
+            .unwrap()
+            .json()
+    };
+
+    let (socket, screen) = attach(&browser, "").await;
+    let idle = session_id(&screen);
+    let listed = list().await;
+    assert_eq!(listed[0]["id"], idle.as_str(), "{listed}");
+    assert_eq!(listed[0]["owner"], "admin");
+    drop(socket);
+    assert_eventually!(
+        list().await.as_array().is_some_and(|a| a.is_empty()),
+        WAIT,
+        "the detached session was never reaped"
+    );
+    let mut gone = browser
+        .terminal("term", &format!("session={idle}"))
+        .await
+        .unwrap();
+    let mut screen = Screen::default();
+    read_until(&mut gone, &mut screen, WAIT, |s| s.closed.is_some()).await;
+    assert_eq!(screen.closed, Some(4004), "{screen:?}");
+
+    // Killing a session ends its shell and tells its viewer.
+    let (mut socket, mut screen) = attach(&browser, "").await;
+    let id = session_id(&screen);
+    let killed = browser
+        .call("DELETE", &format!("/api/v1/hosts/term/terminals/{id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(killed.status, 204, "{killed:?}");
+    assert!(read_until(&mut socket, &mut screen, WAIT, |s| s.closed.is_some()).await);
+}
+
+#[tokio::test]
+async fn floods_and_stalled_viewers_stay_bounded() {
+    let (cp, daemon, browser) = setup().await;
+    // A paste larger than every window: back-pressured, never dropped.
+    let (mut socket, mut screen) = attach(&browser, "").await;
+    type_text(&mut socket, "stty -echo; wc -c; stty echo\r").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let line = format!("{}\n", "x".repeat(1023));
+    let paste = line.repeat(6 * 1024); // 6 MiB in 1 KiB lines
+    for piece in paste.as_bytes().chunks(256 * 1024) {
+        type_text(&mut socket, std::str::from_utf8(piece).unwrap()).await;
+    }
+    type_text(&mut socket, "\x04").await;
+    expect(&mut socket, &mut screen, &format!("{}", 6 * 1024 * 1024)).await;
+
+    // A viewer that stops reading a flood holds the daemon to its window, and another
+    // terminal on the same host stays live meanwhile.
+    let (mut flood, _) = attach(&browser, "").await;
+    type_text(&mut flood, "yes flood-line-of-some-length\r").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut other, mut other_screen) = attach(&browser, "").await;
+    type_text(&mut other, "echo $((6*7))-alive\r").await;
+    expect(&mut other, &mut other_screen, "42-alive").await;
+    let (rss_kib, _) = zpanel_tests::memory_kib(daemon.pid().unwrap());
+    assert!(rss_kib < 200 * 1024, "daemon grew to {rss_kib} KiB");
+    let (cp_rss_kib, _) = zpanel_tests::memory_kib(cp.pid().unwrap());
+    assert!(cp_rss_kib < 300 * 1024, "control plane grew to {cp_rss_kib} KiB");
+    type_text(&mut flood, "\x03").await;
+}
