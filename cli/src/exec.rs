@@ -3,27 +3,26 @@
 //! restart, a network cut), it re-attaches from the offsets it has and carries on, so the
 //! output arrives whole, in order and once.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tonic::Code;
 use zpanel_proto::{
     ExecCancel, ExecClientMessage, ExecOpen, ExecResume, ProcessExit, StreamAck, StreamChunk,
     StreamKind, exec_client_message, exec_server_message,
 };
-use zpanel_shared::backoff::Backoff;
-use zpanel_shared::frame::MAX_CHUNK_BYTES;
-use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, InboundCursor, SharedReplay, StreamSender};
+use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, SharedReplay};
 
 use crate::client::{self, status_message};
 use crate::config::Settings;
-
-/// Acknowledge output at least this often (bytes), and whenever the stream goes quiet.
-const ACK_EVERY: u64 = 256 * 1024;
-const ACK_DELAY: Duration = Duration::from_millis(2);
+use crate::streaming::{
+    ACK_DELAY, Output, Reconnect, WriteError, drain, exit_code, first_reply, is_transient,
+    read_stdin, request_stream, send_stream,
+};
 
 pub struct ExecOptions {
     pub host: String,
@@ -40,23 +39,38 @@ pub async fn exec(settings: &Settings, options: ExecOptions) -> anyhow::Result<i
     let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let stdin = Arc::new(SharedReplay::new(DEFAULT_WINDOW_BYTES));
     if options.forward_stdin {
-        tokio::spawn(read_stdin(stdin.clone()));
+        let buffer = stdin.clone();
+        tokio::spawn(async move {
+            read_stdin(&buffer, |bytes| {
+                buffer.with(|b| b.push(Bytes::copy_from_slice(bytes)));
+                ControlFlow::Continue(())
+            })
+            .await;
+            buffer.with(|b| b.finish());
+        });
     } else {
         stdin.with(|buffer| buffer.finish());
     }
     let mut state = State {
         exec_id: None,
         host_id: String::new(),
-        stdout: Output::new(),
-        stderr: Output::new(),
+        stdout: Output::at(0),
+        stderr: Output::at(0),
         exit: None,
         cancelled: false,
     };
-    let mut lost_since: Option<Instant> = None;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut reconnect = Reconnect::new(options.resume_for);
     loop {
-        match attempt(settings, &options, &mut state, &stdin, &mut interrupts).await {
-            Ok(exit) => return Ok(exit_code(&options, &state, &exit)),
+        let attempt = attempt(
+            settings,
+            &options,
+            &mut state,
+            &stdin,
+            &mut interrupts,
+            &mut reconnect,
+        );
+        match attempt.await {
+            Ok(exit) => return Ok(exec_exit_code(&options, &state, &exit)),
             Err(Attempt::Fatal(message)) => anyhow::bail!(message),
             Err(Attempt::NotStarted(message)) => {
                 eprintln!("zpanel: {message}");
@@ -67,20 +81,19 @@ pub async fn exec(settings: &Settings, options: ExecOptions) -> anyhow::Result<i
                 if state.exec_id.is_none() {
                     anyhow::bail!("{reason}");
                 }
-                let since = *lost_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > options.resume_for {
+                let Some(delay) = reconnect.lost() else {
                     anyhow::bail!(
                         "lost the connection to the command on {} and could not resume: {reason}",
                         options.host
                     );
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
+                };
+                tokio::time::sleep(delay).await;
             }
         }
     }
 }
 
-fn exit_code(options: &ExecOptions, state: &State, exit: &ProcessExit) -> i32 {
+fn exec_exit_code(options: &ExecOptions, state: &State, exit: &ProcessExit) -> i32 {
     if state.cancelled {
         return 130;
     }
@@ -95,27 +108,7 @@ fn exit_code(options: &ExecOptions, state: &State, exit: &ProcessExit) -> i32 {
         );
         return 124;
     }
-    if exit.signal != 0 {
-        128 + exit.signal
-    } else {
-        exit.code
-    }
-}
-
-struct Output {
-    cursor: InboundCursor,
-    acked: u64,
-    eof: bool,
-}
-
-impl Output {
-    fn new() -> Self {
-        Output {
-            cursor: InboundCursor::default(),
-            acked: 0,
-            eof: false,
-        }
-    }
+    exit_code(exit)
 }
 
 struct State {
@@ -139,13 +132,6 @@ enum Attempt {
     OutputClosed,
 }
 
-fn is_transient(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal | Code::Aborted
-    )
-}
-
 fn client_message(body: exec_client_message::Body) -> ExecClientMessage {
     ExecClientMessage { body: Some(body) }
 }
@@ -166,11 +152,12 @@ async fn attempt(
     state: &mut State,
     stdin: &Arc<SharedReplay>,
     interrupts: &mut tokio::signal::unix::Signal,
+    reconnect: &mut Reconnect,
 ) -> Result<ProcessExit, Attempt> {
     let mut client = client::connect(settings)
         .await
         .map_err(|e| Attempt::Lost(format!("{e:#}")))?;
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, requests) = request_stream(64);
     let first = match &state.exec_id {
         None => exec_client_message::Body::Open(ExecOpen {
             host: options.host.clone(),
@@ -180,46 +167,42 @@ async fn attempt(
         Some(exec_id) => exec_client_message::Body::Resume(ExecResume {
             host: state.host_id.clone(),
             exec_id: exec_id.clone(),
-            stdout_offset: state.stdout.cursor.next(),
-            stderr_offset: state.stderr.cursor.next(),
+            stdout_offset: state.stdout.next(),
+            stderr_offset: state.stderr.next(),
         }),
     };
     let _ = tx.send(client_message(first)).await;
-    let requests =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let failed = |status: tonic::Status| match status.code() {
         code if is_transient(code) => Attempt::Lost(status_message(&status)),
         Code::FailedPrecondition => Attempt::NotStarted(status_message(&status)),
         _ => Attempt::Fatal(status_message(&status)),
     };
     let mut responses = client.exec(requests).await.map_err(failed)?.into_inner();
-    let started = match responses.message().await {
-        Ok(Some(message)) => match message.body {
-            Some(exec_server_message::Body::Started(started)) => started,
-            _ => {
-                return Err(Attempt::Fatal(
-                    "the control plane did not start the command".into(),
-                ));
-            }
-        },
-        Ok(None) => return Err(Attempt::Lost("the control plane closed the stream".into())),
-        Err(status) => return Err(failed(status)),
+    let first = first_reply(&mut responses).await.map_err(failed)?;
+    let Some(exec_server_message::Body::Started(started)) = first.body else {
+        return Err(Attempt::Fatal(
+            "the control plane did not start the command".into(),
+        ));
     };
+    reconnect.connected();
     state.exec_id = Some(started.exec_id);
     state.host_id = started.host_id;
     if state.cancelled {
         cancel(&tx).await;
     }
-    let stdin_pump = tokio::spawn(send_stdin(stdin.clone(), started.stdin_offset, tx.clone()));
+    let stdin_pump = tokio::spawn(send_stream(
+        stdin.clone(),
+        StreamKind::Stdin,
+        started.stdin_offset,
+        tx.clone(),
+        |chunk| client_message(exec_client_message::Body::Stdin(chunk)),
+    ));
     let result = receive(&mut responses, &tx, state, stdin, interrupts).await;
     stdin_pump.abort();
     if result.is_ok() {
         // Half-close so the control plane releases the job, then wait for it to finish.
         drop(tx);
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Ok(Some(_)) = responses.message().await {}
-        })
-        .await;
+        drain(&mut responses).await;
     }
     result
 }
@@ -236,7 +219,10 @@ async fn receive(
     let mut stderr = tokio::io::stderr();
     let mut ack_due = false;
     loop {
-        if let Some(exit) = state.exit.filter(|_| state.stdout.eof && state.stderr.eof) {
+        if let Some(exit) = state
+            .exit
+            .filter(|_| state.stdout.is_finished() && state.stderr.is_finished())
+        {
             send_acks(tx, state, true).await;
             return Ok(exit);
         }
@@ -296,18 +282,11 @@ async fn write_chunk(
     output: &mut Output,
     chunk: StreamChunk,
 ) -> Result<(), Attempt> {
-    let end = chunk.offset.saturating_add(chunk.payload.len() as u64);
-    let fresh = output
-        .cursor
-        .accept(chunk.offset, chunk.payload)
-        .map_err(|e| Attempt::Fatal(format!("output stream broken: {e}")))?;
-    if !fresh.is_empty() && (out.write_all(&fresh).await.is_err() || out.flush().await.is_err()) {
-        return Err(Attempt::OutputClosed);
+    match output.write(out, chunk).await {
+        Ok(_) => Ok(()),
+        Err(WriteError::Broken(e)) => Err(Attempt::Fatal(format!("output stream broken: {e}"))),
+        Err(WriteError::Closed) => Err(Attempt::OutputClosed),
     }
-    if chunk.eof && end == output.cursor.next() {
-        output.eof = true;
-    }
-    Ok(())
 }
 
 /// Acknowledges written output: always when `all`, else once enough has accumulated.
@@ -316,46 +295,14 @@ async fn send_acks(tx: &mpsc::Sender<ExecClientMessage>, state: &mut State, all:
         (StreamKind::Stdout, &mut state.stdout),
         (StreamKind::Stderr, &mut state.stderr),
     ] {
-        let next = output.cursor.next();
-        if next > output.acked && (all || next - output.acked >= ACK_EVERY) {
-            output.acked = next;
+        if let Some(offset) = output.ack_due(all) {
             let ack = StreamAck {
                 stream: kind as i32,
-                offset: next,
+                offset,
             };
             let _ = tx
                 .send(client_message(exec_client_message::Body::Ack(ack)))
                 .await;
-        }
-    }
-}
-
-/// Local stdin into the replay buffer (kept until the host acknowledges it).
-async fn read_stdin(buffer: Arc<SharedReplay>) {
-    let mut stdin = tokio::io::stdin();
-    loop {
-        let space = buffer.wait_space().await;
-        let mut chunk = vec![0u8; space.min(MAX_CHUNK_BYTES)];
-        match stdin.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                chunk.truncate(n);
-                buffer.with(|b| b.push(Bytes::from(chunk)));
-            }
-        }
-    }
-    buffer.with(|b| b.finish());
-}
-
-/// Sends stdin from `offset` on this connection, within the window and frame limits.
-async fn send_stdin(buffer: Arc<SharedReplay>, offset: u64, tx: mpsc::Sender<ExecClientMessage>) {
-    // The host holds everything below `offset`: it never needs to be sent again.
-    let _ = buffer.with(|b| b.ack(offset));
-    let mut sender = StreamSender::new(StreamKind::Stdin, offset);
-    while let Ok(Some(chunk)) = sender.next(&buffer).await {
-        let message = client_message(exec_client_message::Body::Stdin(chunk));
-        if tx.send(message).await.is_err() {
-            return;
         }
     }
 }
