@@ -119,3 +119,8 @@ pub fn status_message(status: &tonic::Status) -> String {
         status.message().to_string()
     }
 }
+
+/// A failed call as an error of one line.
+pub fn call_failed(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(status_message(&status))
+}

@@ -1,5 +1,5 @@
 //! `zpanel`: the operator command line. Every failure prints one line on stderr and exits
-//! non-zero; `exec` exits with the remote command's code.
+//! non-zero; `exec` and `shell` exit with the remote command's or shell's code.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,9 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
-use zpanel_cli::client::{self, status_message};
+use zpanel_cli::client::{self, call_failed, status_message};
 use zpanel_cli::config::Settings;
+use zpanel_cli::display::rfc3339;
 use zpanel_cli::exec::{ExecOptions, exec};
+use zpanel_cli::sessions;
+use zpanel_cli::shell::{ShellOptions, shell};
 use zpanel_proto::{CreateJoinTokenRequest, DeleteHostRequest, ListHostsRequest, WhoAmIRequest};
 
 #[derive(Debug, Parser)]
@@ -66,6 +69,44 @@ enum Command {
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
+    /// Open an interactive shell on a host, or attach to one of its sessions. Type ~. after
+    /// Enter to detach (the session keeps running), ~? for the other escapes.
+    Shell {
+        host: String,
+        /// Attach to this session (see `zpanel sessions HOST`) instead of opening a new one.
+        #[arg(long, value_name = "ID")]
+        attach: Option<String>,
+        /// Watch the session read-only.
+        #[arg(long, requires = "attach")]
+        watch: bool,
+        /// Keep trying to re-attach this long when the connection drops.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        resume_for: Duration,
+    },
+    /// List a host's terminal sessions, or end one.
+    Sessions(SessionsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SessionsArgs {
+    #[command(subcommand)]
+    action: Option<SessionsAction>,
+    /// The host (name or id).
+    #[arg(required = true)]
+    host: Option<String>,
+    /// Every user's sessions, not only yours (admins).
+    #[arg(long)]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsAction {
+    /// End a session: its shell gets SIGHUP, whoever is attached sees it exit.
+    Kill { host: String, id: String },
 }
 
 #[derive(Debug, Args)]
@@ -211,22 +252,36 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             return exec(&settings, options).await;
         }
+        Command::Shell {
+            host,
+            attach,
+            watch,
+            resume_for,
+        } => {
+            let settings = Settings::load()?;
+            let options = ShellOptions {
+                host,
+                attach,
+                watch,
+                resume_for,
+            };
+            return shell(&settings, options).await;
+        }
+        Command::Sessions(SessionsArgs {
+            action: Some(SessionsAction::Kill { host, id }),
+            ..
+        }) => sessions::kill(&Settings::load()?, host, id).await?,
+        Command::Sessions(SessionsArgs {
+            action: None,
+            host,
+            all,
+            json,
+        }) => {
+            let host = host.context("name the host: zpanel sessions HOST")?;
+            sessions::list(&Settings::load()?, host, all, json).await?;
+        }
     }
     Ok(0)
-}
-
-fn call_failed(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!(status_message(&status))
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 #[derive(Serialize)]
