@@ -38,7 +38,7 @@ const result = await esbuild.build({
   legalComments: 'eof',
   metafile: true,
   logLevel: 'warning',
-});
+}).catch(() => process.exit(1)); // (esbuild has printed what is wrong)
 
 /** Public path ("/assets/app.js") → hashed public path ("/assets/app-HASH.js"). */
 const renamed = new Map();

@@ -13,9 +13,10 @@ const MAX_UNACKED_INPUT = 1024 * 1024;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 4000;
 
-/** WebSocket close codes the server uses (see the contract). */
+/** WebSocket close codes the server uses (see the contract); 4000 means "try again". */
 const CLOSE_GONE = 4004;
 const CLOSE_REFUSED = 4003;
+const CLOSE_SIGNED_OUT = 4001;
 
 /**
  * States reported through `onState(state, detail)`:
@@ -154,6 +155,10 @@ export class TerminalConnection {
         this.end();
         return false;
       }
+      case 'skip':
+        // The server no longer holds the output up to `to` (a watcher that fell behind).
+        this.skipTo(message.to);
+        return false;
       case 'error':
         this.lastError = message.message;
         return false;
@@ -171,9 +176,7 @@ export class TerminalConnection {
       // Nothing on screen yet: start wherever the server starts.
       this.received = this.written = this.acked = start;
     } else if (start > this.received) {
-      // The server no longer holds everything we missed.
-      this.term.write(`\r\n\x1b[2m[${start - this.received} bytes of output were skipped]\x1b[0m\r\n`);
-      this.received = start;
+      this.skipTo(start); // the server no longer holds everything we missed
     } else {
       this.skip = this.received - start;
     }
@@ -209,6 +212,12 @@ export class TerminalConnection {
       this.written = Math.max(this.written, end);
       this.scheduleAck();
     });
+  }
+
+  skipTo(offset) {
+    if (offset <= this.received) return;
+    this.term.write(`\r\n\x1b[2m[${offset - this.received} bytes of output skipped]\x1b[0m\r\n`);
+    this.received = offset;
   }
 
   /** Acknowledges written output: at once past ACK_EVERY_BYTES, otherwise a little later. */
@@ -254,12 +263,17 @@ export class TerminalConnection {
       this.setState('refused', this.lastError || 'refused by the server');
       return;
     }
+    if (event.code === CLOSE_SIGNED_OUT) {
+      this.stopped = true;
+      this.setState('paused');
+      return;
+    }
     if (!wasAttached) {
       // The upgrade itself may have been refused because the login expired: the browser does
       // not show us the HTTP status, so ask.
       if ((await this.checkSession()) === 'unauthenticated') {
         this.stopped = true;
-        this.setState('paused', 'signed out');
+        this.setState('paused');
         return;
       }
       if (this.stopped) return;
