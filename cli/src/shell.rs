@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
+use tonic::Code;
 use zpanel_proto::{
     ProcessExit, StreamAck, StreamKind, TerminalAttachRequest, TerminalAttached,
     TerminalClientMessage, TerminalOpenRequest, TerminalServerMessage, TerminalSize,
@@ -161,11 +162,14 @@ enum Failure {
     Fatal(String),
 }
 
+/// A dropped connection is re-attached after; anything else ends `zpanel shell`. ABORTED is
+/// not a dropped connection here: another controller took the session over, and
+/// re-attaching would take it back from them.
 fn failed(status: tonic::Status) -> Failure {
-    if is_transient(status.code()) {
-        Failure::Lost(status_message(&status))
-    } else {
-        Failure::Fatal(status_message(&status))
+    match status.code() {
+        Code::Aborted => Failure::Fatal(status_message(&status)),
+        code if is_transient(code) => Failure::Lost(status_message(&status)),
+        _ => Failure::Fatal(status_message(&status)),
     }
 }
 
