@@ -75,6 +75,7 @@ export class TerminalConnection {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     if (this.stopped) return;
+    this.lastError = '';
     const params = new URLSearchParams();
     if (this.session) params.set('session', this.session);
     if (this.session && this.received !== null) params.set('offset', String(this.received));
