@@ -10,6 +10,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
@@ -46,7 +47,7 @@ pub struct ShellOptions {
 /// Runs the session until the shell exits or the user detaches; returns the exit code of
 /// `zpanel`: the shell's (`128+N` for signal N), 0 after detaching.
 pub async fn shell(settings: &Settings, options: ShellOptions) -> anyhow::Result<i32> {
-    let stops = Stops::new()?;
+    let stops = Stops::new().context("cannot watch for signals")?;
     let raw = RawMode::enter()
         .map_err(|e| anyhow::anyhow!("cannot put the terminal in raw mode: {e}"))?;
     let mut screen = Screen {
@@ -67,7 +68,8 @@ pub async fn shell(settings: &Settings, options: ShellOptions) -> anyhow::Result
     let mut local = Local {
         events,
         window: if raw.is_some() {
-            Some(signal(SignalKind::window_change())?)
+            let resizes = signal(SignalKind::window_change());
+            Some(resizes.context("cannot watch for window size changes")?)
         } else {
             None
         },
