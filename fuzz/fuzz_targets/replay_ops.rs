@@ -1,5 +1,6 @@
 //! Fuzzes the numbered streams of `zpanel_shared::replay` with arbitrary sequences of
 //! operations, checked against a plain model: a `Vec<u8>` of every byte the stream carried.
+//! A buffer with history keeps the last `history` acknowledged bytes readable.
 #![no_main]
 
 use bytes::Bytes;
@@ -10,6 +11,8 @@ use zpanel_shared::replay::{InboundCursor, Read, ReplayBuffer, StreamError};
 #[derive(Debug, Arbitrary)]
 struct Input {
     window: u16,
+    /// 0: `ReplayBuffer::new`, the buffer without history.
+    history: u16,
     ops: Vec<Op>,
 }
 
@@ -22,7 +25,8 @@ enum Op {
     Ack {
         back: i16,
     },
-    /// Read at `acked() + delta` (delta may point before the start or past the end).
+    /// Read at `acked() + delta` (delta may point into the history, before the oldest byte
+    /// held, or past the end).
     Read {
         delta: i16,
         max: u8,
@@ -50,7 +54,11 @@ fn offset(base: u64, delta: i16) -> u64 {
 
 fuzz_target!(|input: Input| {
     let window = usize::from(input.window);
-    let mut buffer = ReplayBuffer::new(window);
+    let history = u64::from(input.history);
+    let mut buffer = match input.history {
+        0 => ReplayBuffer::new(window),
+        history => ReplayBuffer::with_history(window, usize::from(history)),
+    };
     let mut cursor = InboundCursor::default();
     let mut pushed: u64 = 0;
     let mut acked: u64 = 0;
@@ -86,14 +94,9 @@ fuzz_target!(|input: Input| {
                 let at = offset(acked, delta);
                 let max = usize::from(max);
                 let result = buffer.read_at(at, max);
-                if at < acked {
-                    assert_eq!(
-                        result,
-                        Err(StreamError::ReplayLost {
-                            offset: at,
-                            start: acked
-                        })
-                    );
+                let start = acked.saturating_sub(history);
+                if at < start {
+                    assert_eq!(result, Err(StreamError::ReplayLost { offset: at, start }));
                 } else if at > pushed {
                     assert_eq!(
                         result,
@@ -145,6 +148,7 @@ fuzz_target!(|input: Input| {
 
         assert_eq!(buffer.end(), pushed);
         assert_eq!(buffer.acked(), acked);
+        assert_eq!(buffer.start(), acked.saturating_sub(history));
         assert_eq!(buffer.is_finished(), finished);
         assert_eq!(buffer.is_drained(), finished && acked == pushed);
         let buffered = usize::try_from(pushed - acked).unwrap();

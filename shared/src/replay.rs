@@ -2,12 +2,15 @@
 //! sender keeps what the final consumer has not acknowledged in a [`ReplayBuffer`] (bounded
 //! by the flow-control window) and the receiver keeps an [`InboundCursor`]; after a
 //! reconnect the receiver says where it is and the sender resumes from exactly there, so no
-//! byte is lost or repeated.
+//! byte is lost or repeated. A buffer may also keep some *history* below the acknowledged
+//! offset, for consumers that arrive with no state (a terminal's new viewer sees the recent
+//! screen).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use zpanel_proto::{StreamChunk, StreamKind};
 
@@ -31,14 +34,19 @@ pub enum StreamError {
     Gap { offset: u64, expected: u64 },
 }
 
-/// Sender side: the unacknowledged tail of a stream.
+/// Sender side: the unacknowledged tail of a stream, and up to `history` bytes before it.
 #[derive(Debug)]
 pub struct ReplayBuffer {
     window: usize,
-    /// Offset of the first buffered byte: everything below it is acknowledged.
+    /// Acknowledged bytes kept below `acked` for readers that start from the oldest byte.
+    history: usize,
+    /// Offset of the oldest byte held.
     start: u64,
+    /// Everything below this offset is acknowledged.
+    acked: u64,
+    /// The bytes from `start` to the end.
     chunks: VecDeque<Bytes>,
-    buffered: usize,
+    held: usize,
     finished: bool,
 }
 
@@ -53,28 +61,42 @@ pub enum Read {
 }
 
 impl ReplayBuffer {
+    /// A buffer that keeps only what is unacknowledged.
     pub fn new(window: usize) -> Self {
+        ReplayBuffer::with_history(window, 0)
+    }
+
+    /// A buffer that also keeps the last `history` acknowledged bytes.
+    pub fn with_history(window: usize, history: usize) -> Self {
         ReplayBuffer {
             window,
+            history,
             start: 0,
+            acked: 0,
             chunks: VecDeque::new(),
-            buffered: 0,
+            held: 0,
             finished: false,
         }
     }
 
     /// Offset one past the last byte pushed.
     pub fn end(&self) -> u64 {
-        self.start + self.buffered as u64
+        self.start + self.held as u64
+    }
+
+    /// Offset of the oldest byte still held.
+    pub fn start(&self) -> u64 {
+        self.start
     }
 
     pub fn acked(&self) -> u64 {
-        self.start
+        self.acked
     }
 
     /// Bytes the producer may still push before the window is full.
     pub fn space(&self) -> usize {
-        self.window.saturating_sub(self.buffered)
+        let unacked = usize::try_from(self.end() - self.acked).unwrap_or(usize::MAX);
+        self.window.saturating_sub(unacked)
     }
 
     pub fn is_finished(&self) -> bool {
@@ -83,12 +105,12 @@ impl ReplayBuffer {
 
     /// True once the stream ended and the consumer acknowledged all of it.
     pub fn is_drained(&self) -> bool {
-        self.finished && self.buffered == 0
+        self.finished && self.acked == self.end()
     }
 
     pub fn push(&mut self, data: Bytes) {
         if !data.is_empty() {
-            self.buffered += data.len();
+            self.held += data.len();
             self.chunks.push_back(data);
         }
     }
@@ -97,7 +119,8 @@ impl ReplayBuffer {
         self.finished = true;
     }
 
-    /// Drops everything below `offset`. Old or repeated acknowledgements are harmless.
+    /// Acknowledges everything below `offset` and drops what falls out of the history. Old
+    /// or repeated acknowledgements are harmless.
     pub fn ack(&mut self, offset: u64) -> Result<(), StreamError> {
         if offset > self.end() {
             return Err(StreamError::AckBeyondEnd {
@@ -105,27 +128,28 @@ impl ReplayBuffer {
                 end: self.end(),
             });
         }
-        let mut drop = offset.saturating_sub(self.start) as usize;
+        self.acked = self.acked.max(offset);
+        let keep_from = self.acked.saturating_sub(self.history as u64);
+        let mut drop = keep_from.saturating_sub(self.start) as usize;
         while drop > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 break;
             };
-            if front.len() <= drop {
-                drop -= front.len();
-                self.buffered -= front.len();
-                self.start += front.len() as u64;
+            let taken = front.len().min(drop);
+            if taken == front.len() {
                 self.chunks.pop_front();
             } else {
-                let _ = front.split_to(drop);
-                self.buffered -= drop;
-                self.start += drop as u64;
-                drop = 0;
+                let _ = front.split_to(taken);
             }
+            self.held -= taken;
+            self.start += taken as u64;
+            drop -= taken;
         }
         Ok(())
     }
 
-    /// Up to `max` bytes starting at `offset`.
+    /// Up to `max` bytes starting at `offset`. Small chunks pushed one after the other come
+    /// back together, so a reader's frames are as large as `max` allows.
     pub fn read_at(&self, offset: u64, max: usize) -> Result<Read, StreamError> {
         if offset < self.start {
             return Err(StreamError::ReplayLost {
@@ -147,14 +171,31 @@ impl ReplayBuffer {
             });
         }
         let mut skip = (offset - self.start) as usize;
-        for chunk in &self.chunks {
+        let mut chunks = self.chunks.iter();
+        let first = loop {
+            let Some(chunk) = chunks.next() else {
+                return Ok(Read::Pending);
+            };
             if skip < chunk.len() {
-                let take = (chunk.len() - skip).min(max);
-                return Ok(Read::Data(chunk.slice(skip..skip + take)));
+                break chunk.slice(skip..);
             }
             skip -= chunk.len();
+        };
+        let mut next = chunks.next();
+        if first.len() >= max || next.is_none() {
+            return Ok(Read::Data(first.slice(..first.len().min(max))));
         }
-        Ok(Read::Pending)
+        let available = usize::try_from(self.end() - offset).unwrap_or(usize::MAX);
+        let mut joined = BytesMut::with_capacity(max.min(available));
+        joined.extend_from_slice(&first);
+        while let Some(chunk) = next
+            && joined.len() < max
+        {
+            let take = chunk.len().min(max - joined.len());
+            joined.extend_from_slice(&chunk[..take]);
+            next = chunks.next();
+        }
+        Ok(Read::Data(joined.freeze()))
     }
 }
 
@@ -168,8 +209,13 @@ pub struct SharedReplay {
 
 impl SharedReplay {
     pub fn new(window: usize) -> Self {
+        SharedReplay::with_history(window, 0)
+    }
+
+    /// See [`ReplayBuffer::with_history`].
+    pub fn with_history(window: usize, history: usize) -> Self {
         SharedReplay {
-            buffer: Mutex::new(ReplayBuffer::new(window)),
+            buffer: Mutex::new(ReplayBuffer::with_history(window, history)),
             changed: Notify::new(),
         }
     }
@@ -223,6 +269,28 @@ impl SharedReplay {
     }
 }
 
+/// The acknowledged offset of one of several consumers of a [`SharedReplay`] (the viewers
+/// of a terminal), shared between whoever receives its acknowledgements and its
+/// [`StreamSender::for_viewer`].
+#[derive(Debug, Clone, Default)]
+pub struct ViewerAck(Arc<AtomicU64>);
+
+impl ViewerAck {
+    pub fn at(offset: u64) -> Self {
+        ViewerAck(Arc::new(AtomicU64::new(offset)))
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Records an acknowledgement; old or repeated ones are harmless. The sender notices at
+    /// the buffer's next change (see [`SharedReplay::poke`]).
+    pub fn advance(&self, offset: u64) {
+        self.0.fetch_max(offset, Ordering::SeqCst);
+    }
+}
+
 /// Sends a [`SharedReplay`] from an offset as chunks: waits for data, and keeps at most
 /// [`MAX_IN_FLIGHT_FRAMES`] chunks unacknowledged.
 #[derive(Debug)]
@@ -232,16 +300,34 @@ pub struct StreamSender {
     /// End offsets of the chunks sent and not yet acknowledged.
     in_flight: VecDeque<u64>,
     finished: bool,
+    /// For one of several consumers: its own acknowledgements, instead of the buffer's.
+    viewer: Option<ViewerAck>,
 }
 
 impl StreamSender {
+    /// A sender for the consumer whose acknowledgements are the buffer's.
     pub fn new(kind: StreamKind, offset: u64) -> Self {
         StreamSender {
             kind,
             offset,
             in_flight: VecDeque::new(),
             finished: false,
+            viewer: None,
         }
+    }
+
+    /// A sender for one of several consumers of a buffer with history: frames in flight
+    /// count against this consumer's own acknowledgements, and a consumer that fell behind
+    /// the oldest byte held skips ahead to it instead of failing.
+    pub fn for_viewer(kind: StreamKind, offset: u64, acked: ViewerAck) -> Self {
+        StreamSender {
+            viewer: Some(acked),
+            ..StreamSender::new(kind, offset)
+        }
+    }
+
+    pub fn kind(&self) -> StreamKind {
+        self.kind
     }
 
     /// The next chunk to send; after the end-of-stream chunk, `None`.
@@ -252,19 +338,24 @@ impl StreamSender {
         if self.finished {
             return Ok(None);
         }
-        let (offset, in_flight) = (self.offset, &mut self.in_flight);
-        let read = stream
+        let (offset, in_flight, viewer) = (self.offset, &mut self.in_flight, &self.viewer);
+        let (offset, read) = stream
             .wait_for(|buffer| {
-                while in_flight.front().is_some_and(|end| *end <= buffer.acked()) {
+                let acked = viewer.as_ref().map_or(buffer.acked(), ViewerAck::get);
+                while in_flight.front().is_some_and(|end| *end <= acked) {
                     in_flight.pop_front();
                 }
                 if in_flight.len() >= MAX_IN_FLIGHT_FRAMES {
                     return None;
                 }
+                let offset = match viewer {
+                    Some(_) => offset.max(buffer.start()),
+                    None => offset,
+                };
                 match buffer.read_at(offset, MAX_CHUNK_BYTES) {
                     Ok(Read::Pending) => None,
-                    Ok(Read::Data(payload)) => Some(Ok(Some(payload))),
-                    Ok(Read::Eof) => Some(Ok(None)),
+                    Ok(Read::Data(payload)) => Some(Ok((offset, Some(payload)))),
+                    Ok(Read::Eof) => Some(Ok((offset, None))),
                     Err(e) => Some(Err(e)),
                 }
             })
@@ -272,7 +363,7 @@ impl StreamSender {
         let stream = self.kind as i32;
         Ok(Some(match read {
             Some(payload) => {
-                self.offset += payload.len() as u64;
+                self.offset = offset + payload.len() as u64;
                 self.in_flight.push_back(self.offset);
                 StreamChunk {
                     stream,
@@ -327,6 +418,8 @@ impl InboundCursor {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn b(s: &str) -> Bytes {
@@ -339,7 +432,8 @@ mod tests {
         buffer.push(b("hello "));
         buffer.push(b("world"));
         assert_eq!(buffer.space(), 5);
-        assert_eq!(buffer.read_at(3, 100), Ok(Read::Data(b("lo "))));
+        assert_eq!(buffer.read_at(3, 100), Ok(Read::Data(b("lo world"))));
+        assert_eq!(buffer.read_at(3, 3), Ok(Read::Data(b("lo "))));
         buffer.ack(8).unwrap();
         assert_eq!(buffer.read_at(8, 100), Ok(Read::Data(b("rld"))));
         assert_eq!(
@@ -364,6 +458,49 @@ mod tests {
         );
         buffer.ack(4).unwrap();
         assert_eq!(buffer.acked(), 11);
+    }
+
+    #[test]
+    fn history_keeps_acknowledged_bytes_for_new_readers() {
+        let mut buffer = ReplayBuffer::with_history(8, 4);
+        buffer.push(b("abcdef"));
+        assert_eq!((buffer.start(), buffer.acked(), buffer.space()), (0, 0, 2));
+        buffer.ack(6).unwrap();
+        // the window counts only what is unacknowledged; the history keeps "cdef"
+        assert_eq!((buffer.start(), buffer.acked(), buffer.space()), (2, 6, 8));
+        assert_eq!(buffer.read_at(2, 100), Ok(Read::Data(b("cdef"))));
+        assert_eq!(
+            buffer.read_at(1, 100),
+            Err(StreamError::ReplayLost {
+                offset: 1,
+                start: 2
+            })
+        );
+        buffer.push(b("ghij"));
+        assert_eq!(buffer.space(), 4);
+        buffer.ack(9).unwrap();
+        assert_eq!((buffer.start(), buffer.acked(), buffer.end()), (5, 9, 10));
+        assert_eq!(buffer.read_at(5, 100), Ok(Read::Data(b("fghij"))));
+        // an older acknowledgement moves nothing back
+        buffer.ack(3).unwrap();
+        assert_eq!((buffer.start(), buffer.acked()), (5, 9));
+        buffer.finish();
+        assert!(!buffer.is_drained());
+        buffer.ack(10).unwrap();
+        assert!(buffer.is_drained());
+        assert_eq!(buffer.read_at(6, 100), Ok(Read::Data(b("ghij"))));
+    }
+
+    #[test]
+    fn reads_join_small_chunks_up_to_the_limit() {
+        let mut buffer = ReplayBuffer::new(64);
+        for piece in ["ab", "cd", "ef", "gh"] {
+            buffer.push(b(piece));
+        }
+        assert_eq!(buffer.read_at(1, 5), Ok(Read::Data(b("bcdef"))));
+        assert_eq!(buffer.read_at(1, 100), Ok(Read::Data(b("bcdefgh"))));
+        assert_eq!(buffer.read_at(6, 100), Ok(Read::Data(b("gh"))));
+        assert_eq!(buffer.read_at(0, 1), Ok(Read::Data(b("a"))));
     }
 
     #[test]
@@ -398,6 +535,41 @@ mod tests {
         let end = sender.next(&shared).await.unwrap().unwrap();
         assert_eq!((end.offset, end.payload.len(), end.eof), (6, 0, true));
         assert_eq!(sender.next(&shared).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_viewer_skips_ahead_and_counts_its_own_acknowledgements() {
+        let shared = SharedReplay::with_history(1 << 20, 4);
+        shared
+            .with(|buffer| {
+                buffer.push(b("abcdefgh"));
+                buffer.ack(8)
+            })
+            .unwrap();
+        let acked = ViewerAck::at(0);
+        let mut sender = StreamSender::for_viewer(StreamKind::Stdout, 0, acked.clone());
+        // bytes 0..4 fell out of the history: the viewer continues at the oldest byte held
+        let chunk = sender.next(&shared).await.unwrap().unwrap();
+        assert_eq!((chunk.offset, chunk.payload), (4, b("efgh")));
+        // the buffer's own acknowledgement (8) does not count for this viewer's frames
+        for i in 0..MAX_IN_FLIGHT_FRAMES as u64 - 1 {
+            shared.with(|buffer| buffer.push(b("x")));
+            let chunk = sender.next(&shared).await.unwrap().unwrap();
+            assert_eq!(chunk.offset, 8 + i);
+        }
+        shared.with(|buffer| buffer.push(b("y")));
+        let blocked = tokio::time::timeout(Duration::from_millis(50), sender.next(&shared)).await;
+        assert!(
+            blocked.is_err(),
+            "a viewer with {MAX_IN_FLIGHT_FRAMES} frames unacknowledged waits"
+        );
+        acked.advance(12);
+        shared.poke();
+        let chunk = sender.next(&shared).await.unwrap().unwrap();
+        assert_eq!(
+            (chunk.offset, chunk.payload),
+            (8 + MAX_IN_FLIGHT_FRAMES as u64 - 1, b("y"))
+        );
     }
 
     #[tokio::test]
