@@ -15,9 +15,11 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use zpanel_proto::{ProcessExit, StreamKind};
-use zpanel_shared::replay::{InboundCursor, MAX_IN_FLIGHT_FRAMES, SharedReplay, StreamError};
+use zpanel_shared::replay::{SharedReplay, StreamError};
+
+use crate::input::{Input, InputCommand, InputError, InputWriter};
 
 /// Bytes read from a pipe at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -38,18 +40,8 @@ pub enum ExecError {
     Spawn(String),
     #[error("{0}")]
     Stream(#[from] StreamError),
-    #[error("stdin queue overrun: the client ignored flow control")]
-    StdinOverrun,
-}
-
-enum StdinCommand {
-    Data(Bytes),
-    Eof,
-}
-
-struct StdinState {
-    cursor: InboundCursor,
-    queue: Option<mpsc::Sender<StdinCommand>>,
+    #[error("{0}")]
+    Input(#[from] InputError),
 }
 
 pub struct ExecJob {
@@ -57,9 +49,7 @@ pub struct ExecJob {
     pgid: Pid,
     pub stdout: SharedReplay,
     pub stderr: SharedReplay,
-    stdin: Mutex<StdinState>,
-    /// Stdin bytes written to the process (or discarded because it closed its stdin).
-    stdin_written: watch::Sender<u64>,
+    stdin: Input,
     exit: watch::Sender<Option<ProcessExit>>,
     /// Increments per attachment; an attachment only detaches the job if still current.
     attachment: AtomicU64,
@@ -78,36 +68,16 @@ impl ExecJob {
 
     /// Accepts stdin from the client, dropping repeats. Never waits.
     pub fn stdin(&self, offset: u64, payload: Bytes, eof: bool) -> Result<(), ExecError> {
-        let mut state = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
-        let end = offset.saturating_add(payload.len() as u64);
-        let fresh = state.cursor.accept(offset, payload)?;
-        let Some(queue) = state.queue.clone() else {
-            return Ok(());
-        };
-        if !fresh.is_empty() {
-            queue
-                .try_send(StdinCommand::Data(fresh))
-                .map_err(|_| ExecError::StdinOverrun)?;
-        }
-        if eof && end == state.cursor.next() {
-            queue
-                .try_send(StdinCommand::Eof)
-                .map_err(|_| ExecError::StdinOverrun)?;
-            state.queue = None;
-        }
-        Ok(())
+        Ok(self.stdin.accept(offset, payload, eof)?)
     }
 
     pub fn stdin_offset(&self) -> u64 {
-        self.stdin
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cursor
-            .next()
+        self.stdin.offset()
     }
 
+    /// Stdin bytes written to the process (or discarded because it closed its stdin).
     pub fn stdin_written(&self) -> watch::Receiver<u64> {
-        self.stdin_written.subscribe()
+        self.stdin.written()
     }
 
     pub fn exit(&self) -> watch::Receiver<Option<ProcessExit>> {
@@ -231,17 +201,13 @@ impl Jobs {
             .spawn()
             .map_err(|e| ExecError::Spawn(spawn_error(program, &e)))?;
         let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or(0));
-        let (stdin_tx, stdin_rx) = mpsc::channel(MAX_IN_FLIGHT_FRAMES + 1);
+        let (stdin, stdin_writer) = Input::new();
         let job = Arc::new(ExecJob {
             id: exec_id.into(),
             pgid,
             stdout: SharedReplay::new(self.window),
             stderr: SharedReplay::new(self.window),
-            stdin: Mutex::new(StdinState {
-                cursor: InboundCursor::default(),
-                queue: Some(stdin_tx),
-            }),
-            stdin_written: watch::Sender::new(0),
+            stdin,
             exit: watch::Sender::new(None),
             attachment: AtomicU64::new(0),
             detached_since: Mutex::new(None),
@@ -255,7 +221,7 @@ impl Jobs {
         if let Some(stderr) = stderr {
             tokio::spawn(read_pipe(stderr, job.clone(), StreamKind::Stderr));
         }
-        tokio::spawn(write_stdin(stdin, stdin_rx, job.clone()));
+        tokio::spawn(write_stdin(stdin, stdin_writer));
         tokio::spawn(wait_child(child, job.clone(), timeout));
         self.map().insert(exec_id.into(), job.clone());
         Ok(job)
@@ -315,24 +281,19 @@ async fn read_pipe(mut pipe: impl AsyncRead + Unpin, job: Arc<ExecJob>, kind: St
 }
 
 /// Writes client stdin to the process. Bytes the process no longer reads (it closed stdin
-/// or exited) are discarded but still counted, so the client never stalls on them.
-async fn write_stdin(
-    mut pipe: Option<ChildStdin>,
-    mut queue: mpsc::Receiver<StdinCommand>,
-    job: Arc<ExecJob>,
-) {
-    while let Some(command) = queue.recv().await {
+/// or exited) are discarded but still counted. Ends when the job is forgotten.
+async fn write_stdin(mut pipe: Option<ChildStdin>, mut input: InputWriter) {
+    while let Some(command) = input.recv().await {
         match command {
-            StdinCommand::Data(bytes) => {
+            InputCommand::Data(bytes) => {
                 if let Some(writer) = pipe.as_mut()
                     && writer.write_all(&bytes).await.is_err()
                 {
                     pipe = None;
                 }
-                job.stdin_written
-                    .send_modify(|written| *written += bytes.len() as u64);
+                input.wrote(bytes.len());
             }
-            StdinCommand::Eof => pipe = None,
+            InputCommand::Eof => pipe = None,
         }
     }
 }

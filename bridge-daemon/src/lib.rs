@@ -7,5 +7,6 @@ pub mod config;
 pub mod exec;
 pub mod hostinfo;
 mod http;
+pub mod input;
 pub mod join;
 pub mod session;
