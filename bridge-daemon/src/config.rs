@@ -1,6 +1,7 @@
 //! The daemon's configuration: what `join` stores in the config directory (identity and
 //! where the control plane is) and the runtime flags of `run`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,6 +74,40 @@ pub struct RunArgs {
     /// long a finished command's output is kept for a client to resume.
     #[arg(long, env = "ZPANEL_EXEC_DETACH_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub exec_detach_timeout: Duration,
+    /// Terminal output kept for viewers that attach with nothing (the recent screen), besides
+    /// what the controller has not acknowledged: bytes, or with a KiB or MiB suffix.
+    #[arg(long, env = "ZPANEL_TERMINAL_SCROLLBACK", default_value = "1MiB", value_parser = parse_bytes)]
+    pub terminal_scrollback: usize,
+    /// How long a terminal session keeps running with no viewer before it is killed.
+    #[arg(long, env = "ZPANEL_TERMINAL_IDLE_TIMEOUT", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub terminal_idle_timeout: Duration,
+    /// Terminal sessions this host runs at most at once.
+    #[arg(long, env = "ZPANEL_TERMINAL_MAX_SESSIONS", default_value_t = 256)]
+    pub terminal_max_sessions: usize,
+}
+
+/// A size in bytes: `1048576`, `512KiB`, `1MiB`.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1024,
+        "MiB" | "M" => 1024 * 1024,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use bytes, KiB or MiB"
+            ));
+        }
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|number| number.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is not a size in bytes (e.g. 1MiB)"))
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -92,6 +127,34 @@ pub struct Settings {
     pub server_url: String,
     /// The control plane's bridge URL (sessions).
     pub bridge_url: String,
+    /// Which local account terminal sessions run as (written by hand; `join` leaves it out).
+    #[serde(default, skip_serializing_if = "TerminalAccounts::is_empty")]
+    pub terminal: TerminalAccounts,
+}
+
+/// `[terminal]` in `bridge.toml`: the local account of each control-plane user's shells.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalAccounts {
+    /// For every control-plane user not in `users`; default: the daemon's own account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Control-plane user name → local account.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, String>,
+}
+
+impl TerminalAccounts {
+    /// The configured account for a control-plane user; `None`: the daemon's own.
+    pub fn account_for(&self, owner_name: &str) -> Option<&str> {
+        self.users
+            .get(owner_name)
+            .or(self.user.as_ref())
+            .map(String::as_str)
+    }
+
+    fn is_empty(&self) -> bool {
+        self == &TerminalAccounts::default()
+    }
 }
 
 impl Settings {
@@ -110,5 +173,33 @@ impl Settings {
         let text = toml::to_string(self)?;
         zpanel_shared::fsutil::write_atomic(&dir.join(SETTINGS_FILE), text.as_bytes(), 0o644)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_accounts_are_optional_and_mapped_by_user_name() {
+        let old = "host_id = \"h\"\nname = \"n\"\nserver_url = \"https://s\"\nbridge_url = \"https://b\"\n";
+        let settings: Settings = toml::from_str(old).unwrap();
+        assert_eq!(settings.terminal.account_for("alice"), None);
+        assert_eq!(toml::to_string(&settings).unwrap(), old);
+
+        let text =
+            format!("{old}[terminal]\nuser = \"ops\"\n\n[terminal.users]\nalice = \"alice\"\n");
+        let settings: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(settings.terminal.account_for("alice"), Some("alice"));
+        assert_eq!(settings.terminal.account_for("bob"), Some("ops"));
+    }
+
+    #[test]
+    fn sizes_take_a_unit() {
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("1GB").is_err());
+        assert!(parse_bytes("MiB").is_err());
     }
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certificate;
+mod channel;
 pub mod config;
 pub mod exec;
 pub mod hostinfo;
@@ -10,3 +11,4 @@ mod http;
 pub mod input;
 pub mod join;
 pub mod session;
+pub mod terminal;

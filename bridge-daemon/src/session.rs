@@ -1,6 +1,7 @@
 //! The daemon's side of the bridge session: dial the control plane with the host's
-//! certificate, say hello, keep the session alive with heartbeats, serve channels, and
-//! reconnect with capped exponential backoff and full jitter when it drops.
+//! certificate, say hello, keep the session alive with heartbeats, serve channels (each
+//! attached to an exec job or a terminal session), and reconnect with capped exponential
+//! backoff and full jitter when it drops.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,16 +19,18 @@ use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
     BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, CertificateRenewed, ChannelAck,
-    ChannelData, Close, ExecExited, Heartbeat, Hello, Open, OpenError, OpenResult, StreamAck,
-    StreamKind, open,
+    ChannelData, Close, Heartbeat, Hello, Open, OpenError, OpenResult, TerminalListing,
+    TerminalResize, open, open_result,
 };
 use zpanel_shared::backoff::Backoff;
 use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
-use zpanel_shared::replay::StreamSender;
+use zpanel_shared::replay::DEFAULT_WINDOW_BYTES;
 use zpanel_shared::transport::{self, SessionEnd};
 
+use crate::channel::{Attached, Refusal, Target, exec_refusal, serve_channel, terminal_refusal};
 use crate::config::{RunArgs, Settings};
-use crate::exec::{ExecError, ExecJob, Jobs};
+use crate::exec::Jobs;
+use crate::terminal::{TerminalLimits, Terminals};
 use crate::{certificate, hostinfo};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,11 +40,16 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args.config_dir)?;
-    let jobs = Jobs::new(
-        zpanel_shared::replay::DEFAULT_WINDOW_BYTES,
-        args.exec_detach_timeout,
-    );
+    let jobs = Jobs::new(DEFAULT_WINDOW_BYTES, args.exec_detach_timeout);
     tokio::spawn(jobs.clone().reap_forever());
+    let limits = TerminalLimits {
+        window: DEFAULT_WINDOW_BYTES,
+        scrollback: args.terminal_scrollback,
+        idle_timeout: args.terminal_idle_timeout,
+        max_sessions: args.terminal_max_sessions,
+    };
+    let terminals = Terminals::new(limits, settings.terminal.clone());
+    tokio::spawn(terminals.clone().reap_forever());
     tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, "zpanel-bridge starting");
     let mut backoff = Backoff::new(args.reconnect_base, args.reconnect_max);
     loop {
@@ -53,7 +61,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         match connected {
             Ok(ws) => {
-                let end = serve(ws, jobs.clone(), &args.config_dir, &settings.name).await;
+                let work = Work {
+                    jobs: jobs.clone(),
+                    terminals: terminals.clone(),
+                };
+                let end = serve(ws, work, &args.config_dir, &settings.name).await;
                 tracing::warn!("session ended: {end:#}");
             }
             Err(e) => tracing::warn!("cannot open a session with {}: {e:#}", settings.bridge_url),
@@ -136,8 +148,15 @@ fn tls_failure(e: &std::io::Error) -> anyhow::Error {
     }
 }
 
+/// What outlives sessions: the exec jobs and terminal sessions channels attach to.
+#[derive(Clone)]
+struct Work {
+    jobs: Arc<Jobs>,
+    terminals: Arc<Terminals>,
+}
+
 /// Runs one session after the hello: waits for the welcome, then serves frames.
-async fn serve(mut ws: Ws, jobs: Arc<Jobs>, config_dir: &Path, name: &str) -> anyhow::Error {
+async fn serve(mut ws: Ws, work: Work, config_dir: &Path, name: &str) -> anyhow::Error {
     let welcome = match tokio::time::timeout(CONNECT_TIMEOUT, ws.next()).await {
         Ok(Some(Ok(Message::Binary(bytes)))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES)
         {
@@ -157,7 +176,7 @@ async fn serve(mut ws: Ws, jobs: Arc<Jobs>, config_dir: &Path, name: &str) -> an
     let (renewed, renewal_answers) = mpsc::channel(1);
     let session = DaemonSession {
         outbound: outbound.clone(),
-        jobs,
+        work,
         attachments: Mutex::new(HashMap::new()),
         renewed,
     };
@@ -194,14 +213,15 @@ async fn serve(mut ws: Ws, jobs: Arc<Jobs>, config_dir: &Path, name: &str) -> an
 }
 
 struct Attachment {
-    job: Arc<ExecJob>,
-    number: u64,
+    target: Arc<Target>,
     cancel: CancellationToken,
 }
 
+// === impl DaemonSession ===
+
 struct DaemonSession {
     outbound: mpsc::Sender<Body>,
-    jobs: Arc<Jobs>,
+    work: Work,
     attachments: Mutex<HashMap<u64, Attachment>>,
     /// Answers to certificate renewals, for the renewal task.
     renewed: mpsc::Sender<CertificateRenewed>,
@@ -210,6 +230,17 @@ struct DaemonSession {
 impl DaemonSession {
     fn attachments(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Attachment>> {
         self.attachments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn target(&self, channel_id: u64) -> Option<Arc<Target>> {
+        let target = self
+            .attachments()
+            .get(&channel_id)
+            .map(|a| a.target.clone());
+        if target.is_none() {
+            tracing::debug!(channel_id, "frame for an unknown channel ignored");
+        }
+        target
     }
 
     fn on_frame(&self, body: Body) -> Result<(), SessionEnd> {
@@ -223,38 +254,42 @@ impl DaemonSession {
                 channel_id,
                 chunk: Some(chunk),
             }) => {
-                let job = self.attachments().get(&channel_id).map(|a| a.job.clone());
-                match job {
-                    Some(job) if chunk.stream() == StreamKind::Stdin => {
-                        if let Err(e) = job.stdin(chunk.offset, chunk.payload, chunk.eof) {
-                            self.close(channel_id, &e.to_string());
-                        }
-                    }
-                    Some(_) => self.close(channel_id, "only stdin may be sent to a command"),
-                    None => tracing::debug!(channel_id, "data for an unknown channel ignored"),
+                if let Some(target) = self.target(channel_id)
+                    && let Err(reason) = target.input(chunk)
+                {
+                    self.close(channel_id, &reason);
                 }
             }
             Body::Ack(ChannelAck {
                 channel_id,
                 ack: Some(ack),
             }) => {
-                let job = self.attachments().get(&channel_id).map(|a| a.job.clone());
-                if let Some(stream) = job.as_ref().and_then(|job| job.stream(ack.stream()))
-                    && let Err(e) = stream.with(|buffer| buffer.ack(ack.offset))
+                if let Some(target) = self.target(channel_id)
+                    && let Err(reason) = target.ack(ack)
                 {
-                    self.close(channel_id, &e.to_string());
+                    self.close(channel_id, &reason);
                 }
             }
             Body::ExecSignal(signal) => {
-                if let Some(attachment) = self.attachments().get(&signal.channel_id) {
-                    attachment.job.signal(signal.signal);
+                if let Some(target) = self.target(signal.channel_id) {
+                    target.signal(signal.signal);
+                }
+            }
+            Body::TerminalResize(TerminalResize {
+                channel_id,
+                size: Some(size),
+            }) => {
+                if let Some(target) = self.target(channel_id) {
+                    target.resize(&size);
                 }
             }
             Body::Close(close) => self.detach(close.channel_id, close.release),
             Body::CertificateRenewed(answer) => {
                 let _ = self.renewed.try_send(answer);
             }
-            Body::Data(_) | Body::Ack(_) => tracing::debug!("empty data or ack frame ignored"),
+            Body::Data(_) | Body::Ack(_) | Body::TerminalResize(_) => {
+                tracing::debug!("empty data, ack or resize frame ignored");
+            }
             Body::Hello(_)
             | Body::Welcome(_)
             | Body::OpenResult(_)
@@ -270,70 +305,105 @@ impl DaemonSession {
 
     fn open(&self, open: Open) {
         let channel_id = open.channel_id;
+        let (jobs, terminals) = (&self.work.jobs, &self.work.terminals);
         let attached = match open.request {
-            Some(open::Request::ExecStart(start)) => self
-                .jobs
+            Some(open::Request::ExecStart(start)) => jobs
                 .start(
                     &start.exec_id,
                     &start.argv,
                     Duration::from_millis(start.timeout_ms),
                 )
-                .map(|job| (job, 0, 0)),
-            Some(open::Request::ExecAttach(attach)) => {
-                self.jobs.get(&attach.exec_id).and_then(|job| {
+                .map(|job| Attached::exec(job, 0, 0))
+                .map_err(exec_refusal),
+            Some(open::Request::ExecAttach(attach)) => jobs
+                .get(&attach.exec_id)
+                .and_then(|job| {
                     job.resume_from(attach.stdout_offset, attach.stderr_offset)?;
-                    Ok((job, attach.stdout_offset, attach.stderr_offset))
+                    Ok(Attached::exec(
+                        job,
+                        attach.stdout_offset,
+                        attach.stderr_offset,
+                    ))
                 })
+                .map_err(exec_refusal),
+            Some(open::Request::TerminalOpen(request)) => terminals
+                .open(&request)
+                .map(Attached::terminal)
+                .map_err(terminal_refusal),
+            Some(open::Request::TerminalAttach(request)) => terminals
+                .attach(&request)
+                .map(Attached::terminal)
+                .map_err(terminal_refusal),
+            Some(open::Request::TerminalList(list)) => {
+                let sessions = terminals.list(&list.owner_id);
+                let reply = open_result::Reply::Terminals(TerminalListing { sessions });
+                return self.answer(channel_id, Ok(Some(reply)));
             }
-            None => Err(ExecError::EmptyCommand),
+            Some(open::Request::TerminalKill(kill)) => {
+                let killed = terminals.kill(&kill.session_id, &kill.owner_id);
+                return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
+            }
+            None => Err((
+                OpenError::BadRequest,
+                "unknown open request: this daemon may be older than the control plane".into(),
+            )),
         };
-        let (job, stdout_from, stderr_from) = match attached {
+        let Attached {
+            target,
+            opened,
+            senders,
+        } = match attached {
             Ok(attached) => attached,
-            Err(e) => {
-                let error = match e {
-                    ExecError::NotFound(_) => OpenError::NotFound,
-                    ExecError::Spawn(_) => OpenError::SpawnFailed,
-                    ExecError::Stream(_) => OpenError::ReplayLost,
-                    _ => OpenError::BadRequest,
-                };
-                let result = OpenResult {
-                    channel_id,
-                    error: error as i32,
-                    message: e.to_string(),
-                    stdin_offset: 0,
-                };
-                let outbound = self.outbound.clone();
-                tokio::spawn(async move { outbound.send(Body::OpenResult(result)).await });
-                return;
-            }
+            Err(refusal) => return self.answer(channel_id, Err(refusal)),
         };
-        // One attachment per job in this session: a newer one replaces an older one.
-        let replaced: Vec<u64> = self
+        let replaced: Vec<(u64, String)> = self
             .attachments()
             .iter()
-            .filter(|(_, a)| a.job.id == job.id)
-            .map(|(id, _)| *id)
+            .filter_map(|(id, old)| Some((*id, target.replaces(&old.target)?)))
             .collect();
-        for old in replaced {
-            self.close(old, "superseded by a newer attachment");
+        for (old, reason) in replaced {
+            self.close(old, &reason);
         }
+        let target = Arc::new(target);
         let cancel = CancellationToken::new();
-        let number = job.attach();
         self.attachments().insert(
             channel_id,
             Attachment {
-                job: job.clone(),
-                number,
+                target: target.clone(),
                 cancel: cancel.clone(),
             },
         );
+        let opened = OpenResult {
+            channel_id,
+            ..opened
+        };
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = serve_attachment(&job, channel_id, stdout_from, stderr_from, &outbound) => {}
+                _ = serve_channel(&target, channel_id, opened, senders, &outbound) => {}
             }
         });
+    }
+
+    /// Answers an open with the result alone: a refusal, or a reply after which the control
+    /// plane drops the channel.
+    fn answer(&self, channel_id: u64, answer: Result<Option<open_result::Reply>, Refusal>) {
+        let result = match answer {
+            Ok(reply) => OpenResult {
+                channel_id,
+                reply,
+                ..OpenResult::default()
+            },
+            Err((error, message)) => OpenResult {
+                channel_id,
+                error: error as i32,
+                message,
+                ..OpenResult::default()
+            },
+        };
+        let outbound = self.outbound.clone();
+        tokio::spawn(async move { outbound.send(Body::OpenResult(result)).await });
     }
 
     /// Ends a channel from this side.
@@ -350,98 +420,238 @@ impl DaemonSession {
     fn detach(&self, channel_id: u64, release: bool) {
         if let Some(attachment) = self.attachments().remove(&channel_id) {
             attachment.cancel.cancel();
-            attachment.job.detach(attachment.number, release);
+            attachment.target.detach(release);
         }
     }
 
     fn detach_all(&self) {
         for (_, attachment) in self.attachments().drain() {
             attachment.cancel.cancel();
-            attachment.job.detach(attachment.number, false);
+            attachment.target.detach(false);
         }
     }
 }
 
-/// Serves one attachment: the open result, both output streams from the client's offsets,
-/// stdin acknowledgements, and the exit status once the output is complete.
-async fn serve_attachment(
-    job: &ExecJob,
-    channel_id: u64,
-    stdout_from: u64,
-    stderr_from: u64,
-    outbound: &mpsc::Sender<Body>,
-) -> Option<()> {
-    let opened = OpenResult {
-        channel_id,
-        error: OpenError::None as i32,
-        message: String::new(),
-        stdin_offset: job.stdin_offset(),
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use zpanel_proto::{
+        ExecStart, TerminalAttach, TerminalKill, TerminalList, TerminalMode, TerminalOpen,
     };
-    outbound.send(Body::OpenResult(opened)).await.ok()?;
-    let output = async {
-        let (out, err) = tokio::join!(
-            pump(job, StreamKind::Stdout, stdout_from, channel_id, outbound),
-            pump(job, StreamKind::Stderr, stderr_from, channel_id, outbound),
-        );
-        out?;
-        err?;
-        let mut exit = job.exit();
-        let exit = *exit.wait_for(Option::is_some).await.ok()?;
-        outbound
-            .send(Body::ExecExited(ExecExited { channel_id, exit }))
+
+    use super::*;
+    use crate::config::TerminalAccounts;
+    use zpanel_proto::{StreamAck, StreamChunk, StreamKind, TerminalSize};
+
+    fn session() -> (DaemonSession, mpsc::Receiver<Body>) {
+        let (outbound, frames) = mpsc::channel(1024);
+        let limits = TerminalLimits {
+            window: DEFAULT_WINDOW_BYTES,
+            scrollback: 1 << 20,
+            idle_timeout: Duration::from_secs(600),
+            max_sessions: 8,
+        };
+        let session = DaemonSession {
+            outbound,
+            work: Work {
+                jobs: Jobs::new(DEFAULT_WINDOW_BYTES, Duration::from_secs(600)),
+                terminals: Terminals::new(limits, TerminalAccounts::default()),
+            },
+            attachments: Mutex::new(HashMap::new()),
+            renewed: mpsc::channel(1).0,
+        };
+        (session, frames)
+    }
+
+    fn open(session: &DaemonSession, channel_id: u64, request: open::Request) {
+        let open = Open {
+            channel_id,
+            request: Some(request),
+        };
+        session.on_frame(Body::Open(open)).unwrap();
+    }
+
+    /// Reads frames until `wanted` picks one, skipping the others.
+    async fn expect<T>(
+        frames: &mut mpsc::Receiver<Body>,
+        mut wanted: impl FnMut(&Body) -> Option<T>,
+    ) -> T {
+        let found = async {
+            loop {
+                let body = frames.recv().await.expect("the session is open");
+                if let Some(found) = wanted(&body) {
+                    return found;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), found)
             .await
-            .ok()
-    };
-    let stdin_acks = async {
-        let mut written = job.stdin_written();
-        loop {
-            let offset = *written.borrow_and_update();
-            let ack = StreamAck {
-                stream: StreamKind::Stdin as i32,
-                offset,
-            };
-            if offset > 0 {
-                outbound
-                    .send(Body::Ack(ChannelAck {
-                        channel_id,
-                        ack: Some(ack),
-                    }))
-                    .await
-                    .ok()?;
-            }
-            written.changed().await.ok()?;
-        }
-    };
-    tokio::select! {
-        done = output => done,
-        none = stdin_acks => none,
+            .expect("the expected frame came")
     }
-}
 
-/// Sends one output stream from `offset` on; ends after the end-of-stream chunk.
-async fn pump(
-    job: &ExecJob,
-    kind: StreamKind,
-    offset: u64,
-    channel_id: u64,
-    outbound: &mpsc::Sender<Body>,
-) -> Option<()> {
-    let stream = job.stream(kind)?;
-    let mut sender = StreamSender::new(kind, offset);
-    loop {
-        match sender.next(stream).await {
-            Ok(Some(chunk)) => {
-                let data = ChannelData {
-                    channel_id,
-                    chunk: Some(chunk),
-                };
-                outbound.send(Body::Data(data)).await.ok()?;
-            }
-            Ok(None) => return Some(()),
-            Err(e) => {
-                tracing::warn!(exec = %job.id, "output stream: {e}");
-                return None;
-            }
+    fn opened(channel_id: u64) -> impl FnMut(&Body) -> Option<OpenResult> {
+        move |body| match body {
+            Body::OpenResult(result) if result.channel_id == channel_id => Some(result.clone()),
+            _ => None,
         }
+    }
+
+    /// Output of `channel_id` until it holds `needle`, acknowledging what arrives.
+    async fn output_until(
+        session: &DaemonSession,
+        frames: &mut mpsc::Receiver<Body>,
+        channel_id: u64,
+        needle: &str,
+    ) -> String {
+        let mut text = String::new();
+        while !text.contains(needle) {
+            let chunk = expect(frames, |body| match body {
+                Body::Data(ChannelData {
+                    channel_id: id,
+                    chunk: Some(chunk),
+                }) if *id == channel_id => Some(chunk.clone()),
+                _ => None,
+            })
+            .await;
+            text.push_str(&String::from_utf8_lossy(&chunk.payload));
+            let ack = StreamAck {
+                stream: StreamKind::Stdout as i32,
+                offset: chunk.offset + chunk.payload.len() as u64,
+            };
+            let ack = ChannelAck {
+                channel_id,
+                ack: Some(ack),
+            };
+            session.on_frame(Body::Ack(ack)).unwrap();
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn exec_channels_answer_with_empty_terminal_fields() {
+        let (session, mut frames) = session();
+        let start = ExecStart {
+            exec_id: "e1".into(),
+            argv: vec!["echo".into(), "hi".into()],
+            timeout_ms: 0,
+        };
+        open(&session, 1, open::Request::ExecStart(start));
+        let result = expect(&mut frames, opened(1)).await;
+        assert_eq!(
+            (result.error(), result.output_offset, result.reply),
+            (OpenError::None, 0, None)
+        );
+        assert_eq!(output_until(&session, &mut frames, 1, "hi\n").await, "hi\n");
+        let exit = expect(&mut frames, |body| match body {
+            Body::ExecExited(exited) => exited.exit,
+            _ => None,
+        })
+        .await;
+        assert_eq!(exit.code, 0);
+    }
+
+    #[tokio::test]
+    async fn terminal_channels_type_take_over_list_and_kill() {
+        let (session, mut frames) = session();
+        let request = TerminalOpen {
+            session_id: "t".into(),
+            owner_id: "u1".into(),
+            owner_name: "alice".into(),
+            size: Some(TerminalSize { cols: 80, rows: 24 }),
+        };
+        open(&session, 1, open::Request::TerminalOpen(request));
+        let result = expect(&mut frames, opened(1)).await;
+        let Some(open_result::Reply::Terminal(info)) = result.reply else {
+            panic!("no terminal in {result:?}");
+        };
+        assert_eq!((info.session_id.as_str(), result.output_offset), ("t", 0));
+
+        let typed = Bytes::from_static(b"echo $((6*7))\r");
+        let chunk = StreamChunk {
+            stream: StreamKind::Stdin as i32,
+            offset: 0,
+            payload: typed.clone(),
+            eof: false,
+        };
+        let data = ChannelData {
+            channel_id: 1,
+            chunk: Some(chunk),
+        };
+        session.on_frame(Body::Data(data)).unwrap();
+        output_until(&session, &mut frames, 1, "42\r\n").await;
+        session
+            .on_frame(Body::TerminalResize(TerminalResize {
+                channel_id: 1,
+                size: Some(TerminalSize {
+                    cols: 120,
+                    rows: 40,
+                }),
+            }))
+            .unwrap();
+
+        let take_over = TerminalAttach {
+            session_id: "t".into(),
+            owner_id: "u1".into(),
+            mode: TerminalMode::Control as i32,
+            output_offset: None,
+            size: None,
+        };
+        open(&session, 2, open::Request::TerminalAttach(take_over));
+        let closed = expect(&mut frames, |body| match body {
+            Body::Close(close) => Some(close.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(
+            (closed.channel_id, closed.reason.as_str()),
+            (1, "another viewer took control of this session")
+        );
+        let result = expect(&mut frames, opened(2)).await;
+        assert_eq!(result.stdin_offset, typed.len() as u64);
+        let Some(open_result::Reply::Terminal(info)) = result.reply else {
+            panic!("no terminal in {result:?}");
+        };
+        assert_eq!(
+            info.size,
+            Some(TerminalSize {
+                cols: 120,
+                rows: 40
+            })
+        );
+
+        let list = TerminalList {
+            owner_id: "u1".into(),
+        };
+        open(&session, 3, open::Request::TerminalList(list));
+        let result = expect(&mut frames, opened(3)).await;
+        let Some(open_result::Reply::Terminals(listing)) = result.reply else {
+            panic!("no listing in {result:?}");
+        };
+        assert_eq!(listing.sessions.len(), 1);
+
+        let kill = |owner_id: &str| {
+            open::Request::TerminalKill(TerminalKill {
+                session_id: "t".into(),
+                owner_id: owner_id.into(),
+            })
+        };
+        open(&session, 4, kill("u2"));
+        assert_eq!(
+            expect(&mut frames, opened(4)).await.error(),
+            OpenError::Refused
+        );
+        open(&session, 5, kill("u1"));
+        assert_eq!(
+            expect(&mut frames, opened(5)).await.error(),
+            OpenError::None
+        );
+        let exited = expect(&mut frames, |body| match body {
+            Body::ExecExited(exited) => Some(exited.channel_id),
+            _ => None,
+        })
+        .await;
+        assert_eq!(exited, 2);
+        assert!(session.attachments().contains_key(&2));
+        assert!(!session.attachments().contains_key(&1));
     }
 }

@@ -1,0 +1,266 @@
+//! A channel's attachment to what outlives it (an exec job or a terminal session) and the
+//! task that serves it: the open result, output streams from their offsets, input
+//! acknowledgements and the exit. Exec and terminal channels share all of it.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use zpanel_proto::frame::Body;
+use zpanel_proto::{
+    ChannelAck, ChannelData, ExecExited, OpenError, OpenResult, ProcessExit, StreamAck,
+    StreamChunk, StreamKind, TerminalSize, open_result,
+};
+use zpanel_shared::replay::{SharedReplay, StreamSender};
+
+use crate::exec::{ExecError, ExecJob};
+use crate::terminal::{TerminalError, Viewer};
+
+/// What a channel is attached to. Jobs and terminal sessions outlive the channel; the
+/// attachment is what ends with it.
+pub(crate) enum Target {
+    Exec { job: Arc<ExecJob>, number: u64 },
+    Terminal(Viewer),
+}
+
+impl Target {
+    pub fn output(&self, kind: StreamKind) -> Option<&SharedReplay> {
+        match self {
+            Target::Exec { job, .. } => job.stream(kind),
+            Target::Terminal(viewer) => {
+                (kind == StreamKind::Stdout).then(|| viewer.session().output())
+            }
+        }
+    }
+
+    pub fn exit(&self) -> watch::Receiver<Option<ProcessExit>> {
+        match self {
+            Target::Exec { job, .. } => job.exit(),
+            Target::Terminal(viewer) => viewer.session().exit(),
+        }
+    }
+
+    /// Input bytes written, for the attachments that send input.
+    pub fn input_written(&self) -> Option<watch::Receiver<u64>> {
+        match self {
+            Target::Exec { job, .. } => Some(job.stdin_written()),
+            Target::Terminal(viewer) if viewer.is_controller() => {
+                Some(viewer.session().input_written())
+            }
+            Target::Terminal(_) => None,
+        }
+    }
+
+    /// Input from the client; an error closes the channel with its message.
+    pub fn input(&self, chunk: StreamChunk) -> Result<(), String> {
+        if chunk.stream() != StreamKind::Stdin {
+            return Err("only stdin may be sent to a command or a terminal".into());
+        }
+        match self {
+            Target::Exec { job, .. } => job
+                .stdin(chunk.offset, chunk.payload, chunk.eof)
+                .map_err(|e| e.to_string()),
+            Target::Terminal(viewer) => viewer
+                .input(chunk.offset, chunk.payload)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// An acknowledgement of output; an error closes the channel with its message.
+    pub fn ack(&self, ack: StreamAck) -> Result<(), String> {
+        match self {
+            Target::Exec { job, .. } => match job.stream(ack.stream()) {
+                Some(stream) => stream.with(|buffer| buffer.ack(ack.offset)),
+                None => Ok(()),
+            }
+            .map_err(|e| e.to_string()),
+            Target::Terminal(viewer) if ack.stream() == StreamKind::Stdout => {
+                viewer.ack(ack.offset).map_err(|e| e.to_string())
+            }
+            Target::Terminal(_) => Ok(()),
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        match self {
+            Target::Exec { job, .. } => job.signal(signal),
+            Target::Terminal(_) => tracing::debug!("signal for a terminal channel ignored"),
+        }
+    }
+
+    pub fn resize(&self, size: &TerminalSize) {
+        match self {
+            Target::Terminal(viewer) => {
+                if let Err(e) = viewer.resize(size) {
+                    tracing::debug!("resize ignored: {e}");
+                }
+            }
+            Target::Exec { .. } => tracing::debug!("resize for an exec channel ignored"),
+        }
+    }
+
+    pub fn detach(&self, release: bool) {
+        match self {
+            Target::Exec { job, number } => job.detach(*number, release),
+            Target::Terminal(viewer) => viewer.detach(release),
+        }
+    }
+
+    /// Why attaching `self` closes `other`'s channel, if it does: one attachment per exec
+    /// job, one controller per terminal session.
+    pub fn replaces(&self, other: &Target) -> Option<String> {
+        match (self, other) {
+            (Target::Exec { job, .. }, Target::Exec { job: old, .. }) if job.id == old.id => {
+                Some("superseded by a newer attachment".into())
+            }
+            (Target::Terminal(viewer), Target::Terminal(old)) if viewer.replaces(old) => {
+                Some(TerminalError::Replaced.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A channel's attachment, the first answer and where its output streams start.
+pub(crate) struct Attached {
+    pub target: Target,
+    pub opened: OpenResult,
+    pub senders: Vec<StreamSender>,
+}
+
+impl Attached {
+    pub fn exec(job: Arc<ExecJob>, stdout_from: u64, stderr_from: u64) -> Attached {
+        let opened = OpenResult {
+            stdin_offset: job.stdin_offset(),
+            ..OpenResult::default()
+        };
+        Attached {
+            target: Target::Exec {
+                number: job.attach(),
+                job,
+            },
+            opened,
+            senders: vec![
+                StreamSender::new(StreamKind::Stdout, stdout_from),
+                StreamSender::new(StreamKind::Stderr, stderr_from),
+            ],
+        }
+    }
+
+    pub fn terminal(viewer: Viewer) -> Attached {
+        let session = viewer.session();
+        let opened = OpenResult {
+            stdin_offset: session.input_offset(),
+            output_offset: viewer.output_from(),
+            reply: Some(open_result::Reply::Terminal(session.info())),
+            ..OpenResult::default()
+        };
+        Attached {
+            senders: vec![viewer.output_sender()],
+            target: Target::Terminal(viewer),
+            opened,
+        }
+    }
+}
+
+/// A refused open: the error and its one-line message.
+pub(crate) type Refusal = (OpenError, String);
+
+pub(crate) fn exec_refusal(e: ExecError) -> Refusal {
+    let error = match e {
+        ExecError::NotFound(_) => OpenError::NotFound,
+        ExecError::Spawn(_) => OpenError::SpawnFailed,
+        ExecError::Stream(_) => OpenError::ReplayLost,
+        _ => OpenError::BadRequest,
+    };
+    (error, e.to_string())
+}
+
+pub(crate) fn terminal_refusal(e: TerminalError) -> Refusal {
+    let error = match e {
+        TerminalError::NotFound(_) => OpenError::NotFound,
+        TerminalError::Spawn { .. } | TerminalError::Account(_) => OpenError::SpawnFailed,
+        TerminalError::NotOwner(_)
+        | TerminalError::TooManySessions(_)
+        | TerminalError::TooManyWatchers(_) => OpenError::Refused,
+        _ => OpenError::BadRequest,
+    };
+    (error, e.to_string())
+}
+
+/// Serves one channel: the open result, every output stream from its offset, input
+/// acknowledgements, and the exit status once the output is complete.
+pub(crate) async fn serve_channel(
+    target: &Target,
+    channel_id: u64,
+    opened: OpenResult,
+    senders: Vec<StreamSender>,
+    outbound: &mpsc::Sender<Body>,
+) -> Option<()> {
+    outbound.send(Body::OpenResult(opened)).await.ok()?;
+    let output = async {
+        let pumps = senders
+            .into_iter()
+            .map(|sender| pump(target, sender, channel_id, outbound));
+        for pumped in futures_util::future::join_all(pumps).await {
+            pumped?;
+        }
+        let mut exit = target.exit();
+        let exit = *exit.wait_for(Option::is_some).await.ok()?;
+        outbound
+            .send(Body::ExecExited(ExecExited { channel_id, exit }))
+            .await
+            .ok()
+    };
+    let input_acks = async {
+        let Some(mut written) = target.input_written() else {
+            return std::future::pending().await;
+        };
+        loop {
+            let offset = *written.borrow_and_update();
+            let ack = StreamAck {
+                stream: StreamKind::Stdin as i32,
+                offset,
+            };
+            if offset > 0 {
+                outbound
+                    .send(Body::Ack(ChannelAck {
+                        channel_id,
+                        ack: Some(ack),
+                    }))
+                    .await
+                    .ok()?;
+            }
+            written.changed().await.ok()?;
+        }
+    };
+    tokio::select! {
+        done = output => done,
+        none = input_acks => none,
+    }
+}
+
+/// Sends one output stream; ends after the end-of-stream chunk.
+async fn pump(
+    target: &Target,
+    mut sender: StreamSender,
+    channel_id: u64,
+    outbound: &mpsc::Sender<Body>,
+) -> Option<()> {
+    let stream = target.output(sender.kind())?;
+    loop {
+        match sender.next(stream).await {
+            Ok(Some(chunk)) => {
+                let data = ChannelData {
+                    channel_id,
+                    chunk: Some(chunk),
+                };
+                outbound.send(Body::Data(data)).await.ok()?;
+            }
+            Ok(None) => return Some(()),
+            Err(e) => {
+                tracing::warn!(channel_id, "output stream: {e}");
+                return None;
+            }
+        }
+    }
+}
