@@ -17,6 +17,7 @@ const BACKOFF_CAP_MS = 4000;
 const CLOSE_GONE = 4004;
 const CLOSE_REFUSED = 4003;
 const CLOSE_SIGNED_OUT = 4001;
+const CLOSE_TAKEN_OVER = 4009;
 
 /**
  * States reported through `onState(state, detail)`:
@@ -26,6 +27,8 @@ const CLOSE_SIGNED_OUT = 4001;
  * - 'paused'       the login expired; `resume()` after signing in again
  * - 'ended'        the shell exited or the session is gone; never reconnects
  * - 'refused'      the server refused this viewer (detail: why); never reconnects by itself
+ * - 'taken'        another viewer took control; reconnecting would take it back, so only
+ *                  `resume()` (the user's click) does
  */
 export class TerminalConnection {
   /**
@@ -262,6 +265,12 @@ export class TerminalConnection {
     if (event.code === CLOSE_REFUSED) {
       this.stopped = true;
       this.setState('refused', this.lastError || 'refused by the server');
+      return;
+    }
+    // (Until the server says 4009, its reason names the takeover.)
+    if (event.code === CLOSE_TAKEN_OVER || /took control/.test(this.lastError)) {
+      this.stopped = true;
+      this.setState('taken', this.lastError || 'another viewer took control of this session');
       return;
     }
     if (event.code === CLOSE_SIGNED_OUT) {

@@ -34,7 +34,8 @@ const STATE_TEXT = {
   reconnecting: 'reconnecting…',
   paused: 'signed out: sign in again to reconnect',
   ended: '',
-  refused: 'refused',
+  refused: 'refused:',
+  taken: 'detached:',
 };
 
 // === impl TerminalsView ===
@@ -243,7 +244,7 @@ class Tab {
     this.overlay = h('div', { class: 'overlay', hidden: true },
       h('span', { class: 'spinner' }),
       this.overlayText,
-      h('button', { type: 'button', onclick: () => this.connection.resume() }, 'Retry now'),
+      h('button', { type: 'button', onclick: () => this.connection.resume() }, 'Reconnect'),
     );
     const screen = h('div', { class: 'screen' });
     this.pane = h('div', { class: 'pane', hidden: true }, screen, this.overlay);
