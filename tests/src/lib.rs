@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+pub mod browser;
 pub mod web;
 
 use anyhow::{Context, bail};
