@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
@@ -27,7 +27,6 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route(CA_PATH, get(ca_pem))
@@ -43,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/hosts/{host}/terminals/{session}",
             delete(terminal::kill),
         )
+        .merge(super::assets::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -82,10 +82,6 @@ impl IntoResponse for ServiceError {
         }
         response
     }
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
