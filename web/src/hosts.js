@@ -82,7 +82,7 @@ export class HostsView {
   row(host) {
     const online = host.status === 'online';
     return h('tr', { dataset: { host: host.id, name: host.name, status: host.status } },
-      h('td', { class: 'name' }, host.name, h('div', { class: 'muted mono small' }, host.id)),
+      h('td', { class: 'name' }, host.name, h('div', { class: 'muted mono small', title: host.id }, host.id.slice(0, 8))),
       h('td', {}, h('span', { class: `status ${host.status}` }, host.status)),
       h('td', { title: dateTime(host.last_seen) }, online ? 'now' : ago(host.last_seen)),
       h('td', {}, host.os || '—'),

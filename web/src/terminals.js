@@ -17,6 +17,9 @@ const THEME = {
   foreground: '#d5dae3',
   cursor: '#f0f3f8',
   selectionBackground: '#3a4a66',
+  scrollbarSliderBackground: 'rgba(213, 218, 227, 0.12)',
+  scrollbarSliderHoverBackground: 'rgba(213, 218, 227, 0.24)',
+  scrollbarSliderActiveBackground: 'rgba(213, 218, 227, 0.32)',
   black: '#1c2130', brightBlack: '#5c6679',
   red: '#f0616d', brightRed: '#ff8a94',
   green: '#7bc96f', brightGreen: '#a4e598',
@@ -253,6 +256,7 @@ class Tab {
       cursorBlink: true,
       fontFamily: '"DejaVu Sans Mono", "Cascadia Mono", Menlo, Consolas, monospace',
       fontSize: 14,
+      lineHeight: 1.15, // (at 1.0 some fonts lose the underscore's bottom to the next row)
       scrollback: 5000,
       theme: THEME,
     });
