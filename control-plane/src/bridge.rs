@@ -247,6 +247,7 @@ async fn handle_connection(
             channel_id: 0,
             reason: reason.clone(),
             release: false,
+            superseded: false,
         });
         let _ = futures_util::SinkExt::send(&mut ws, Message::Binary(frame::encode(close))).await;
         return Err(format!("host {host_id}: {reason}"));
@@ -354,10 +355,7 @@ fn on_frame(
             let event = ChannelEvent::Exited(exited.exit.unwrap_or_default());
             (exited.channel_id, session.deliver(exited.channel_id, event))
         }
-        Body::Close(close) => (
-            close.channel_id,
-            session.channel_closed(close.channel_id, close.reason),
-        ),
+        Body::Close(close) => (close.channel_id, session.channel_closed(close)),
         Body::RenewCertificate(renew) => {
             renew_certificate(session, state, renew.csr_pem);
             return Ok(());
@@ -388,6 +386,7 @@ fn on_frame(
                 channel_id,
                 reason,
                 release: false,
+                superseded: false,
             }));
         }
     }

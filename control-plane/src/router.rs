@@ -45,6 +45,8 @@ pub enum ChannelEvent {
     Ack(StreamAck),
     Exited(ProcessExit),
     Closed(String),
+    /// A newer viewer took this channel's place on the host.
+    Superseded(String),
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -136,6 +138,7 @@ impl Drop for ChannelGuard {
                 channel_id: self.id,
                 reason: "closed by client".into(),
                 release: self.release,
+                superseded: false,
             };
             let _ = self.session.outbound.try_send(Body::Close(close));
         }
@@ -222,10 +225,15 @@ impl SessionHandle {
     }
 
     /// The daemon closed a channel.
-    pub fn channel_closed(&self, channel_id: u64, reason: String) -> Delivery {
-        match self.slots().remove(&channel_id) {
+    pub fn channel_closed(&self, close: Close) -> Delivery {
+        match self.slots().remove(&close.channel_id) {
             Some(slot) => {
-                let _ = slot.events.try_send(ChannelEvent::Closed(reason));
+                let event = if close.superseded {
+                    ChannelEvent::Superseded(close.reason)
+                } else {
+                    ChannelEvent::Closed(close.reason)
+                };
+                let _ = slot.events.try_send(event);
                 Delivery::Delivered
             }
             None => Delivery::UnknownChannel,

@@ -184,9 +184,7 @@ impl Browser {
             self.url.replacen("https://", "wss://", 1)
         );
         let mut request = ws_url.into_client_request()?;
-        request
-            .headers_mut()
-            .insert("Cookie", self.cookie.parse()?);
+        request.headers_mut().insert("Cookie", self.cookie.parse()?);
         request.headers_mut().insert("Origin", origin.parse()?);
         let tls = tls_connect(&self.url, &self.pin).await?;
         let (socket, _) = tokio_tungstenite::client_async(request, tls).await?;
@@ -218,6 +216,20 @@ impl Screen {
             .as_ref()
             .and_then(|a| a["output_offset"].as_u64())
             .unwrap_or(0)
+    }
+
+    /// Input the session has acknowledged.
+    pub fn input_acked(&self) -> u64 {
+        let attached = self
+            .attached
+            .as_ref()
+            .and_then(|a| a["input_offset"].as_u64())
+            .unwrap_or(0);
+        self.messages
+            .iter()
+            .filter(|m| m["type"] == "input_ack")
+            .filter_map(|m| m["offset"].as_u64())
+            .fold(attached, u64::max)
     }
 
     /// Output offset after everything received.

@@ -323,6 +323,10 @@ async fn relay_terminal(
                         let _ = tx.send(Err(e.into())).await;
                         return;
                     }
+                    TerminalEvent::TakenOver(reason) => {
+                        let _ = tx.send(Err(Status::aborted(reason))).await;
+                        return;
+                    }
                 };
                 if tx.send(Ok(TerminalServerMessage { body: Some(message) })).await.is_err() {
                     return;
@@ -383,7 +387,7 @@ async fn relay_exec(
                         exited = true;
                         Server::Exit(exit)
                     }
-                    Some(ChannelEvent::Closed(reason)) => {
+                    Some(ChannelEvent::Closed(reason) | ChannelEvent::Superseded(reason)) => {
                         let _ = tx.send(Err(Status::unavailable(format!("host channel closed: {reason}")))).await;
                         return;
                     }

@@ -53,6 +53,9 @@ pub enum TerminalEvent {
     /// The host's session dropped or the daemon ended the channel; the viewer may
     /// re-attach.
     Lost(String),
+    /// Another viewer took control of the session; this viewer should not take it back
+    /// by itself.
+    TakenOver(String),
 }
 
 /// One viewer's connection to a terminal session.
@@ -112,6 +115,7 @@ impl TerminalChannel {
             }
             Some(ChannelEvent::Exited(exit)) => TerminalEvent::Exited(exit),
             Some(ChannelEvent::Closed(reason)) => TerminalEvent::Lost(reason),
+            Some(ChannelEvent::Superseded(reason)) => TerminalEvent::TakenOver(reason),
             None => TerminalEvent::Lost("host session ended".into()),
         }
     }

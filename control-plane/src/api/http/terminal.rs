@@ -82,7 +82,8 @@ fn text(value: serde_json::Value) -> Message {
 }
 
 /// Ends the socket with one line and a close code the page acts on: 4004 the session is
-/// gone, 4003 refused, 4001 logged out, 4000 anything else (the page retries).
+/// gone, 4003 refused, 4001 logged out, 4000 anything else (the page retries). A viewer
+/// another one took control from is closed with 4009 (the page does not retry).
 async fn fail(socket: &mut futures_util::stream::SplitSink<WebSocket, Message>, e: &ServiceError) {
     let code = match e {
         ServiceError::NotFound(_) => 4004,
@@ -157,6 +158,13 @@ async fn relay(socket: WebSocket, opened: Result<TerminalChannel, ServiceError>)
                         let _ = sink.send(exited).await;
                         let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: Utf8Bytes::from_static("session ended") }))).await;
                         return terminal.release();
+                    }
+                    TerminalEvent::TakenOver(reason) => {
+                        let message = text(serde_json::json!({"type": "error", "message": reason}));
+                        let _ = sink.send(message).await;
+                        let close = CloseFrame { code: 4009, reason: Utf8Bytes::from_static("taken over") };
+                        let _ = sink.send(Message::Close(Some(close))).await;
+                        return;
                     }
                     TerminalEvent::Lost(reason) => {
                         let e = ServiceError::Unavailable(format!("connection to the host lost ({reason}); reconnecting"));
