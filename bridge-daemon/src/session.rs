@@ -362,7 +362,7 @@ impl DaemonSession {
             .filter_map(|(id, old)| Some((*id, target.replaces(&old.target)?)))
             .collect();
         for (old, reason) in replaced {
-            self.close(old, &reason);
+            self.end_channel(old, &reason, true);
         }
         let target = Arc::new(target);
         let cancel = CancellationToken::new();
@@ -408,11 +408,17 @@ impl DaemonSession {
 
     /// Ends a channel from this side.
     fn close(&self, channel_id: u64, reason: &str) {
+        self.end_channel(channel_id, reason, false);
+    }
+
+    /// Ends a channel from this side; `superseded` when a newer viewer took its place.
+    fn end_channel(&self, channel_id: u64, reason: &str, superseded: bool) {
         self.detach(channel_id, false);
         let close = Close {
             channel_id,
             reason: reason.into(),
             release: false,
+            superseded,
         };
         let _ = self.outbound.try_send(Body::Close(close));
     }
@@ -603,8 +609,8 @@ mod tests {
         })
         .await;
         assert_eq!(
-            (closed.channel_id, closed.reason.as_str()),
-            (1, "another viewer took control of this session")
+            (closed.channel_id, closed.reason.as_str(), closed.superseded),
+            (1, "another viewer took control of this session", true)
         );
         let result = expect(&mut frames, opened(2)).await;
         assert_eq!(result.stdin_offset, typed.len() as u64);
