@@ -1029,6 +1029,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_paste_larger_than_the_window_arrives_whole() {
+        let terminals = Terminals::new(limits(), TerminalAccounts::default());
+        let mut client = Client::new(terminals.open(&open_request("paste")).unwrap());
+        client.type_line("stty -echo; wc -c; stty echo");
+        assert!(client.read_until("wc -c; stty echo\r\n", 0).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let paste = format!("{}\n", "x".repeat(1023)).repeat(6 * 1024);
+        let mut written = client.viewer.session().input_written();
+        for piece in paste.as_bytes().chunks(128 * 1024) {
+            let sent = client.typed;
+            tokio::time::timeout(STEP, written.wait_for(|w| sent - *w < 1 << 20))
+                .await
+                .expect("the shell takes its input")
+                .unwrap();
+            client
+                .viewer
+                .input(client.typed, Bytes::copy_from_slice(piece))
+                .unwrap();
+            client.typed += piece.len() as u64;
+        }
+        client
+            .viewer
+            .input(client.typed, Bytes::from_static(b"\x04"))
+            .unwrap();
+        assert!(client.read_until("6291456", 0).await);
+    }
+
+    #[tokio::test]
     async fn a_detached_session_keeps_running_and_a_viewer_resumes_from_its_offset() {
         // a window far smaller than the output: with nobody attached the shell never waits
         let limits = TerminalLimits {
