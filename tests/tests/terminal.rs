@@ -144,6 +144,7 @@ async fn a_watcher_sees_what_the_controller_does_and_cannot_type() {
     assert!(read_until(&mut control, &mut controller, WAIT, |s| s.closed.is_some()).await);
     let reason = controller.messages.iter().find(|m| m["type"] == "error");
     assert!(reason.is_some(), "{:?}", controller.messages);
+    assert_eq!(controller.closed, Some(4009), "the replaced viewer must not retry");
     type_text(&mut second, "echo second-here\r").await;
     expect(&mut second, &mut second_screen, "second-here").await;
 }
