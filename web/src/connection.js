@@ -7,8 +7,11 @@
 const ACK_EVERY_BYTES = 32 * 1024;
 /** ...and this long after the last write when less than that was written. */
 const ACK_DELAY_MS = 100;
-/** Input typed but not yet acknowledged by the server; more than this is dropped. */
+/** Input sent but not yet acknowledged by the server: the rest waits its turn (a large paste
+ *  goes out as the shell takes it). */
 const MAX_UNACKED_INPUT = 1024 * 1024;
+/** Input the page holds at most (sent or waiting); more than this is refused with a warning. */
+const MAX_PENDING_INPUT = 16 * 1024 * 1024;
 /** Reconnect backoff: the first retry waits about BASE, each failure doubles it up to CAP. */
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 4000;
@@ -66,10 +69,12 @@ export class TerminalConnection {
     this.skip = 0;
     this.ackTimer = null;
 
-    // Input: bytes sent but not yet acknowledged with input_ack, starting at `inputBase`, so
-    // they can be resent from the server's input_offset after a reconnect.
+    // Input: bytes not yet acknowledged with input_ack, starting at `inputBase`, so they can
+    // be resent from the server's input_offset after a reconnect. The first `sentBytes` of
+    // them went out on the current socket; the rest waits for room in the input window.
     this.unacked = [];
     this.unackedBytes = 0;
+    this.sentBytes = 0;
     this.inputBase = 0;
   }
 
@@ -125,16 +130,33 @@ export class TerminalConnection {
     if (!this.socket) this.connect();
   }
 
-  /** Typed or pasted bytes. Kept until acknowledged; sent at once when attached. */
+  /** Typed or pasted bytes. Kept until acknowledged; sent as the input window allows. */
   sendInput(bytes) {
     if (this.state === 'ended' || bytes.length === 0) return;
-    if (this.unackedBytes + bytes.length > MAX_UNACKED_INPUT) {
-      console.warn('zpanel: input dropped, the server has not acknowledged 1 MiB of input');
+    if (this.unackedBytes + bytes.length > MAX_PENDING_INPUT) {
+      this.term.write('\r\n\x1b[2m[paste refused: 16 MiB of input is already waiting]\x1b[0m\r\n');
       return;
     }
     this.unacked.push(bytes);
     this.unackedBytes += bytes.length;
-    if (this.state === 'attached' && this.socket) this.socket.send(bytes);
+    this.flushInput();
+  }
+
+  /** Sends waiting input while less than MAX_UNACKED_INPUT is unacknowledged. */
+  flushInput() {
+    if (this.state !== 'attached' || !this.socket) return;
+    let skip = this.sentBytes;
+    for (const chunk of this.unacked) {
+      if (this.sentBytes >= MAX_UNACKED_INPUT) return;
+      if (skip >= chunk.length) {
+        skip -= chunk.length;
+        continue;
+      }
+      const piece = chunk.subarray(skip, skip + (MAX_UNACKED_INPUT - this.sentBytes));
+      skip = 0;
+      this.socket.send(piece);
+      this.sentBytes += piece.length;
+    }
   }
 
   /** The terminal's new size. */
@@ -193,8 +215,9 @@ export class TerminalConnection {
       this.unackedBytes = 0;
       this.inputBase = message.input_offset;
     }
-    for (const chunk of this.unacked) this.socket.send(chunk);
+    this.sentBytes = 0;
     this.setState('attached');
+    this.flushInput();
     // The size may have changed while connecting.
     if (this.term.cols !== this.connectedSize.cols || this.term.rows !== this.connectedSize.rows) {
       this.resize(this.term.cols, this.term.rows);
@@ -249,7 +272,9 @@ export class TerminalConnection {
       else this.unacked[0] = chunk.subarray(drop);
       this.inputBase += drop;
       this.unackedBytes -= drop;
+      this.sentBytes = Math.max(0, this.sentBytes - drop);
     }
+    this.flushInput();
   }
 
   // === closing and reconnecting ===
