@@ -14,6 +14,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tonic::Code;
 use zpanel_proto::{
     ProcessExit, StreamAck, StreamKind, TerminalAttachRequest, TerminalAttached,
@@ -31,8 +32,12 @@ use crate::streaming::{
 };
 use crate::tty::{self, RawMode};
 
-/// Ctrl-D: what the shell reads when piped input ends, as if the user had typed it.
+/// Ctrl-D: what the shell reads after piped input ended, as if the user had typed it.
 const END_OF_INPUT: &[u8] = b"\x04";
+/// After piped input ended, how long the shell must be quiet before it gets a Ctrl-D, and
+/// the longest wait between two of them.
+const END_OF_INPUT_FIRST_WAIT: Duration = Duration::from_millis(250);
+const END_OF_INPUT_MAX_WAIT: Duration = Duration::from_secs(4);
 
 pub struct ShellOptions {
     pub host: String,
@@ -55,18 +60,19 @@ pub async fn shell(settings: &Settings, options: ShellOptions) -> anyhow::Result
         styled: std::io::stderr().is_terminal(),
         at_line_start: true,
     };
-    let (events_tx, events) = mpsc::channel(1);
+    let (keys_tx, keys) = mpsc::channel(1);
     let input = Arc::new(SharedReplay::new(DEFAULT_WINDOW_BYTES));
     if raw.is_some() || !options.watch {
         tokio::spawn(read_keys(
             input.clone(),
             raw.is_some(),
             !options.watch,
-            events_tx,
+            keys_tx,
         ));
     }
     let mut local = Local {
-        events,
+        keys,
+        end_of_input: None,
         window: if raw.is_some() {
             let resizes = signal(SignalKind::window_change());
             Some(resizes.context("cannot watch for window size changes")?)
@@ -322,11 +328,20 @@ async fn attempt(
     let mut stdout = tokio::io::stdout();
     let mut ack_due = false;
     let ending = loop {
+        let end_of_input_due = local.end_of_input.as_ref().map(EndOfInput::due);
         let reply = tokio::select! {
             reply = responses.message() => reply,
             _ = tokio::time::sleep(ACK_DELAY), if ack_due => {
                 send_ack(&tx, &mut session.output, true).await;
                 ack_due = false;
+                continue;
+            }
+            _ = tokio::time::sleep_until(end_of_input_due.unwrap_or_else(Instant::now)),
+                if end_of_input_due.is_some() =>
+            {
+                if let Some(end_of_input) = &mut local.end_of_input {
+                    end_of_input.quiet(&session.input.buffer);
+                }
                 continue;
             }
             event = local.next() => match event {
@@ -337,6 +352,7 @@ async fn attempt(
                     }
                     continue;
                 }
+                LocalEvent::InputEnded => continue,
             },
         };
         match reply {
@@ -353,6 +369,9 @@ async fn attempt(
                     }
                     send_ack(&tx, &mut session.output, false).await;
                     ack_due = true;
+                    if let Some(end_of_input) = &mut local.end_of_input {
+                        end_of_input.busy();
+                    }
                 }
                 Body::InputAck(ack) => session.input.acked(ack.offset),
                 Body::Exit(exit) => {
@@ -422,15 +441,28 @@ async fn send_ack(tx: &mpsc::Sender<TerminalClientMessage>, output: &mut Output,
 // === the local side ===
 
 enum LocalEvent {
-    Detach { signal: Option<i32> },
+    Detach {
+        signal: Option<i32>,
+    },
     Resize(TerminalSize),
+    /// Piped input ended (see [`EndOfInput`]).
+    InputEnded,
+}
+
+/// What the keyboard reader reports.
+enum Keys {
+    /// `~.`, or the terminal went away.
+    Detach,
+    /// Piped input ended.
+    Ended,
 }
 
 /// What happens on this machine while the session runs: keys asking to detach, window
 /// size changes, and signals asking us to stop.
 struct Local {
-    /// From the keyboard reader.
-    events: mpsc::Receiver<LocalEvent>,
+    keys: mpsc::Receiver<Keys>,
+    /// Set once piped input ended.
+    end_of_input: Option<EndOfInput>,
     /// SIGWINCH, when stdin is a terminal.
     window: Option<Signal>,
     stops: Stops,
@@ -449,7 +481,13 @@ impl Local {
                 }
             };
             tokio::select! {
-                Some(event) = self.events.recv() => return event,
+                Some(keys) = self.keys.recv() => match keys {
+                    Keys::Detach => return LocalEvent::Detach { signal: None },
+                    Keys::Ended => {
+                        self.end_of_input = Some(EndOfInput::new());
+                        return LocalEvent::InputEnded;
+                    }
+                },
                 Some(()) = resized => {
                     let size = tty::window_size();
                     if size != self.size {
@@ -499,13 +537,52 @@ impl Stops {
     }
 }
 
+/// Piped input ended: the shell gets a Ctrl-D each time it has been quiet for a while (our
+/// input all taken, no output), so it reads end-of-file at its prompt. Once is not always
+/// enough: a Ctrl-D that arrives while a command runs with the terminal in line mode is
+/// that command's end-of-file, or is lost, and the shell never sees it.
+struct EndOfInput {
+    quiet_since: Instant,
+    wait: Duration,
+}
+
+impl EndOfInput {
+    fn new() -> Self {
+        EndOfInput {
+            quiet_since: Instant::now(),
+            wait: END_OF_INPUT_FIRST_WAIT,
+        }
+    }
+
+    fn due(&self) -> Instant {
+        self.quiet_since + self.wait
+    }
+
+    /// The shell printed something: it is not waiting at its prompt.
+    fn busy(&mut self) {
+        self.quiet_since = Instant::now();
+        self.wait = END_OF_INPUT_FIRST_WAIT;
+    }
+
+    /// Quiet for long enough: a Ctrl-D once the host has all our input, and a longer wait
+    /// before the next one.
+    fn quiet(&mut self, input: &SharedReplay) {
+        self.quiet_since = Instant::now();
+        let all_taken = input.with(|b| b.acked() == b.end());
+        if all_taken {
+            input.with(|b| b.push(Bytes::from_static(END_OF_INPUT)));
+            self.wait = (self.wait * 2).min(END_OF_INPUT_MAX_WAIT);
+        }
+    }
+}
+
 /// Reads the keyboard (or piped stdin) into `input` for the session. With a terminal,
-/// recognises the escape sequences; piped input that ends is followed by Ctrl-D.
+/// recognises the escape sequences.
 async fn read_keys(
     input: Arc<SharedReplay>,
     terminal: bool,
     forward: bool,
-    events: mpsc::Sender<LocalEvent>,
+    keys: mpsc::Sender<Keys>,
 ) {
     let mut escapes = EscapeFilter::default();
     let ended = read_stdin(&input, |bytes| {
@@ -531,11 +608,12 @@ async fn read_keys(
         }
     })
     .await;
-    if ended && !terminal {
-        input.with(|b| b.push(Bytes::from_static(END_OF_INPUT)));
+    let report = if ended && !terminal {
+        Keys::Ended
     } else {
-        let _ = events.send(LocalEvent::Detach { signal: None }).await;
-    }
+        Keys::Detach
+    };
+    let _ = keys.send(report).await;
 }
 
 /// Our own lines among the session's output, on stderr: each on a line of its own, dim
