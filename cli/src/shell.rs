@@ -109,6 +109,10 @@ pub async fn shell(settings: &Settings, options: ShellOptions) -> anyhow::Result
         }
         // Our stdout is closed (`| head`): leave the session running and end as SIGPIPE would.
         Ok(Ending::OutputClosed) => Ok(128 + 13),
+        Err(Failure::TakenOver(message)) => anyhow::bail!(
+            "{message}; take it back with: {}",
+            reattach_command(&options, session.id.as_deref().unwrap_or_default())
+        ),
         Err(Failure::Fatal(message) | Failure::Lost(message)) => anyhow::bail!(message),
     }
 }
@@ -166,16 +170,17 @@ enum Ending {
 enum Failure {
     /// The connection dropped; re-attach.
     Lost(String),
+    /// Another controller took the session over: re-attaching would take it back from them.
+    TakenOver(String),
     /// Nothing to retry.
     Fatal(String),
 }
 
 /// A dropped connection is re-attached after; anything else ends `zpanel shell`. ABORTED is
-/// not a dropped connection here: another controller took the session over, and
-/// re-attaching would take it back from them.
+/// not a dropped connection here: another controller took the session over.
 fn failed(status: tonic::Status) -> Failure {
     match status.code() {
-        Code::Aborted => Failure::Fatal(status_message(&status)),
+        Code::Aborted => Failure::TakenOver(status_message(&status)),
         code if is_transient(code) => Failure::Lost(status_message(&status)),
         _ => Failure::Fatal(status_message(&status)),
     }

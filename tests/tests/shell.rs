@@ -37,6 +37,13 @@ async fn sessions_json(cli: &Cli) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).expect("sessions json")
 }
 
+/// The id of the one session on the host.
+async fn only_session_id(cli: &Cli) -> String {
+    let sessions = sessions_json(cli).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    sessions[0]["id"].as_str().expect("session id").to_string()
+}
+
 #[tokio::test]
 async fn a_shell_runs_commands_follows_the_window_and_exits_with_the_shells_code() {
     let (_cp, cli, _daemon) = setup().await;
@@ -125,10 +132,7 @@ async fn a_watcher_sees_the_output_and_cannot_type() {
     let mut term = shell(&cli, &[]);
     term.type_text("echo ready-$((1+1))\r");
     term.expect("ready-2", WAIT).await;
-    let id = sessions_json(&cli).await[0]["id"]
-        .as_str()
-        .expect("session id")
-        .to_string();
+    let id = only_session_id(&cli).await;
 
     let mut watcher = shell(&cli, &["--attach", &id, "--watch"]);
     watcher.expect("ready-2", WAIT).await;
@@ -149,6 +153,29 @@ async fn a_watcher_sees_the_output_and_cannot_type() {
 
     term.type_text("exit\r");
     assert_eq!(term.exit_code(WAIT).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_newer_controller_takes_the_session_over_and_the_older_one_leaves() {
+    let (_cp, cli, _daemon) = setup().await;
+    let mut first = shell(&cli, &[]);
+    first.type_text("echo first-$((1+1))\r");
+    first.expect("first-2", WAIT).await;
+    let id = only_session_id(&cli).await;
+
+    let mut second = shell(&cli, &["--attach", &id]);
+    second.expect("first-2", WAIT).await;
+    first
+        .expect(
+            &format!("take it back with: zpanel shell box --attach {id}"),
+            WAIT,
+        )
+        .await;
+    assert_eq!(first.exit_code(WAIT).await.unwrap(), 255);
+    second.type_text("echo second-$((2+2))\r");
+    second.expect("second-4", WAIT).await;
+    second.type_text("exit\r");
+    assert_eq!(second.exit_code(WAIT).await.unwrap(), 0);
 }
 
 #[tokio::test]
