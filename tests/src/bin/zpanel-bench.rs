@@ -1,7 +1,8 @@
 //! `zpanel-bench`: measures Zpanel side by side with OpenSSH in one run on loopback (exec
-//! latency, exec throughput with the memory of all three binaries, idle daemon memory, and
-//! many idle bridge sessions held by one control plane) and prints a table of medians and
-//! ratios. Build and run: `cargo build --release --workspace && target/release/zpanel-bench`.
+//! latency, exec throughput with the memory of all three binaries, idle daemon memory, many
+//! idle bridge sessions held by one control plane, and terminals: keystroke echo and output
+//! throughput against `ssh -tt` and terminado) and prints tables of medians and ratios.
+//! Build and run: `cargo build --release --workspace && target/release/zpanel-bench`.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -13,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
@@ -32,6 +34,7 @@ use zpanel_proto::{
 use zpanel_shared::enroll::{ENROLL_PATH, EnrollRequest, EnrollResponse};
 use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
 use zpanel_shared::tls::{ServerTrust, certs_from_pem, key_from_pem};
+use zpanel_tests::web::{Browser, Screen, Socket, read_until, send_json, type_text};
 use zpanel_tests::{ControlPlane, memory_kib};
 
 /// The host the exec and throughput runs target.
@@ -83,6 +86,21 @@ struct Args {
     /// Leave out the prometheus-node-exporter memory reference.
     #[arg(long)]
     skip_node_exporter: bool,
+    /// Keystrokes typed one at a time into each terminal (echo latency).
+    #[arg(long, default_value_t = 1000)]
+    keystrokes: usize,
+    /// Size of the file `cat` prints in each terminal (K, M, G suffixes as above).
+    #[arg(long, default_value = "200M", value_parser = parse_size)]
+    terminal_bytes: u64,
+    /// Terminal throughput runs per peer; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    terminal_runs: usize,
+    /// Leave out the terminal benchmark.
+    #[arg(long)]
+    skip_terminals: bool,
+    /// Leave out terminado (installed from PyPI into a venv beside this binary on first use).
+    #[arg(long)]
+    skip_terminado: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -140,6 +158,10 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     ensure!(
         args.exec_runs > 0 && args.throughput_runs > 0,
         "--exec-runs and --throughput-runs must be at least 1"
+    );
+    ensure!(
+        args.skip_terminals || (args.keystrokes > 0 && args.terminal_runs > 0),
+        "--keystrokes and --terminal-runs must be at least 1 (or pass --skip-terminals)"
     );
     let machine = Machine::describe().await;
     println!("{}", machine.render(open_files));
@@ -314,19 +336,13 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
             ssh_runs.push(streamed.mb_per_s);
         }
     }
-    let list = |runs: &[f64]| {
-        runs.iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     report.notes.push(format!(
         "Throughput runs (MB/s, in order): zpanel {}; ssh {}.",
-        list(&zpanel_runs),
+        list_runs(&zpanel_runs),
         if ssh_runs.is_empty() {
             "-".into()
         } else {
-            list(&ssh_runs)
+            list_runs(&ssh_runs)
         }
     ));
     let zpanel_mbs = median_f64(&zpanel_runs);
@@ -374,6 +390,17 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
         None,
     );
 
+    // === terminals ===
+    let terminal_report = if args.skip_terminals {
+        None
+    } else {
+        Some(
+            terminals(&args, &cp, sshd.as_ref())
+                .await
+                .context("terminals")?,
+        )
+    };
+
     // Quiet the machine for the sessions test.
     drop(daemon);
     drop(cli);
@@ -391,6 +418,9 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     println!();
     println!("{}", machine.render(open_files));
     println!("{}", report.render());
+    if let Some(terminals) = terminal_report {
+        println!("\nTerminals:\n\n{}", terminals.render());
+    }
     Ok(())
 }
 
@@ -400,7 +430,12 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
 type CommandFactory<'a> = Box<dyn Fn() -> Command + 'a>;
 
 /// Wall time of one command from spawn to exit; fails unless it exits successfully.
-async fn timed(mut command: Command) -> anyhow::Result<Duration> {
+async fn timed(command: Command) -> anyhow::Result<Duration> {
+    timed_within(command, EXEC_TIMEOUT).await
+}
+
+/// [`timed`] with its own time limit.
+async fn timed_within(mut command: Command, limit: Duration) -> anyhow::Result<Duration> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -408,7 +443,7 @@ async fn timed(mut command: Command) -> anyhow::Result<Duration> {
         .kill_on_drop(true);
     let program = command.as_std().get_program().to_string_lossy().to_string();
     let started = Instant::now();
-    let out = tokio::time::timeout(EXEC_TIMEOUT, command.output())
+    let out = tokio::time::timeout(limit, command.output())
         .await
         .context("timed out")??;
     let took = started.elapsed();
@@ -563,6 +598,14 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
+/// MB/s of runs, in order: "558, 539, 498".
+fn list_runs(runs: &[f64]) -> String {
+    runs.iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn median_f64(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -696,38 +739,45 @@ impl Sshd {
         args
     }
 
-    fn control_path(&self) -> PathBuf {
-        self.dir.path().join("cm")
+    /// `ssh` with the bench's options, then `options`, `user@127.0.0.1` and `remote`.
+    fn ssh(&self, options: &[&str], remote: &[&str]) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args(self.base_args())
+            .args(options)
+            .arg(format!("{}@127.0.0.1", self.user))
+            .args(remote);
+        command
     }
 
     /// `ssh ... user@127.0.0.1 CMD`: a new connection (key exchange, authentication) each time.
     fn client(&self, remote: &[&str]) -> Command {
-        let mut command = Command::new("ssh");
-        command
-            .args(self.base_args())
-            .arg(format!("{}@127.0.0.1", self.user))
-            .args(remote);
-        command
+        self.ssh(&[], remote)
+    }
+
+    /// `ControlPath=...` of the ControlMaster.
+    fn control_path_option(&self) -> String {
+        format!("ControlPath={}", self.dir.path().join("cm").display())
     }
 
     /// The same command through the ControlMaster: a new channel on a live connection.
     fn via_master(&self, remote: &[&str]) -> Command {
-        let mut command = Command::new("ssh");
-        command
-            .args(self.base_args())
-            .args(["-o", "ControlMaster=no", "-o"])
-            .arg(format!("ControlPath={}", self.control_path().display()))
-            .arg(format!("{}@127.0.0.1", self.user))
-            .args(remote);
+        let control_path = self.control_path_option();
+        self.ssh(&["-o", "ControlMaster=no", "-o", &control_path], remote)
+    }
+
+    /// An interactive login shell in a remote PTY (`-tt`: although stdin is a pipe), with no
+    /// escape character.
+    fn terminal(&self) -> Command {
+        let mut command = self.ssh(&["-tt", "-e", "none"], &[]);
+        command.env("TERM", TERMINAL_TYPE);
         command
     }
 
     async fn start_master(&mut self) -> anyhow::Result<()> {
-        let out = Command::new("ssh")
-            .args(self.base_args())
-            .args(["-M", "-N", "-f", "-o"])
-            .arg(format!("ControlPath={}", self.control_path().display()))
-            .arg(format!("{}@127.0.0.1", self.user))
+        let control_path = self.control_path_option();
+        let out = self
+            .ssh(&["-M", "-N", "-f", "-o", &control_path], &[])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -747,11 +797,10 @@ impl Sshd {
 
     fn stop_master_now(&mut self) {
         if std::mem::take(&mut self.master) {
-            let _ = std::process::Command::new("ssh")
-                .args(self.base_args())
-                .args(["-O", "exit", "-o"])
-                .arg(format!("ControlPath={}", self.control_path().display()))
-                .arg(format!("{}@127.0.0.1", self.user))
+            let control_path = self.control_path_option();
+            let _ = self
+                .ssh(&["-O", "exit", "-o", &control_path], &[])
+                .into_std()
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -900,6 +949,599 @@ impl NodeExporter {
         }
         Ok(memory_kib(self.pid).0)
     }
+}
+
+// === terminals: keystroke echo and `cat` throughput in a shell ===
+
+/// Keystrokes per line: the line is cleared after each, so it never wraps.
+const LINE_KEYSTROKES: usize = 100;
+/// Untimed keystrokes per peer before the timed ones.
+const WARMUP_KEYSTROKES: usize = 20;
+/// What every peer's shell runs first: the same short prompt, no prompt command (a
+/// `~/.bashrc` may set a slow one) and the same size (ssh has no local terminal to copy a
+/// size from). The quotes keep the echoed command line from matching the marker.
+const QUIET_SHELL: &str =
+    "export PS1='> ' PROMPT_COMMAND=''; stty cols 200 rows 50; echo SHELL-''READY\r";
+const TERMINAL_TYPE: &str = "xterm-256color";
+const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The issue's bound for the p99 echo on loopback.
+const ECHO_TARGET: Duration = Duration::from_millis(2);
+/// The page acknowledges the output it has written every 32 KiB, or 100 ms after a write
+/// (`web/src/connection.js`); the bench does the same.
+const ACK_EVERY_BYTES: u64 = 32 * 1024;
+const ACK_DELAY: Duration = Duration::from_millis(100);
+/// How much the bench asks an ssh pipe for at once.
+const READ_CHUNK: usize = 64 * 1024;
+const TERMINADO_VERSION: &str = "0.18.1";
+const TERMINADO_SERVER: &str = include_str!("../../bench/terminado_server.py");
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Line length of the file `cat` prints, newline included.
+const CAT_LINE_BYTES: u64 = 100;
+
+/// One peer's terminal: a shell in a PTY, keystrokes in, what it prints out.
+enum Tty {
+    /// The browser's protocol: WebSocket to the control plane, which relays to the daemon.
+    Zpanel(Box<ZpanelTty>),
+    /// `ssh -tt` to the loopback sshd: keystrokes on its stdin, the screen on its stdout.
+    Ssh(SshTty),
+    /// terminado's WebSocket (JSON arrays), one hop to its PTY.
+    Terminado(TerminadoTty),
+}
+
+impl Tty {
+    async fn send(&mut self, keys: &str) -> anyhow::Result<()> {
+        match self {
+            Tty::Zpanel(tty) => {
+                tty.send(keys).await;
+                Ok(())
+            }
+            Tty::Ssh(tty) => Ok(tty.stdin.write_all(keys.as_bytes()).await?),
+            Tty::Terminado(tty) => tty.send(keys).await,
+        }
+    }
+
+    /// The next piece of output.
+    async fn output(&mut self) -> anyhow::Result<Bytes> {
+        match self {
+            Tty::Zpanel(tty) => tty.output().await,
+            Tty::Ssh(tty) => tty.output().await,
+            Tty::Terminado(tty) => tty.output().await,
+        }
+    }
+}
+
+struct ZpanelTty {
+    socket: Socket,
+    /// Output offset after everything received, and the offset last acknowledged.
+    received: u64,
+    acked: u64,
+    /// When the page's delayed acknowledgement would be sent.
+    ack_due: Option<tokio::time::Instant>,
+}
+
+impl ZpanelTty {
+    /// Logs in as the admin and opens a new terminal on the bench host.
+    async fn open(cp: &ControlPlane) -> anyhow::Result<ZpanelTty> {
+        let browser = Browser::login(cp, "admin", &cp.admin_password()).await?;
+        let mut socket = browser.terminal(HOST, "").await?;
+        let mut screen = Screen::default();
+        let attached = read_until(&mut socket, &mut screen, EXEC_TIMEOUT, |s| {
+            s.attached.is_some()
+        })
+        .await;
+        ensure!(attached, "no attached message: {:?}", screen.messages);
+        Ok(ZpanelTty {
+            socket,
+            received: screen.end(),
+            acked: screen.end(),
+            ack_due: None,
+        })
+    }
+
+    async fn ack(&mut self) {
+        self.ack_due = None;
+        if self.received > self.acked {
+            let ack = serde_json::json!({"type": "ack", "offset": self.received});
+            send_json(&mut self.socket, ack).await;
+            self.acked = self.received;
+        }
+    }
+
+    async fn send(&mut self, keys: &str) {
+        if self
+            .ack_due
+            .is_some_and(|due| due <= tokio::time::Instant::now())
+        {
+            self.ack().await;
+        }
+        type_text(&mut self.socket, keys).await;
+    }
+
+    async fn output(&mut self) -> anyhow::Result<Bytes> {
+        loop {
+            let message = match self.ack_due {
+                Some(due) => match tokio::time::timeout_at(due, self.socket.next()).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        self.ack().await;
+                        continue;
+                    }
+                },
+                None => self.socket.next().await,
+            };
+            match message.context("the terminal socket closed")?? {
+                Message::Binary(bytes) => {
+                    self.received += bytes.len() as u64;
+                    if self.received - self.acked >= ACK_EVERY_BYTES {
+                        self.ack().await;
+                    } else if self.ack_due.is_none() {
+                        self.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+                    }
+                    return Ok(bytes);
+                }
+                Message::Text(text) => {
+                    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    ensure!(
+                        !matches!(value["type"].as_str(), Some("error" | "exit" | "skip")),
+                        "the control plane said {text}"
+                    );
+                }
+                Message::Close(frame) => bail!("the control plane closed the terminal: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+struct SshTty {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    buffer: BytesMut,
+}
+
+impl SshTty {
+    fn open(sshd: &Sshd) -> anyhow::Result<SshTty> {
+        let mut child = sshd
+            .terminal()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn ssh -tt")?;
+        Ok(SshTty {
+            stdin: child.stdin.take().context("stdin")?,
+            stdout: child.stdout.take().context("stdout")?,
+            _child: child,
+            buffer: BytesMut::new(),
+        })
+    }
+
+    async fn output(&mut self) -> anyhow::Result<Bytes> {
+        self.buffer.reserve(READ_CHUNK);
+        let n = self.stdout.read_buf(&mut self.buffer).await?;
+        ensure!(n > 0, "ssh exited");
+        Ok(self.buffer.split().freeze())
+    }
+}
+
+struct TerminadoTty {
+    socket: WebSocketStream<TcpStream>,
+}
+
+impl TerminadoTty {
+    /// A new WebSocket, and with it a new shell.
+    async fn open(port: u16) -> anyhow::Result<TerminadoTty> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        let url = format!("ws://127.0.0.1:{port}/websocket");
+        let (socket, _) = tokio_tungstenite::client_async(url, tcp).await?;
+        Ok(TerminadoTty { socket })
+    }
+
+    async fn send(&mut self, keys: &str) -> anyhow::Result<()> {
+        let message = serde_json::json!(["stdin", keys]).to_string();
+        Ok(self.socket.send(Message::Text(message.into())).await?)
+    }
+
+    async fn output(&mut self) -> anyhow::Result<Bytes> {
+        loop {
+            match self.socket.next().await.context("terminado closed")?? {
+                Message::Text(text) => {
+                    let (kind, data): (String, serde_json::Value) =
+                        serde_json::from_str(&text).context("a terminado message")?;
+                    match (kind.as_str(), data) {
+                        ("stdout", serde_json::Value::String(text)) => {
+                            return Ok(Bytes::from(text));
+                        }
+                        ("disconnect", _) => bail!("terminado: the shell exited"),
+                        _ => {}
+                    }
+                }
+                Message::Close(frame) => bail!("terminado closed the socket: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `tests/bench/terminado_server.py` on a free loopback port.
+struct Terminado {
+    _child: Child,
+    /// Its stdout, kept open so that it never writes to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
+    port: u16,
+    /// What the server printed when it was ready: terminado's and tornado's versions.
+    versions: String,
+}
+
+impl Terminado {
+    async fn start() -> anyhow::Result<Terminado> {
+        let python = terminado_python().await?;
+        let dir = tempfile::Builder::new()
+            .prefix("zpanel-terminado-")
+            .tempdir()?;
+        let script = dir.path().join("terminado_server.py");
+        std::fs::write(&script, TERMINADO_SERVER)?;
+        let log_path = dir.path().join("terminado.log");
+        let port = free_port()?;
+        let mut child = Command::new(python)
+            .arg(&script)
+            .arg(port.to_string())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log_path)?))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn the terminado server")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut versions = String::new();
+        let ready = tokio::time::timeout(EXEC_TIMEOUT, stdout.read_line(&mut versions)).await;
+        if !matches!(ready, Ok(Ok(n)) if n > 0) {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("the terminado server did not start: {}", log.trim());
+        }
+        Ok(Terminado {
+            _child: child,
+            _stdout: stdout,
+            _dir: dir,
+            port,
+            versions: versions.trim().to_string(),
+        })
+    }
+}
+
+/// A Python that has terminado: a venv beside this binary, made with `python3 -m venv` and
+/// filled from PyPI the first time.
+async fn terminado_python() -> anyhow::Result<PathBuf> {
+    let venv = zpanel_tests::bin_dir().join("terminado-venv");
+    let python = venv.join("bin").join("python");
+    let mut probe = Command::new(&python);
+    probe.args(["-c", "import terminado"]);
+    if timed(probe).await.is_ok() {
+        return Ok(python);
+    }
+    println!(
+        "installing terminado {TERMINADO_VERSION} from PyPI into {}",
+        venv.display()
+    );
+    let mut create = Command::new("python3");
+    create.args(["-m", "venv"]).arg(&venv);
+    timed(create)
+        .await
+        .context("python3 -m venv (on Debian: apt-get install -y python3-venv)")?;
+    let mut install = Command::new(venv.join("bin").join("pip"));
+    install.args([
+        "install",
+        "--quiet",
+        &format!("terminado=={TERMINADO_VERSION}"),
+    ]);
+    timed_within(install, INSTALL_TIMEOUT)
+        .await
+        .context("pip install terminado")?;
+    Ok(python)
+}
+
+/// One terminal peer and what was measured through it.
+struct TtyPeer {
+    name: &'static str,
+    tty: Tty,
+    echoes: Vec<Duration>,
+    /// MB/s of each `cat` run.
+    runs: Vec<f64>,
+}
+
+impl TtyPeer {
+    fn new(name: &'static str, tty: Tty) -> TtyPeer {
+        TtyPeer {
+            name,
+            tty,
+            echoes: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+}
+
+/// Reads output until `needle` appears in it; returns how many bytes that took (up to the
+/// end of the piece holding the needle).
+async fn wait_for(tty: &mut Tty, needle: &str, timeout: Duration) -> anyhow::Result<u64> {
+    let contains = |bytes: &[u8]| String::from_utf8_lossy(bytes).contains(needle);
+    let keep = needle.len().saturating_sub(1);
+    let search = async {
+        let mut total = 0u64;
+        // The last bytes of the output so far, for a needle split across two pieces.
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            let piece = tty.output().await?;
+            total += piece.len() as u64;
+            let mut seam = std::mem::take(&mut tail);
+            seam.extend_from_slice(&piece[..piece.len().min(keep)]);
+            if contains(&seam) || contains(&piece) {
+                return Ok::<_, anyhow::Error>(total);
+            }
+            tail = if piece.len() >= keep {
+                piece[piece.len() - keep..].to_vec()
+            } else {
+                seam[seam.len().saturating_sub(keep)..].to_vec()
+            };
+        }
+    };
+    tokio::time::timeout(timeout, search)
+        .await
+        .with_context(|| format!("{needle:?} did not appear within {timeout:?}"))?
+}
+
+/// Types `count` keystrokes on a fresh line, each once the previous one's echo is back, and
+/// returns each echo's time; then clears the line (Ctrl-U).
+async fn echo_line(tty: &mut Tty, count: usize) -> anyhow::Result<Vec<Duration>> {
+    // The echo of a `z` comes after whatever clearing the previous line printed.
+    tty.send("z").await?;
+    wait_for(tty, "z", ECHO_TIMEOUT).await?;
+    let mut echoes = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        tty.send("a").await?;
+        wait_for(tty, "a", ECHO_TIMEOUT).await?;
+        echoes.push(started.elapsed());
+    }
+    tty.send("\x15").await?;
+    Ok(echoes)
+}
+
+/// Runs `cat FILE` in the shell and counts what the terminal shows until a marker echoed
+/// after it (a PTY turns every `\n` into `\r\n`); MB/s from sending the command to the marker.
+async fn cat_throughput(tty: &mut Tty, file: &Path, size: u64, run: usize) -> anyhow::Result<f64> {
+    // The shell echoes the command line too: the quotes split the marker there.
+    let command = format!("cat '{}'; echo CAT-''DONE-{run}\r", file.display());
+    let started = Instant::now();
+    tty.send(&command).await?;
+    let shown = wait_for(tty, &format!("CAT-DONE-{run}"), STREAM_TIMEOUT).await?;
+    let took = started.elapsed();
+    // Every line's newline arrives as two bytes; anything less means output was lost.
+    let expected = size + size / CAT_LINE_BYTES;
+    ensure!(
+        shown >= expected,
+        "the terminal showed {shown} bytes for a file of {size} (at least {expected} expected)"
+    );
+    Ok(shown as f64 / took.as_secs_f64() / 1e6)
+}
+
+/// A file of `size` bytes of printable ASCII in lines of [`CAT_LINE_BYTES`].
+fn text_file(path: &Path, size: u64) -> anyhow::Result<()> {
+    const LINE: usize = CAT_LINE_BYTES as usize;
+    let block: Vec<u8> = (0..10_000 * LINE)
+        .map(|i| match i % LINE {
+            i if i == LINE - 1 => b'\n',
+            column => b' ' + ((column + i / LINE) % 95) as u8,
+        })
+        .collect();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut left = size;
+    while left > 0 {
+        let take = left.min(block.len() as u64) as usize;
+        std::io::Write::write_all(&mut out, &block[..take])?;
+        left -= take as u64;
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+/// Keystroke echo and `cat` throughput through Zpanel's browser protocol, `ssh -tt` and
+/// terminado, interleaved so that noise hits every peer alike.
+async fn terminals(args: &Args, cp: &ControlPlane, sshd: Option<&Sshd>) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let terminado = if args.skip_terminado {
+        None
+    } else {
+        let server = Terminado::start()
+            .await
+            .context("starting terminado (--skip-terminado leaves it out)")?;
+        println!(
+            "terminado listening on 127.0.0.1:{} ({})",
+            server.port, server.versions
+        );
+        report
+            .notes
+            .push(format!("terminado peer: {}.", server.versions));
+        Some(server)
+    };
+    let zpanel = ZpanelTty::open(cp)
+        .await
+        .context("zpanel: open a terminal")?;
+    let mut peers = vec![TtyPeer::new("zpanel", Tty::Zpanel(Box::new(zpanel)))];
+    if let Some(sshd) = sshd {
+        peers.push(TtyPeer::new("ssh -tt", Tty::Ssh(SshTty::open(sshd)?)));
+    }
+    if let Some(server) = &terminado {
+        let tty = TerminadoTty::open(server.port)
+            .await
+            .context("terminado: open a terminal")?;
+        peers.push(TtyPeer::new("terminado", Tty::Terminado(tty)));
+    }
+    for peer in &mut peers {
+        let set_up = async {
+            peer.tty.send(QUIET_SHELL).await?;
+            wait_for(&mut peer.tty, "SHELL-READY", EXEC_TIMEOUT).await?;
+            echo_line(&mut peer.tty, WARMUP_KEYSTROKES).await
+        };
+        set_up
+            .await
+            .with_context(|| format!("{}: setting up the shell", peer.name))?;
+    }
+
+    // Keystroke echo, one line per peer in turn.
+    let mut left = args.keystrokes;
+    while left > 0 {
+        let line = left.min(LINE_KEYSTROKES);
+        for peer in &mut peers {
+            let echoes = echo_line(&mut peer.tty, line)
+                .await
+                .with_context(|| format!("{}: keystroke echo", peer.name))?;
+            peer.echoes.extend(echoes);
+        }
+        left -= line;
+    }
+    let echo: Vec<(&str, Stats)> = peers
+        .iter()
+        .map(|p| (p.name, Stats::of(&p.echoes)))
+        .collect();
+    for (name, s) in &echo {
+        println!(
+            "keystroke echo, {name}: median {:.3} ms, p99 {:.3} ms over {} keystrokes",
+            ms(s.median),
+            ms(s.p99),
+            s.n
+        );
+    }
+
+    // `cat` throughput, runs interleaved.
+    let dir = tempfile::Builder::new()
+        .prefix("zpanel-bench-cat-")
+        .tempdir()?;
+    let file = dir.path().join("lines.txt");
+    text_file(&file, args.terminal_bytes)?;
+    for run in 1..=args.terminal_runs {
+        for peer in &mut peers {
+            let mb_per_s = cat_throughput(&mut peer.tty, &file, args.terminal_bytes, run)
+                .await
+                .with_context(|| format!("{}: cat", peer.name))?;
+            println!(
+                "terminal throughput run {run}, {}: {mb_per_s:.0} MB/s",
+                peer.name
+            );
+            peer.runs.push(mb_per_s);
+        }
+    }
+    report_terminals(args, &peers, &echo, &mut report);
+    Ok(report)
+}
+
+/// The terminal rows: Zpanel against terminado and `ssh -tt`, and every peer in the notes.
+fn report_terminals(args: &Args, peers: &[TtyPeer], echo: &[(&str, Stats)], report: &mut Report) {
+    let echo_of = |name: &str| echo.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+    let zp = echo[0].1;
+    let terminado = echo_of("terminado");
+    let ssh = echo_of("ssh -tt");
+    let p99_met = zp.p99 < ECHO_TARGET
+        && terminado.is_none_or(|t| zp.p99.as_secs_f64() <= 1.5 * t.p99.as_secs_f64());
+    let echo_rows = [
+        (
+            "median",
+            zp.median,
+            "terminado",
+            terminado.map(|s| s.median),
+            "-",
+            None,
+        ),
+        (
+            "p99",
+            zp.p99,
+            "terminado",
+            terminado.map(|s| s.p99),
+            "< 1.5x terminado and < 2 ms",
+            Some(p99_met),
+        ),
+        (
+            "median",
+            zp.median,
+            "ssh -tt",
+            ssh.map(|s| s.median),
+            "-",
+            None,
+        ),
+        ("p99", zp.p99, "ssh -tt", ssh.map(|s| s.p99), "-", None),
+    ];
+    for (what, zpanel, name, peer, target, met) in echo_rows {
+        report.row(
+            &format!("keystroke echo, {what} of {}, vs {name}", args.keystrokes),
+            format!("{:.2} ms", ms(zpanel)),
+            peer.map(|p| format!("{:.2} ms ({name})", ms(p))),
+            peer.map(|p| ratio(ms(zpanel), ms(p))),
+            target,
+            met,
+        );
+    }
+    let mbs_of = |name: &str| {
+        peers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| median_f64(&p.runs))
+    };
+    let zp_mbs = median_f64(&peers[0].runs);
+    let (ssh_mbs, terminado_mbs) = (mbs_of("ssh -tt"), mbs_of("terminado"));
+    let size = human_bytes(args.terminal_bytes);
+    let throughput_rows = [
+        (
+            "ssh -tt",
+            ssh_mbs,
+            ">= 0.8x ssh -tt",
+            ssh_mbs.map(|s| zp_mbs >= 0.8 * s),
+        ),
+        ("terminado", terminado_mbs, "-", None),
+    ];
+    for (name, peer, target, met) in throughput_rows {
+        report.row(
+            &format!(
+                "`cat` of {size} in the terminal, median of {}, vs {name}",
+                args.terminal_runs
+            ),
+            format!("{zp_mbs:.0} MB/s"),
+            peer.map(|p| format!("{p:.0} MB/s ({name})")),
+            peer.map(|p| ratio(zp_mbs, p)),
+            target,
+            met,
+        );
+    }
+    let echoes: Vec<String> = peers
+        .iter()
+        .zip(echo)
+        .map(|(peer, (name, s))| {
+            let slow = peer.echoes.iter().filter(|e| **e > ECHO_TARGET).count();
+            format!(
+                "{name} {:.2} / {:.2} / {:.2} / {:.2}, {slow}",
+                ms(s.median),
+                ms(s.p90),
+                ms(s.p99),
+                ms(s.max)
+            )
+        })
+        .collect();
+    report.notes.push(format!(
+        "Keystroke echo (ms), median / p90 / p99 / max, and how many keystrokes took over {} ms: {}.",
+        ms(ECHO_TARGET),
+        echoes.join("; ")
+    ));
+    let runs: Vec<String> = peers
+        .iter()
+        .map(|p| format!("{} {}", p.name, list_runs(&p.runs)))
+        .collect();
+    report.notes.push(format!(
+        "Terminal throughput runs (MB/s, in order): {}.",
+        runs.join("; ")
+    ));
 }
 
 // === idle sessions: a load generator of synthetic daemons ===
