@@ -307,13 +307,13 @@ async fn attempt(
         signal = local.detach_requested() => return Ok(Ending::Detached { signal }),
     };
     let first_attachment = !session.attached_before;
-    session.attached(&attached, requested, screen)?;
     if reconnect.is_down() {
         screen.notice("[reconnected]");
     } else if options.watch && first_attachment && screen.raw {
         screen.notice("[watching read-only; type ~. to detach]");
     }
     reconnect.connected();
+    session.attached(&attached, requested, screen)?;
     let input_pump = (!options.watch).then(|| {
         let from = session
             .input

@@ -206,6 +206,64 @@ async fn the_shell_survives_a_control_plane_restart_and_keys_typed_meanwhile_arr
 }
 
 #[tokio::test]
+async fn output_the_host_no_longer_holds_is_reported_as_skipped() {
+    let mut cp = ControlPlane::start().await;
+    let cli = cp.admin_cli().await;
+    let token = cli.join_token(1).await;
+    let _daemon = Daemon::join(&cp, &token, HOST)
+        .await
+        .expect("join")
+        .start_with(&[
+            "--terminal-scrollback",
+            "1KiB",
+            "--reconnect-base",
+            "100ms",
+            "--reconnect-max",
+            "1s",
+        ])
+        .await;
+    assert_eventually!(
+        cli.host_status(HOST).await.as_deref() == Some("online"),
+        WAIT,
+        "host never came online"
+    );
+    let mut term = shell(&cli, &[]);
+    term.type_text("echo ready-$((1+1))\r");
+    term.expect("ready-2", WAIT).await;
+    term.type_text("sleep 1; seq 1 20000; echo done-$((1+1))\r");
+    term.expect("done-$((1+1))", WAIT).await;
+    // The shell prints 100 KiB while nobody is attached; the host keeps the last 1 KiB.
+    cp.kill().await;
+    term.expect("[connection lost; reconnecting…]", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cp.restart().await;
+    term.expect("bytes of output skipped]", WAIT).await;
+    term.expect("done-2", WAIT).await;
+    assert!(!term.text().contains("\n100\r\n"), "{:?}", term.text());
+}
+
+#[tokio::test]
+async fn it_gives_up_re_attaching_with_the_command_to_do_it_later() {
+    let (mut cp, cli, _daemon) = setup().await;
+    let mut term = shell(&cli, &["--resume-for", "1s"]);
+    term.type_text("echo up-$((1+1))\r");
+    term.expect("up-2", WAIT).await;
+    let id = only_session_id(&cli).await;
+    cp.kill().await;
+    term.expect(
+        &format!("zpanel: lost the connection to session {id} on box: "),
+        WAIT,
+    )
+    .await;
+    term.expect(
+        &format!("; reattach with: zpanel shell box --attach {id}\r\n"),
+        WAIT,
+    )
+    .await;
+    assert_eq!(term.exit_code(WAIT).await.unwrap(), 255);
+}
+
+#[tokio::test]
 async fn piped_input_works_without_a_terminal_and_ends_the_shell() {
     let (_cp, cli, _daemon) = setup().await;
     let out = cli
