@@ -729,6 +729,7 @@ async fn frames_for_unknown_channels_are_ignored() {
             channel_id: 4244,
             reason: "stray".into(),
             release: true,
+            superseded: true,
         }),
     )
     .await;

@@ -3,8 +3,10 @@
 // input the server has not acknowledged, and acknowledges output as xterm.js writes it, which
 // is the flow control that keeps a flood of output from piling up in the page.
 
-/** Acknowledge written output at least this often (the contract says at most every 64 KiB). */
+/** Acknowledge written output at least this often (the contract says at most every 64 KiB
+ *  and every 128 messages: the daemon keeps at most 256 output messages unacknowledged). */
 const ACK_EVERY_BYTES = 32 * 1024;
+const ACK_EVERY_MESSAGES = 64;
 /** ...and this long after the last write when less than that was written. */
 const ACK_DELAY_MS = 100;
 /** Input sent but not yet acknowledged by the server: the rest waits its turn (a large paste
@@ -68,6 +70,7 @@ export class TerminalConnection {
     this.acked = 0;
     this.skip = 0;
     this.ackTimer = null;
+    this.writesSinceAck = 0;
 
     // Input: bytes not yet acknowledged with input_ack, starting at `inputBase`, so they can
     // be resent from the server's input_offset after a reconnect. The first `sentBytes` of
@@ -237,6 +240,7 @@ export class TerminalConnection {
     const end = this.received;
     this.term.write(bytes, () => {
       this.written = Math.max(this.written, end);
+      this.writesSinceAck += 1;
       this.scheduleAck();
     });
   }
@@ -249,7 +253,7 @@ export class TerminalConnection {
 
   /** Acknowledges written output: at once past ACK_EVERY_BYTES, otherwise a little later. */
   scheduleAck() {
-    if (this.written - this.acked >= ACK_EVERY_BYTES) {
+    if (this.written - this.acked >= ACK_EVERY_BYTES || this.writesSinceAck >= ACK_EVERY_MESSAGES) {
       this.sendAck();
     } else if (this.ackTimer === null) {
       this.ackTimer = setTimeout(() => this.sendAck(), ACK_DELAY_MS);
@@ -261,6 +265,7 @@ export class TerminalConnection {
     this.ackTimer = null;
     if (this.written > this.acked && this.sendJson({ type: 'ack', offset: this.written })) {
       this.acked = this.written;
+      this.writesSinceAck = 0;
     }
   }
 
