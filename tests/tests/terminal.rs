@@ -144,7 +144,11 @@ async fn a_watcher_sees_what_the_controller_does_and_cannot_type() {
     assert!(read_until(&mut control, &mut controller, WAIT, |s| s.closed.is_some()).await);
     let reason = controller.messages.iter().find(|m| m["type"] == "error");
     assert!(reason.is_some(), "{:?}", controller.messages);
-    assert_eq!(controller.closed, Some(4009), "the replaced viewer must not retry");
+    assert_eq!(
+        controller.closed,
+        Some(4009),
+        "the replaced viewer must not retry"
+    );
     type_text(&mut second, "echo second-here\r").await;
     expect(&mut second, &mut second_screen, "second-here").await;
 }
@@ -222,7 +226,10 @@ async fn floods_and_stalled_viewers_stay_bounded() {
     let mut sent = 0u64;
     for piece in paste.as_bytes().chunks(256 * 1024) {
         let room = |s: &Screen| s.input_acked() + 768 * 1024 >= sent;
-        assert!(read_until(&mut socket, &mut screen, WAIT, room).await, "input stalled");
+        assert!(
+            read_until(&mut socket, &mut screen, WAIT, room).await,
+            "input stalled"
+        );
         type_text(&mut socket, std::str::from_utf8(piece).unwrap()).await;
         sent += piece.len() as u64;
     }
