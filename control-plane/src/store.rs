@@ -169,11 +169,7 @@ impl Store {
         .bind(now())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| Principal {
-            user_id: r.get(0),
-            user_name: r.get(1),
-            role: r.get(2),
-        }))
+        Ok(row.map(|r| principal_from_row(&r)))
     }
 
     /// A user's id, role and password hash (None when no password is set).
@@ -185,14 +181,7 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| {
-            let principal = Principal {
-                user_id: r.get(0),
-                user_name: r.get(1),
-                role: r.get(2),
-            };
-            (principal, r.get(3))
-        }))
+        Ok(row.map(|r| (principal_from_row(&r), r.get(3))))
     }
 
     /// Sets a user's password hash and ends the user's browser sessions; false when there
@@ -250,14 +239,7 @@ impl Store {
         .bind(now())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| {
-            let principal = Principal {
-                user_id: r.get(0),
-                user_name: r.get(1),
-                role: r.get(2),
-            };
-            (principal, r.get(3))
-        }))
+        Ok(row.map(|r| (principal_from_row(&r), r.get(3))))
     }
 
     pub async fn delete_web_session(&self, token: &str) -> Result<(), StoreError> {
@@ -529,6 +511,15 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// A principal from the first three columns of a row: user id, user name, role.
+fn principal_from_row(r: &sqlx::sqlite::SqliteRow) -> Principal {
+    Principal {
+        user_id: r.get(0),
+        user_name: r.get(1),
+        role: r.get(2),
     }
 }
 

@@ -119,6 +119,26 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// `POST /api/v1/login` as a page on `origin` would send it.
+pub async fn post_login(
+    cp: &ControlPlane,
+    origin: &str,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<HttpResponse> {
+    let body = serde_json::json!({"user": user, "password": password});
+    let headers = [("Origin", origin)];
+    request(
+        &cp.url,
+        &cp.pin,
+        "POST",
+        "/api/v1/login",
+        &headers,
+        Some(&body),
+    )
+    .await
+}
+
 /// A logged-in browser: its session cookie and CSRF token.
 pub struct Browser {
     pub url: String,
@@ -132,16 +152,7 @@ pub type Socket = WebSocketStream<TlsStream<TcpStream>>;
 impl Browser {
     /// Logs in with a user name and password.
     pub async fn login(cp: &ControlPlane, user: &str, password: &str) -> anyhow::Result<Browser> {
-        let origin = cp.url.clone();
-        let response = request(
-            &cp.url,
-            &cp.pin,
-            "POST",
-            "/api/v1/login",
-            &[("Origin", &origin)],
-            Some(&serde_json::json!({"user": user, "password": password})),
-        )
-        .await?;
+        let response = post_login(cp, &cp.url, user, password).await?;
         anyhow::ensure!(response.status == 200, "login: {response:?}");
         let set_cookie = response.header("set-cookie").context("no cookie")?;
         let cookie = set_cookie

@@ -5,22 +5,13 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zpanel_tests::web::{Browser, Screen, read_until, request, type_text};
+use zpanel_tests::web::{Browser, Screen, post_login, read_until, request, type_text};
 use zpanel_tests::{ControlPlane, assert_eventually, bin};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn login_attempt(cp: &ControlPlane, user: &str, password: &str) -> (u16, serde_json::Value) {
-    let response = request(
-        &cp.url,
-        &cp.pin,
-        "POST",
-        "/api/v1/login",
-        &[("Origin", &cp.url)],
-        Some(&serde_json::json!({"user": user, "password": password})),
-    )
-    .await
-    .unwrap();
+    let response = post_login(cp, &cp.url, user, password).await.unwrap();
     (response.status, response.json())
 }
 
@@ -34,16 +25,9 @@ async fn login_sets_a_strict_cookie_and_logout_ends_it() {
     let (status, _) = login_attempt(&cp, "nobody", "whatever-password").await;
     assert_eq!(status, 401);
 
-    let response = request(
-        &cp.url,
-        &cp.pin,
-        "POST",
-        "/api/v1/login",
-        &[("Origin", &cp.url)],
-        Some(&serde_json::json!({"user": "admin", "password": cp.admin_password()})),
-    )
-    .await
-    .unwrap();
+    let response = post_login(&cp, &cp.url, "admin", &cp.admin_password())
+        .await
+        .unwrap();
     assert_eq!(response.status, 200, "{response:?}");
     let cookie = response.header("set-cookie").unwrap().to_string();
     for attribute in [
@@ -63,16 +47,9 @@ async fn login_sets_a_strict_cookie_and_logout_ends_it() {
     assert_eq!(session.json()["role"], "admin");
 
     // A login form posted from another site is refused.
-    let response = request(
-        &cp.url,
-        &cp.pin,
-        "POST",
-        "/api/v1/login",
-        &[("Origin", "https://evil.example")],
-        Some(&serde_json::json!({"user": "admin", "password": cp.admin_password()})),
-    )
-    .await
-    .unwrap();
+    let response = post_login(&cp, "https://evil.example", "admin", &cp.admin_password())
+        .await
+        .unwrap();
     assert_eq!(response.status, 403);
 
     let out = browser.call("POST", "/api/v1/logout", None).await.unwrap();
@@ -166,16 +143,9 @@ async fn logins_are_rate_limited_per_user() {
     }
     assert_eq!(statuses[..5], [401; 5]);
     assert_eq!(statuses[6], 429, "{statuses:?}");
-    let response = request(
-        &cp.url,
-        &cp.pin,
-        "POST",
-        "/api/v1/login",
-        &[("Origin", &cp.url)],
-        Some(&serde_json::json!({"user": "admin", "password": cp.admin_password()})),
-    )
-    .await
-    .unwrap();
+    let response = post_login(&cp, &cp.url, "admin", &cp.admin_password())
+        .await
+        .unwrap();
     assert_eq!(response.status, 429, "even the right password waits");
     assert!(response.header("retry-after").is_some());
     assert!(

@@ -966,9 +966,10 @@ const TERMINAL_TYPE: &str = "xterm-256color";
 const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The bound for the p99 echo on loopback.
 const ECHO_TARGET: Duration = Duration::from_millis(2);
-/// The page acknowledges the output it has written every 32 KiB, or 100 ms after a write
-/// (`web/src/connection.js`); the bench does the same.
+/// The page acknowledges the output it has written every 32 KiB or 64 messages, or 100 ms
+/// after a write (`web/src/connection.js`); the bench does the same.
 const ACK_EVERY_BYTES: u64 = 32 * 1024;
+const ACK_EVERY_MESSAGES: u32 = 64;
 const ACK_DELAY: Duration = Duration::from_millis(100);
 /// How much the bench asks an ssh pipe for at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -1015,6 +1016,8 @@ struct ZpanelTty {
     /// Output offset after everything received, and the offset last acknowledged.
     received: u64,
     acked: u64,
+    /// Output messages since the last acknowledgement.
+    unacked_messages: u32,
     /// When the page's delayed acknowledgement would be sent.
     ack_due: Option<tokio::time::Instant>,
 }
@@ -1034,6 +1037,7 @@ impl ZpanelTty {
             socket,
             received: screen.end(),
             acked: screen.end(),
+            unacked_messages: 0,
             ack_due: None,
         })
     }
@@ -1044,6 +1048,7 @@ impl ZpanelTty {
             let ack = serde_json::json!({"type": "ack", "offset": self.received});
             send_json(&mut self.socket, ack).await;
             self.acked = self.received;
+            self.unacked_messages = 0;
         }
     }
 
@@ -1072,7 +1077,10 @@ impl ZpanelTty {
             match message.context("the terminal socket closed")?? {
                 Message::Binary(bytes) => {
                     self.received += bytes.len() as u64;
-                    if self.received - self.acked >= ACK_EVERY_BYTES {
+                    self.unacked_messages += 1;
+                    if self.received - self.acked >= ACK_EVERY_BYTES
+                        || self.unacked_messages >= ACK_EVERY_MESSAGES
+                    {
                         self.ack().await;
                     } else if self.ack_due.is_none() {
                         self.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
