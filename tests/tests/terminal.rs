@@ -253,3 +253,102 @@ async fn floods_and_stalled_viewers_stay_bounded() {
     );
     type_text(&mut flood, "\x03").await;
 }
+
+/// Runs one SQL statement on the control plane's database (users have no API yet).
+fn sql(cp: &ControlPlane, statement: &str) {
+    let out = std::process::Command::new("sqlite3")
+        .arg(cp.data_dir().join("zpanel.db"))
+        .arg(statement)
+        .output()
+        .expect("the sqlite3 command (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn another_users_session_and_expired_logins_are_refused() {
+    let (cp, _daemon, admin) = setup().await;
+    let (_socket, screen) = attach(&admin, "").await;
+    let id = session_id(&screen);
+
+    sql(
+        &cp,
+        "INSERT INTO users (id, name, role, created_at) VALUES ('u-bob', 'bob', 'developer', 0)",
+    );
+    let mut passwd = tokio::process::Command::new(zpanel_tests::bin("zpanel-cp"))
+        .args(["passwd", "bob", "--password-file", "-", "--data-dir"])
+        .arg(cp.data_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = passwd.stdin.take().unwrap();
+    stdin.write_all(b"bob's long password\n").await.unwrap();
+    drop(stdin);
+    assert!(passwd.wait().await.unwrap().success());
+    let bob = Browser::login(&cp, "bob", "bob's long password")
+        .await
+        .unwrap();
+
+    // Bob can neither type into nor watch the admin's session, nor see or end it.
+    for query in [format!("session={id}"), format!("session={id}&mode=watch")] {
+        let mut socket = bob.terminal("term", &query).await.unwrap();
+        let mut refused = Screen::default();
+        read_until(&mut socket, &mut refused, WAIT, |s| s.closed.is_some()).await;
+        assert_eq!(refused.closed, Some(4003), "{query}: {refused:?}");
+        let error = &refused.messages[0]["message"];
+        assert!(
+            error.as_str().unwrap().contains("developer may not"),
+            "{error}"
+        );
+        assert!(refused.output.is_empty());
+    }
+    let listed = bob
+        .call("GET", "/api/v1/hosts/term/terminals", None)
+        .await
+        .unwrap();
+    assert_eq!(listed.json(), serde_json::json!([]));
+    let everyone = bob
+        .call("GET", "/api/v1/hosts/term/terminals?all=true", None)
+        .await
+        .unwrap();
+    assert_eq!(everyone.status, 403);
+    let kill = bob
+        .call(
+            "DELETE",
+            &format!("/api/v1/hosts/term/terminals/{id}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(kill.status >= 400, "{kill:?}");
+    let still = admin
+        .call("GET", "/api/v1/hosts/term/terminals", None)
+        .await
+        .unwrap();
+    assert_eq!(still.json()[0]["id"], id.as_str());
+
+    // Bob's own terminal works; the admin may watch it but not type into it.
+    let (_bob_socket, bob_screen) = attach(&bob, "").await;
+    let bob_id = session_id(&bob_screen);
+    let (_watch, watching) = attach(&admin, &format!("session={bob_id}&mode=watch")).await;
+    assert_eq!(watching.attached.as_ref().unwrap()["mode"], "watch");
+    let mut socket = admin
+        .terminal("term", &format!("session={bob_id}"))
+        .await
+        .unwrap();
+    let mut refused = Screen::default();
+    read_until(&mut socket, &mut refused, WAIT, |s| s.closed.is_some()).await;
+    assert_eq!(refused.closed, Some(4003), "{refused:?}");
+
+    // An expired login is refused, for the API and the terminal alike.
+    sql(&cp, "UPDATE web_sessions SET expires_at = 0");
+    let expired = bob.call("GET", "/api/v1/session", None).await.unwrap();
+    assert_eq!(expired.status, 401);
+    let upgrade = bob.terminal("term", "").await;
+    assert!(upgrade.is_err_and(|e| e.to_string().contains("401")));
+}
