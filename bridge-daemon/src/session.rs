@@ -294,7 +294,9 @@ impl DaemonSession {
             | Body::Welcome(_)
             | Body::OpenResult(_)
             | Body::ExecExited(_)
-            | Body::RenewCertificate(_) => {
+            | Body::RenewCertificate(_)
+            | Body::FileDone(_)
+            | Body::FileChanged(_) => {
                 return Err(SessionEnd::Protocol(
                     "frame not allowed from the control plane".into(),
                 ));
@@ -343,6 +345,15 @@ impl DaemonSession {
                 let killed = terminals.kill(&kill.session_id, &kill.owner_id);
                 return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
             }
+            Some(
+                open::Request::File(_)
+                | open::Request::FileRead(_)
+                | open::Request::FileWrite(_)
+                | open::Request::FileWatch(_),
+            ) => Err((
+                OpenError::Refused,
+                "this daemon does not serve files yet; upgrade zpanel-bridge on the host".into(),
+            )),
             None => Err((
                 OpenError::BadRequest,
                 "unknown open request: this daemon may be older than the control plane".into(),
