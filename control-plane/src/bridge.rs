@@ -355,6 +355,20 @@ fn on_frame(
             let event = ChannelEvent::Exited(exited.exit.unwrap_or_default());
             (exited.channel_id, session.deliver(exited.channel_id, event))
         }
+        Body::FileDone(done) => {
+            let event = ChannelEvent::FileDone(done.result.unwrap_or_default());
+            (done.channel_id, session.deliver(done.channel_id, event))
+        }
+        Body::FileChanged(changed) => match changed.change {
+            Some(change) => {
+                let event = ChannelEvent::FileChanged(change);
+                (
+                    changed.channel_id,
+                    session.deliver(changed.channel_id, event),
+                )
+            }
+            None => return Ok(()),
+        },
         Body::Close(close) => (close.channel_id, session.channel_closed(close)),
         Body::RenewCertificate(renew) => {
             renew_certificate(session, state, renew.csr_pem);

@@ -3,20 +3,24 @@
 //! control plane). A cluster implementation forwards channels to the replica holding the
 //! session without its callers changing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
-    ChannelAck, ChannelData, Close, ExecSignal, OpenError, OpenResult, ProcessExit, StreamAck,
-    StreamChunk, TerminalResize, TerminalSize, open,
+    ChannelAck, ChannelData, Close, ExecSignal, FileChange, FileError, FileWritten, OpenError,
+    OpenResult, ProcessExit, StreamAck, StreamChunk, StreamKind, TerminalResize, TerminalSize,
+    open,
 };
+
+use zpanel_shared::frame::MAX_CHUNK_BYTES;
 
 use crate::metrics::Metrics;
 
@@ -35,7 +39,12 @@ pub enum RouteError {
     #[error("host did not answer within {0:?}")]
     Timeout(Duration),
     #[error("{message}")]
-    Refused { code: OpenError, message: String },
+    Refused {
+        code: OpenError,
+        message: String,
+        /// Why a file request was refused, when it was one.
+        file_error: FileError,
+    },
 }
 
 /// What arrives on a channel from the host.
@@ -47,6 +56,10 @@ pub enum ChannelEvent {
     Closed(String),
     /// A newer viewer took this channel's place on the host.
     Superseded(String),
+    /// A file write ended (committed or refused).
+    FileDone(FileWritten),
+    /// Something changed under a watched path.
+    FileChanged(FileChange),
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -66,6 +79,116 @@ pub trait HostRouter: Send + Sync {
     fn disconnect(&self, host_id: &str);
     /// Changes whenever a host comes online, goes offline or is removed.
     fn changes(&self) -> watch::Receiver<u64>;
+}
+
+/// Input chunks and bytes a relay may have on their way to the daemon: the daemon's input
+/// queue is bounded, so input beyond these marks waits in the relay (a large paste or upload
+/// is paced by the daemon's acknowledgements, never dropped).
+const INPUT_FRAMES_IN_FLIGHT: usize = zpanel_shared::replay::MAX_IN_FLIGHT_FRAMES / 2;
+const INPUT_BYTES_IN_FLIGHT: u64 = 1024 * 1024;
+/// Input a relay holds for a daemon that is not taking it; a client sending more ignores
+/// the acknowledgements and is cut off.
+const MAX_PENDING_INPUT: usize = 4 * 1024 * 1024;
+
+/// A channel's input stream (`STDIN`) as a relay sends it: queued in order, deduplicated,
+/// and sent within the daemon's input window.
+pub struct InputQueue {
+    /// Input waiting for room in the window, from offset `sent`.
+    pending: BytesMut,
+    sent: u64,
+    /// End offsets of chunks sent and not yet acknowledged.
+    in_flight: VecDeque<u64>,
+    acked: u64,
+    /// The end-of-stream chunk went out.
+    finished: bool,
+}
+
+impl InputQueue {
+    /// A queue whose next byte is at `offset` (what the daemon already holds).
+    pub fn new(offset: u64) -> Self {
+        InputQueue {
+            pending: BytesMut::new(),
+            sent: offset,
+            in_flight: VecDeque::new(),
+            acked: offset,
+            finished: false,
+        }
+    }
+
+    /// Queues bytes at `offset`; bytes already queued are dropped, a gap is refused.
+    pub fn queue(&mut self, offset: u64, payload: Bytes) -> Result<(), String> {
+        let queued_end = self.sent + self.pending.len() as u64;
+        if offset > queued_end {
+            return Err(format!(
+                "input at offset {offset} leaves a gap after {queued_end}"
+            ));
+        }
+        let repeated = (queued_end - offset) as usize;
+        if repeated < payload.len() {
+            self.pending.extend_from_slice(&payload[repeated..]);
+        }
+        if self.pending.len() > MAX_PENDING_INPUT {
+            return Err(
+                "more than 4 MiB of input waiting for the host: the client ignored flow control"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The daemon holds every input byte below `offset`.
+    pub fn acked(&mut self, offset: u64) {
+        self.acked = self.acked.max(offset);
+        while self.in_flight.front().is_some_and(|end| *end <= offset) {
+            self.in_flight.pop_front();
+        }
+    }
+
+    /// Bytes queued and not sent yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Offset below which the daemon holds everything.
+    pub fn acked_offset(&self) -> u64 {
+        self.acked
+    }
+
+    /// Whether the end-of-stream chunk went out.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn ready(&self) -> bool {
+        self.in_flight.len() < INPUT_FRAMES_IN_FLIGHT
+            && self.sent.saturating_sub(self.acked) < INPUT_BYTES_IN_FLIGHT
+    }
+
+    /// Sends queued input while the window has room.
+    pub async fn flush(&mut self, channel: &Channel) -> Result<(), RouteError> {
+        self.flush_with_eof(channel, false).await
+    }
+
+    /// Like [`InputQueue::flush`], ending the stream after the last queued byte.
+    pub async fn flush_with_eof(&mut self, channel: &Channel, eof: bool) -> Result<(), RouteError> {
+        while self.ready() && !self.finished && (!self.pending.is_empty() || eof) {
+            let take = self.pending.len().min(MAX_CHUNK_BYTES);
+            let piece = self.pending.split_to(take).freeze();
+            let end = self.sent + piece.len() as u64;
+            let last = eof && self.pending.is_empty();
+            let chunk = StreamChunk {
+                stream: StreamKind::Stdin as i32,
+                offset: self.sent,
+                payload: piece,
+                eof: last,
+            };
+            channel.send_data(chunk).await?;
+            self.in_flight.push_back(end);
+            self.sent = end;
+            self.finished = last;
+        }
+        Ok(())
+    }
 }
 
 /// One open channel, as its user sees it. Dropping it closes the channel.
@@ -337,6 +460,7 @@ impl LocalRouter {
             session.remove_channel(id);
             return Err(RouteError::Refused {
                 code,
+                file_error: opened.file_error(),
                 message: opened.message,
             });
         }

@@ -1,13 +1,14 @@
 //! The service core: what every adapter (REST, gRPC, later MCP) calls. Authentication,
 //! authorisation and audit happen here, once.
 
+pub mod files;
 pub mod login;
 pub mod terminal;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use zpanel_proto::open;
+use zpanel_proto::{FileError, open};
 
 use crate::bridge::HostAllowList;
 use crate::ca::Ca;
@@ -41,6 +42,11 @@ pub enum ServiceError {
     InvalidArgument(String),
     #[error("{0}")]
     Conflict(String),
+    /// A file changed since the version the writer read.
+    #[error("{0}")]
+    Changed(String),
+    #[error("{0}")]
+    NoSpace(String),
     #[error("{0}")]
     Unavailable(String),
     /// The host could not start the command (not found, not executable).
@@ -72,6 +78,10 @@ pub enum Action {
     Terminal,
     /// Watch, list and kill other users' terminal sessions.
     WatchAnyTerminal,
+    /// List, stat, find, read and watch files.
+    ReadFiles,
+    /// Create, write, rename, copy, delete, chmod and chown files.
+    WriteFiles,
 }
 
 impl Action {
@@ -83,6 +93,8 @@ impl Action {
             Action::Exec => "run commands on hosts",
             Action::Terminal => "open terminals on hosts",
             Action::WatchAnyTerminal => "see other users' terminals",
+            Action::ReadFiles => "read files on hosts",
+            Action::WriteFiles => "change files on hosts",
         }
     }
 }
@@ -478,12 +490,21 @@ fn route_error(host: &HostRecord, e: RouteError) -> ServiceError {
             ServiceError::Unavailable(format!("host {}: {e}", host.name))
         }
         RouteError::Refused {
+            file_error,
+            message,
+            ..
+        } if file_error != FileError::None => {
+            files::file_error(file_error, format!("host {}: {message}", host.name))
+        }
+        RouteError::Refused {
             code: OpenError::NotFound | OpenError::ReplayLost,
             message,
+            ..
         } => ServiceError::NotFound(format!("host {}: {message}", host.name)),
         RouteError::Refused {
             code: OpenError::SpawnFailed,
             message,
+            ..
         } => ServiceError::SpawnFailed(format!("host {}: {message}", host.name)),
         RouteError::Refused { message, .. } => {
             ServiceError::InvalidArgument(format!("host {}: {message}", host.name))

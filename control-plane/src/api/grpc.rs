@@ -10,14 +10,17 @@ use tonic::{Request, Response, Status, Streaming};
 use zpanel_proto::operator_server::{Operator, OperatorServer};
 use zpanel_proto::{
     CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteHostRequest, DeleteHostResponse,
-    ExecClientMessage, ExecServerMessage, ExecStarted, Host, KillTerminalRequest,
-    KillTerminalResponse, ListHostsRequest, ListHostsResponse, ListTerminalsRequest,
-    ListTerminalsResponse, StreamKind, TerminalAttached, TerminalClientMessage,
-    TerminalServerMessage, WhoAmIRequest, WhoAmIResponse, exec_client_message, exec_server_message,
-    terminal_client_message, terminal_server_message,
+    ExecClientMessage, ExecServerMessage, ExecStarted, FileOpRequest, FileReply, Host,
+    KillTerminalRequest, KillTerminalResponse, ListHostsRequest, ListHostsResponse,
+    ListTerminalsRequest, ListTerminalsResponse, ReadFileRequest, ReadFileResponse, StreamKind,
+    TerminalAttached, TerminalClientMessage, TerminalServerMessage, WhoAmIRequest, WhoAmIResponse,
+    WriteFileAccepted, WriteFileRequest, WriteFileResponse, exec_client_message,
+    exec_server_message, read_file_response, terminal_client_message, terminal_server_message,
+    write_file_request, write_file_response,
 };
 
 use crate::router::ChannelEvent;
+use crate::service::files::{FileReadChannel, FileWriteChannel};
 use crate::service::terminal::{TerminalChannel, TerminalEvent, TerminalRequest};
 use crate::service::{AppState, ExecChannel, ServiceError};
 use crate::store::Principal;
@@ -40,6 +43,8 @@ impl From<ServiceError> for Status {
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
             ServiceError::Conflict(_) => Status::already_exists(message),
+            ServiceError::Changed(_) => Status::failed_precondition(message),
+            ServiceError::NoSpace(_) => Status::resource_exhausted(message),
             ServiceError::Unavailable(_) => Status::unavailable(message),
             ServiceError::SpawnFailed(_) => Status::failed_precondition(message),
             ServiceError::Internal(_) => Status::internal(message),
@@ -68,6 +73,8 @@ impl OperatorApi {
 
 type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecServerMessage, Status>> + Send>>;
 type TerminalStream = Pin<Box<dyn Stream<Item = Result<TerminalServerMessage, Status>> + Send>>;
+type ReadFileStream = Pin<Box<dyn Stream<Item = Result<ReadFileResponse, Status>> + Send>>;
+type WriteFileStream = Pin<Box<dyn Stream<Item = Result<WriteFileResponse, Status>> + Send>>;
 
 /// A response stream fed by a relay task through a bounded queue.
 fn queued<T: Send + 'static>(
@@ -268,6 +275,74 @@ impl Operator for OperatorApi {
         }))
     }
 
+    async fn file_op(
+        &self,
+        request: Request<FileOpRequest>,
+    ) -> Result<Response<FileReply>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let request = body
+            .request
+            .ok_or_else(|| Status::invalid_argument("file_op needs a request"))?;
+        let reply = self.state.file_op(&principal, &body.host, request).await?;
+        Ok(Response::new(reply))
+    }
+
+    type ReadFileStream = ReadFileStream;
+
+    async fn read_file(
+        &self,
+        request: Request<ReadFileRequest>,
+    ) -> Result<Response<ReadFileStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let read = body
+            .read
+            .ok_or_else(|| Status::invalid_argument("read_file needs a read"))?;
+        let offset = read.offset;
+        let reader = self.state.file_read(&principal, &body.host, read).await?;
+        let (tx, rx) = mpsc::channel(EXEC_CLIENT_QUEUE);
+        let info = read_file_response::Body::Info(reader.info.clone());
+        let _ = tx.send(Ok(ReadFileResponse { body: Some(info) })).await;
+        tokio::spawn(relay_read(reader, offset, tx));
+        Ok(Response::new(queued(rx)))
+    }
+
+    type WriteFileStream = WriteFileStream;
+
+    async fn write_file(
+        &self,
+        request: Request<Streaming<WriteFileRequest>>,
+    ) -> Result<Response<WriteFileStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let mut inbound = request.into_inner();
+        let Some(write_file_request::Body::Start(start)) =
+            inbound.message().await?.and_then(|m| m.body)
+        else {
+            return Err(Status::invalid_argument(
+                "write_file stream must start with start",
+            ));
+        };
+        let write = start
+            .write
+            .ok_or_else(|| Status::invalid_argument("write_file start needs a write"))?;
+        let writer = self
+            .state
+            .file_write(&principal, &start.host, write)
+            .await?;
+        let (tx, rx) = mpsc::channel(EXEC_CLIENT_QUEUE);
+        let accepted = write_file_response::Body::Accepted(WriteFileAccepted {
+            offset: writer.resume_offset,
+        });
+        let _ = tx
+            .send(Ok(WriteFileResponse {
+                body: Some(accepted),
+            }))
+            .await;
+        tokio::spawn(relay_write(self.state.clone(), writer, inbound, tx));
+        Ok(Response::new(queued(rx)))
+    }
+
     async fn kill_terminal(
         &self,
         request: Request<KillTerminalRequest>,
@@ -387,6 +462,10 @@ async fn relay_exec(
                         exited = true;
                         Server::Exit(exit)
                     }
+                    Some(ChannelEvent::FileDone(_) | ChannelEvent::FileChanged(_)) => {
+                        let _ = tx.send(Err(Status::internal("the host sent a file event on an exec channel"))).await;
+                        return;
+                    }
                     Some(ChannelEvent::Closed(reason) | ChannelEvent::Superseded(reason)) => {
                         let _ = tx.send(Err(Status::unavailable(format!("host channel closed: {reason}")))).await;
                         return;
@@ -402,4 +481,84 @@ async fn relay_exec(
             }
         }
     }
+}
+
+/// Streams a file's content to the client; the client's pace (HTTP/2 flow control) is the
+/// host's pace.
+async fn relay_read(
+    mut reader: FileReadChannel,
+    mut offset: u64,
+    tx: mpsc::Sender<Result<ReadFileResponse, Status>>,
+) {
+    loop {
+        let (message, last) = match reader.next().await {
+            Ok(next) => {
+                let chunk = zpanel_proto::StreamChunk {
+                    stream: StreamKind::Stdout as i32,
+                    offset,
+                    eof: next.is_none(),
+                    payload: next.clone().unwrap_or_default(),
+                };
+                offset += chunk.payload.len() as u64;
+                let body = read_file_response::Body::Data(chunk);
+                (Ok(ReadFileResponse { body: Some(body) }), next.is_none())
+            }
+            Err(e) => (Err(e.into()), true),
+        };
+        if tx.send(message).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Moves an upload from the client to the host, acknowledging what the host holds, until
+/// the client's last chunk (eof) and the host's verdict.
+async fn relay_write(
+    state: Arc<AppState>,
+    mut writer: FileWriteChannel,
+    mut inbound: Streaming<WriteFileRequest>,
+    tx: mpsc::Sender<Result<WriteFileResponse, Status>>,
+) {
+    let mut acked = writer.acked();
+    let result = loop {
+        let chunk = match inbound.message().await {
+            Ok(Some(WriteFileRequest {
+                body: Some(write_file_request::Body::Data(chunk)),
+            })) => chunk,
+            Ok(Some(_)) => {
+                break Err(ServiceError::InvalidArgument(
+                    "start may only begin a write_file stream".into(),
+                ));
+            }
+            // The client went away before the end: the host keeps a resumable upload.
+            Ok(None) | Err(_) => return,
+        };
+        let eof = chunk.eof;
+        if let Err(e) = writer.write_at(chunk.offset, chunk.payload).await {
+            break Err(e);
+        }
+        if writer.acked() > acked {
+            acked = writer.acked();
+            let ack = zpanel_proto::StreamAck {
+                stream: StreamKind::Stdin as i32,
+                offset: acked,
+            };
+            let message = WriteFileResponse {
+                body: Some(write_file_response::Body::Ack(ack)),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+        }
+        if eof {
+            break writer.finish(&state).await;
+        }
+    };
+    let message = match result {
+        Ok(done) => Ok(WriteFileResponse {
+            body: Some(write_file_response::Body::Done(done)),
+        }),
+        Err(e) => Err(e.into()),
+    };
+    let _ = tx.send(message).await;
 }

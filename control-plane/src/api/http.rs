@@ -3,6 +3,7 @@
 //! this module and its children know JSON on the control plane.
 
 mod auth;
+mod files;
 mod terminal;
 
 use std::convert::Infallible;
@@ -42,6 +43,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/hosts/{host}/terminals/{session}",
             delete(terminal::kill),
         )
+        .route("/api/v1/hosts/{host}/files", get(files::list))
+        .route("/api/v1/hosts/{host}/files/stat", get(files::stat))
+        .route("/api/v1/hosts/{host}/files/find", get(files::find))
+        .route(
+            "/api/v1/hosts/{host}/files/content",
+            get(files::content).put(files::put),
+        )
+        .route("/api/v1/hosts/{host}/files/archive", get(files::archive))
+        .route("/api/v1/hosts/{host}/files/op", post(files::change))
+        .route("/api/v1/hosts/{host}/files/watch", get(files::watch))
         .merge(super::assets::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -59,7 +70,8 @@ impl IntoResponse for ServiceError {
             }
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Conflict(_) | ServiceError::Changed(_) => StatusCode::CONFLICT,
+            ServiceError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::SpawnFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,35 +2,23 @@
 //! kill, with ownership checks, audit and recording. The shell lives on the daemon; a
 //! [`TerminalChannel`] is one viewer's connection to it.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use zpanel_proto::{
     ProcessExit, StreamAck, StreamChunk, StreamKind, TerminalInfo, TerminalMode, TerminalSize,
     open, open_result,
 };
 
-use zpanel_shared::frame::MAX_CHUNK_BYTES;
-
 use super::{Action, AppState, ServiceError, authorize, route_error};
 use crate::recording::{Recordings, SharedRecording};
-use crate::router::{Channel, ChannelEvent, HostRouter};
+use crate::router::{Channel, ChannelEvent, HostRouter, InputQueue};
 use crate::store::{HostRecord, Principal, TerminalRecord};
 
 /// Largest terminal, in columns and in rows.
 pub const MAX_TERMINAL_CELLS: u32 = 4096;
 /// How long an attach waits for the host to come back online.
 const ATTACH_WAIT: Duration = Duration::from_secs(10);
-/// Input chunks and bytes a viewer may have on their way to the shell: the daemon's input
-/// queue is bounded, so a relay stops reading from its client at these marks (a large
-/// paste is back-pressured, never dropped).
-const INPUT_FRAMES_IN_FLIGHT: usize = zpanel_shared::replay::MAX_IN_FLIGHT_FRAMES / 2;
-const INPUT_BYTES_IN_FLIGHT: u64 = 1024 * 1024;
-/// Input a relay holds for a shell that is not reading; a client sending more ignores the
-/// input acknowledgements and is cut off.
-const MAX_PENDING_INPUT: usize = 4 * 1024 * 1024;
-
 /// What a viewer asks for.
 pub enum TerminalRequest {
     Open,
@@ -69,12 +57,8 @@ pub struct TerminalChannel {
     pub input_offset: u64,
     pub watch: bool,
     recording: Option<SharedRecording>,
-    /// Input waiting for room in the shell's input window, from offset `input_sent`.
-    input_pending: BytesMut,
-    input_sent: u64,
-    /// End offsets of input chunks sent and not yet acknowledged.
-    input_in_flight: VecDeque<u64>,
-    input_acked: u64,
+    /// Keystrokes on their way to the shell, paced by its input window.
+    input: InputQueue,
 }
 
 /// Checks a size from a client.
@@ -103,30 +87,21 @@ impl TerminalChannel {
                 TerminalEvent::Output(chunk)
             }
             Some(ChannelEvent::Ack(ack)) => {
-                self.input_acked = self.input_acked.max(ack.offset);
-                while self
-                    .input_in_flight
-                    .front()
-                    .is_some_and(|end| *end <= ack.offset)
-                {
-                    self.input_in_flight.pop_front();
-                }
+                self.input.acked(ack.offset);
                 TerminalEvent::InputAck(ack.offset)
             }
             Some(ChannelEvent::Exited(exit)) => TerminalEvent::Exited(exit),
             Some(ChannelEvent::Closed(reason)) => TerminalEvent::Lost(reason),
             Some(ChannelEvent::Superseded(reason)) => TerminalEvent::TakenOver(reason),
+            Some(ChannelEvent::FileDone(_) | ChannelEvent::FileChanged(_)) => {
+                TerminalEvent::Lost("the host sent a file event on a terminal channel".into())
+            }
             None => TerminalEvent::Lost("host session ended".into()),
         }
     }
 
     fn lost(e: crate::router::RouteError) -> ServiceError {
         ServiceError::Unavailable(format!("terminal connection lost: {e}; re-attach"))
-    }
-
-    fn input_ready(&self) -> bool {
-        self.input_in_flight.len() < INPUT_FRAMES_IN_FLIGHT
-            && self.input_sent.saturating_sub(self.input_acked) < INPUT_BYTES_IN_FLIGHT
     }
 
     /// Queues keystrokes at an input offset; repeats of queued input are dropped. Call
@@ -137,43 +112,15 @@ impl TerminalChannel {
                 "this viewer is watching read-only; attach without watch to type".into(),
             ));
         }
-        let queued_end = self.input_sent + self.input_pending.len() as u64;
-        if offset > queued_end {
-            return Err(ServiceError::InvalidArgument(format!(
-                "input at offset {offset} leaves a gap after {queued_end}"
-            )));
-        }
-        let repeated = (queued_end - offset) as usize;
-        if repeated < payload.len() {
-            self.input_pending.extend_from_slice(&payload[repeated..]);
-        }
-        if self.input_pending.len() > MAX_PENDING_INPUT {
-            return Err(ServiceError::InvalidArgument(
-                "more than 4 MiB of input waiting for the shell: the client ignored flow control"
-                    .into(),
-            ));
-        }
-        Ok(())
+        self.input
+            .queue(offset, payload)
+            .map_err(ServiceError::InvalidArgument)
     }
 
     /// Sends queued input while the shell's input window has room (the rest waits for
     /// acknowledgements, which arrive as [`TerminalEvent::InputAck`]).
     pub async fn flush_input(&mut self) -> Result<(), ServiceError> {
-        while !self.input_pending.is_empty() && self.input_ready() {
-            let take = self.input_pending.len().min(MAX_CHUNK_BYTES);
-            let piece = self.input_pending.split_to(take).freeze();
-            let end = self.input_sent + piece.len() as u64;
-            let chunk = StreamChunk {
-                stream: StreamKind::Stdin as i32,
-                offset: self.input_sent,
-                payload: piece,
-                eof: false,
-            };
-            self.channel.send_data(chunk).await.map_err(Self::lost)?;
-            self.input_in_flight.push_back(end);
-            self.input_sent = end;
-        }
-        Ok(())
+        self.input.flush(&self.channel).await.map_err(Self::lost)
     }
 
     /// The viewer has consumed output below `offset`.
@@ -377,10 +324,7 @@ impl AppState {
         Ok(TerminalChannel {
             output_offset: channel.opened.output_offset,
             input_offset: channel.opened.stdin_offset,
-            input_pending: BytesMut::new(),
-            input_sent: channel.opened.stdin_offset,
-            input_in_flight: VecDeque::new(),
-            input_acked: channel.opened.stdin_offset,
+            input: InputQueue::new(channel.opened.stdin_offset),
             channel,
             host,
             session,

@@ -1,0 +1,388 @@
+//! Files on hosts as every adapter sees them: requests answered at once (list, stat, find,
+//! mkdir, rename, copy, delete, chmod, chown), streamed reads, streamed writes that commit
+//! atomically on the host, and watches. The daemon resolves and confines every path; the
+//! control plane authorises, audits what changes files, and relays.
+
+use bytes::Bytes;
+use zpanel_proto::{
+    FileChange, FileError, FileInfo, FileRead, FileReply, FileRequest, FileWatch, FileWrite,
+    FileWritten, StreamAck, StreamKind, file_reply, file_request, open, open_result,
+};
+
+use super::{Action, AppState, ServiceError, authorize, route_error};
+use crate::router::{Channel, ChannelEvent, HostRouter, InputQueue, RouteError};
+use crate::store::{HostRecord, Principal};
+
+/// Upload bytes a relay queues before it waits for the host's acknowledgements.
+const WRITE_QUEUE_BYTES: usize = 512 * 1024;
+
+/// The service error for a file refusal from a daemon.
+pub fn file_error(kind: FileError, message: String) -> ServiceError {
+    match kind {
+        FileError::OutsideRoots | FileError::Permission => ServiceError::Forbidden(message),
+        FileError::NotFound => ServiceError::NotFound(message),
+        FileError::Exists => ServiceError::Conflict(message),
+        FileError::Conflict => ServiceError::Changed(message),
+        FileError::NoSpace => ServiceError::NoSpace(message),
+        FileError::NotADirectory
+        | FileError::IsADirectory
+        | FileError::NotEmpty
+        | FileError::Invalid
+        | FileError::Checksum => ServiceError::InvalidArgument(message),
+        FileError::Io | FileError::None => ServiceError::Internal(message),
+    }
+}
+
+/// What a request needs and how it is audited: the action, and for changes the audit
+/// action name and detail.
+fn classify(op: &file_request::Op) -> (Action, Option<(&'static str, String)>) {
+    use file_request::Op;
+    match op {
+        Op::List(_) | Op::Stat(_) | Op::Find(_) => (Action::ReadFiles, None),
+        Op::Mkdir(m) => (Action::WriteFiles, Some(("file.mkdir", m.path.clone()))),
+        Op::Rename(r) => (
+            Action::WriteFiles,
+            Some(("file.rename", format!("{} -> {}", r.from, r.to))),
+        ),
+        Op::Copy(c) => (
+            Action::WriteFiles,
+            Some(("file.copy", format!("{} -> {}", c.from, c.to))),
+        ),
+        Op::Delete(d) => {
+            let how = if d.recursive { " (recursive)" } else { "" };
+            (
+                Action::WriteFiles,
+                Some(("file.delete", format!("{}{how}", d.path))),
+            )
+        }
+        Op::Chmod(c) => (
+            Action::WriteFiles,
+            Some(("file.chmod", format!("{} {:o}", c.path, c.mode))),
+        ),
+        Op::Chown(c) => (
+            Action::WriteFiles,
+            Some(("file.chown", format!("{} {}:{}", c.path, c.owner, c.group))),
+        ),
+    }
+}
+
+fn lost(e: RouteError) -> ServiceError {
+    ServiceError::Unavailable(format!("file transfer interrupted: {e}; try again"))
+}
+
+/// The `FileInfo` a daemon put in its answer to a read or write.
+fn reply_info(channel: &Channel) -> FileInfo {
+    match &channel.opened.reply {
+        Some(open_result::Reply::File(FileReply {
+            result: Some(file_reply::Result::Info(info)),
+        })) => info.clone(),
+        _ => FileInfo::default(),
+    }
+}
+
+/// A file (or a directory's tar) streaming from a host.
+pub struct FileReadChannel {
+    channel: Channel,
+    pub host: HostRecord,
+    /// The file as it was when the read began.
+    pub info: FileInfo,
+    /// Offset of the next byte.
+    next: u64,
+}
+
+impl FileReadChannel {
+    /// The next piece of content, `None` at the end. What is returned counts as consumed.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ServiceError> {
+        loop {
+            match self.channel.events.recv().await {
+                Some(ChannelEvent::Data(chunk)) => {
+                    let end = chunk.offset + chunk.payload.len() as u64;
+                    if chunk.offset != self.next {
+                        return Err(ServiceError::Internal(format!(
+                            "host {} sent file content at {} instead of {}",
+                            self.host.name, chunk.offset, self.next
+                        )));
+                    }
+                    self.next = end;
+                    let ack = StreamAck {
+                        stream: StreamKind::Stdout as i32,
+                        offset: end,
+                    };
+                    self.channel.send_ack(ack).await.map_err(lost)?;
+                    if !chunk.payload.is_empty() {
+                        return Ok(Some(chunk.payload));
+                    }
+                    if chunk.eof {
+                        return Ok(None);
+                    }
+                }
+                Some(ChannelEvent::Closed(reason)) => {
+                    return Err(ServiceError::Unavailable(format!(
+                        "host {} ended the read: {reason}",
+                        self.host.name
+                    )));
+                }
+                None => return Err(lost(RouteError::SessionLost)),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// A file upload to a host: content in, then the host's verdict.
+pub struct FileWriteChannel {
+    channel: Channel,
+    input: InputQueue,
+    pub host: HostRecord,
+    /// Bytes of a resumed upload the host already holds.
+    pub resume_offset: u64,
+    /// Offset of the next byte the client sends.
+    next: u64,
+    /// A verdict that came before the end of the content (a refusal).
+    early: Option<FileWritten>,
+    actor: String,
+    path: String,
+}
+
+impl FileWriteChannel {
+    /// The host holds every byte below this offset.
+    pub fn acked(&self) -> u64 {
+        self.input.acked_offset()
+    }
+
+    /// Handles one event from the host; an error when the channel is gone.
+    fn on_event(&mut self, event: Option<ChannelEvent>) -> Result<(), ServiceError> {
+        match event {
+            Some(ChannelEvent::Ack(ack)) => self.input.acked(ack.offset),
+            Some(ChannelEvent::FileDone(done)) => self.early = Some(done),
+            Some(ChannelEvent::Closed(reason)) => {
+                return Err(ServiceError::Unavailable(format!(
+                    "host {} ended the upload: {reason}",
+                    self.host.name
+                )));
+            }
+            None => return Err(lost(RouteError::SessionLost)),
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Content at `offset` (bytes the host already has are skipped). Waits while too much
+    /// is unacknowledged.
+    pub async fn write_at(&mut self, offset: u64, payload: Bytes) -> Result<(), ServiceError> {
+        self.next = self.next.max(offset + payload.len() as u64);
+        self.input
+            .queue(offset, payload)
+            .map_err(ServiceError::InvalidArgument)?;
+        loop {
+            if let Some(done) = &self.early {
+                return Err(written_error(&self.host, done));
+            }
+            self.input.flush(&self.channel).await.map_err(lost)?;
+            if self.input.pending() < WRITE_QUEUE_BYTES {
+                return Ok(());
+            }
+            let event = self.channel.events.recv().await;
+            self.on_event(event)?;
+        }
+    }
+
+    /// Content following what was written so far.
+    pub async fn write(&mut self, payload: Bytes) -> Result<(), ServiceError> {
+        self.write_at(self.next, payload).await
+    }
+
+    /// Ends the content and waits for the host to commit it (or refuse). The outcome is
+    /// audited.
+    pub async fn finish(mut self, state: &AppState) -> Result<FileWritten, ServiceError> {
+        let outcome = loop {
+            if let Some(done) = self.early.take() {
+                break done;
+            }
+            self.input
+                .flush_with_eof(&self.channel, true)
+                .await
+                .map_err(lost)?;
+            let event = self.channel.events.recv().await;
+            self.on_event(event)?;
+        };
+        let error = outcome.error();
+        let detail = format!(
+            "{} ({} bytes, sha256 {})",
+            self.path, self.next, outcome.sha256
+        );
+        let result = if error == FileError::None {
+            "ok".to_string()
+        } else {
+            format!("failed: {}", outcome.message)
+        };
+        state
+            .audit(&self.actor, "file.write", &self.host.id, &detail, &result)
+            .await;
+        self.channel.release();
+        if error == FileError::None {
+            Ok(outcome)
+        } else {
+            Err(written_error(&self.host, &outcome))
+        }
+    }
+}
+
+fn written_error(host: &HostRecord, done: &FileWritten) -> ServiceError {
+    file_error(
+        done.error(),
+        format!("host {}: {}", host.name, done.message),
+    )
+}
+
+/// Changes under a watched path, as they happen.
+pub struct FileWatchChannel {
+    channel: Channel,
+}
+
+impl FileWatchChannel {
+    /// The next change; an error when the watch ended.
+    pub async fn next(&mut self) -> Result<FileChange, ServiceError> {
+        loop {
+            match self.channel.events.recv().await {
+                Some(ChannelEvent::FileChanged(change)) => return Ok(change),
+                Some(ChannelEvent::Closed(reason)) => {
+                    return Err(ServiceError::Unavailable(format!("watch ended: {reason}")));
+                }
+                None => return Err(lost(RouteError::SessionLost)),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+impl AppState {
+    async fn open_file_channel(
+        &self,
+        principal: &Principal,
+        action: Action,
+        host: &str,
+        request: open::Request,
+    ) -> Result<(HostRecord, Channel), ServiceError> {
+        authorize(principal, action)?;
+        let host = self.resolve_host(host).await?;
+        let channel = self
+            .router
+            .open_channel(&host.id, request)
+            .await
+            .map_err(|e| route_error(&host, e))?;
+        Ok((host, channel))
+    }
+
+    /// A request answered at once. Changes are audited, refused ones too.
+    pub async fn file_op(
+        &self,
+        principal: &Principal,
+        host: &str,
+        request: FileRequest,
+    ) -> Result<FileReply, ServiceError> {
+        let op = request.op.as_ref().ok_or_else(|| {
+            ServiceError::InvalidArgument("empty file request: say what to do".into())
+        })?;
+        let (action, audit) = classify(op);
+        let opened = self
+            .open_file_channel(principal, action, host, open::Request::File(request))
+            .await;
+        if let Some((name, detail)) = audit {
+            let (target, outcome) = match &opened {
+                Ok((host, _)) => (host.id.clone(), "ok".to_string()),
+                Err(e) => (host.to_string(), format!("failed: {e}")),
+            };
+            self.audit(&principal.user_name, name, &target, &detail, &outcome)
+                .await;
+        }
+        let (_, channel) = opened?;
+        match channel.opened.reply.clone() {
+            Some(open_result::Reply::File(reply)) => Ok(reply),
+            _ => Err(ServiceError::Internal(
+                "the host answered a file request without a result".into(),
+            )),
+        }
+    }
+
+    /// Starts reading a file (or a directory's tar) from a host.
+    pub async fn file_read(
+        &self,
+        principal: &Principal,
+        host: &str,
+        read: FileRead,
+    ) -> Result<FileReadChannel, ServiceError> {
+        let next = read.offset;
+        let (host, channel) = self
+            .open_file_channel(
+                principal,
+                Action::ReadFiles,
+                host,
+                open::Request::FileRead(read),
+            )
+            .await?;
+        Ok(FileReadChannel {
+            info: reply_info(&channel),
+            channel,
+            host,
+            next,
+        })
+    }
+
+    /// Starts writing a file (or unpacking a tar) on a host.
+    pub async fn file_write(
+        &self,
+        principal: &Principal,
+        host: &str,
+        write: FileWrite,
+    ) -> Result<FileWriteChannel, ServiceError> {
+        let path = write.path.clone();
+        let opened = self
+            .open_file_channel(
+                principal,
+                Action::WriteFiles,
+                host,
+                open::Request::FileWrite(write),
+            )
+            .await;
+        let (host, channel) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.audit(
+                    &principal.user_name,
+                    "file.write",
+                    host,
+                    &path,
+                    &format!("failed: {e}"),
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        let resume_offset = channel.opened.stdin_offset;
+        Ok(FileWriteChannel {
+            input: InputQueue::new(resume_offset),
+            channel,
+            host,
+            resume_offset,
+            next: resume_offset,
+            early: None,
+            actor: principal.user_name.clone(),
+            path,
+        })
+    }
+
+    /// Watches a file or directory on a host.
+    pub async fn file_watch(
+        &self,
+        principal: &Principal,
+        host: &str,
+        path: String,
+    ) -> Result<FileWatchChannel, ServiceError> {
+        let request = open::Request::FileWatch(FileWatch { path });
+        let (_, channel) = self
+            .open_file_channel(principal, Action::ReadFiles, host, request)
+            .await?;
+        Ok(FileWatchChannel { channel })
+    }
+}
