@@ -310,7 +310,7 @@ fn parse_range(range: &str, size: u64) -> Option<(u64, u64)> {
             end.parse::<u64>().ok()?.min(size.checked_sub(1)?),
         ),
     };
-    (start <= end && end < size).then_some((start, end - start + 1))
+    (start <= end && end < size).then(|| (start, end - start + 1))
 }
 
 fn quoted(version: &str) -> Option<HeaderValue> {
