@@ -487,6 +487,19 @@ impl Daemon {
         self
     }
 
+    /// Makes the (not yet started) daemon serve files under these roots only
+    /// (`[files] roots` in its `bridge.toml`).
+    pub fn set_file_roots(&self, roots: &[&Path]) {
+        let path = self.config_dir.path().join("bridge.toml");
+        let mut settings = std::fs::read_to_string(&path).expect("bridge.toml");
+        let roots: Vec<String> = roots
+            .iter()
+            .map(|root| format!("{:?}", root.to_str().expect("utf-8 root")))
+            .collect();
+        settings.push_str(&format!("\n[files]\nroots = [{}]\n", roots.join(", ")));
+        std::fs::write(&path, settings).expect("write bridge.toml");
+    }
+
     /// A second, not yet started daemon with this one's identity (a copy of its config
     /// directory, without its log), as a cloned machine would have.
     pub fn with_same_identity(&self) -> Daemon {
