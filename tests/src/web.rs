@@ -20,7 +20,9 @@ use crate::{ControlPlane, authority_and_host};
 pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body as text (lossy), and as it came.
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -50,7 +52,7 @@ async fn tls_connect(url: &str, pin: &str) -> anyhow::Result<TlsStream<TcpStream
         .await?)
 }
 
-/// One HTTP/1.1 request over a fresh TLS connection.
+/// One HTTP/1.1 request over a fresh TLS connection, with a JSON body or none.
 pub async fn request(
     url: &str,
     pin: &str,
@@ -59,26 +61,43 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<HttpResponse> {
+    let json = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut all_headers = headers.to_vec();
+    if body.is_some() {
+        all_headers.push(("Content-Type", "application/json"));
+    }
+    request_bytes(url, pin, method, path, &all_headers, json.as_bytes()).await
+}
+
+/// One HTTP/1.1 request over a fresh TLS connection with raw bytes as its body.
+pub async fn request_bytes(
+    url: &str,
+    pin: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<HttpResponse> {
     let (authority, _) = authority_and_host(url)?;
     let mut tls = tls_connect(url, pin).await?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     tls.write_all(head.as_bytes()).await?;
-    tls.write_all(body.as_bytes()).await?;
+    tls.write_all(body).await?;
     let mut raw = Vec::new();
     let _ = tls.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP head")?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP head")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let body = &raw[split + 4..];
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -92,29 +111,33 @@ pub async fn request(
     let chunked = headers.iter().any(|(n, v)| {
         n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
     });
-    let body = if chunked {
+    let bytes = if chunked {
         dechunk(body)
     } else {
-        body.to_string()
+        body.to_vec()
     };
     Ok(HttpResponse {
         status,
         headers,
-        body,
+        body: String::from_utf8_lossy(&bytes).to_string(),
+        bytes,
     })
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line_end])
+            .ok()
+            .and_then(|size| usize::from_str_radix(size.trim(), 16).ok());
+        let rest = &body[line_end + 2..];
+        match size {
+            Some(size) if size > 0 && rest.len() >= size => {
+                out.extend_from_slice(&rest[..size]);
+                body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
+            }
+            _ => break,
         }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
     }
     out
 }
@@ -140,6 +163,7 @@ pub async fn post_login(
 }
 
 /// A logged-in browser: its session cookie and CSRF token.
+#[derive(Clone)]
 pub struct Browser {
     pub url: String,
     pub pin: String,
@@ -181,6 +205,51 @@ impl Browser {
             ("X-CSRF-Token", self.csrf.as_str()),
         ];
         request(&self.url, &self.pin, method, path, &headers, body).await
+    }
+
+    /// A request with the cookie, our Origin, the CSRF token, more headers and raw bytes.
+    pub async fn call_with_body(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<HttpResponse> {
+        let mut all = vec![
+            ("Cookie", self.cookie.as_str()),
+            ("Origin", self.url.as_str()),
+            ("X-CSRF-Token", self.csrf.as_str()),
+        ];
+        all.extend_from_slice(headers);
+        request_bytes(&self.url, &self.pin, method, path, &all, body).await
+    }
+
+    /// Reads the Server-Sent Events stream at `path` until `done` holds for the text so far
+    /// (false when the stream ends or 20 s pass first).
+    pub async fn events_until(&self, path: &str, done: impl Fn(&str) -> bool) -> bool {
+        let Ok((authority, _)) = authority_and_host(&self.url) else {
+            return false;
+        };
+        let Ok(mut tls) = tls_connect(&self.url, &self.pin).await else {
+            return false;
+        };
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nCookie: {}\r\n\r\n",
+            self.cookie
+        );
+        if tls.write_all(head.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut seen = String::new();
+        let mut buf = [0u8; 8192];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !done(&seen) {
+            match tokio::time::timeout_at(deadline, tls.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Opens a terminal WebSocket (`query` as in ARCHITECTURE.md) from `origin`.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use zpanel_tests::web::{Browser, Screen, post_login, read_until, request, type_text};
 use zpanel_tests::{ControlPlane, assert_eventually, bin};
 
@@ -198,37 +198,6 @@ async fn passwd_resets_a_password_and_ends_sessions() {
     );
 }
 
-/// Reads a Server-Sent Events stream until `done` holds for the text so far.
-async fn events_until(browser: &Browser, done: impl Fn(&str) -> bool) -> bool {
-    let (authority, host) = zpanel_tests::authority_and_host(&browser.url).unwrap();
-    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
-    let config = zpanel_shared::tls::client_config(
-        zpanel_shared::tls::ServerTrust::Pin(browser.pin.clone()),
-        None,
-        &[b"http/1.1"],
-    )
-    .unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(rustls_pki_types::ServerName::try_from(host).unwrap(), tcp)
-        .await
-        .unwrap();
-    let head = format!(
-        "GET /api/v1/hosts/events HTTP/1.1\r\nHost: {authority}\r\nCookie: {}\r\n\r\n",
-        browser.cookie
-    );
-    tls.write_all(head.as_bytes()).await.unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 8192];
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !done(&seen) {
-        match tokio::time::timeout_at(deadline, tls.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            _ => return false,
-        }
-    }
-    true
-}
-
 #[tokio::test]
 async fn host_status_is_pushed_live() {
     let cp = ControlPlane::start().await;
@@ -238,17 +207,13 @@ async fn host_status_is_pushed_live() {
         .await
         .unwrap();
     let watcher = {
-        let browser = Browser {
-            url: browser.url.clone(),
-            pin: browser.pin.clone(),
-            cookie: browser.cookie.clone(),
-            csrf: browser.csrf.clone(),
-        };
+        let browser = browser.clone();
         tokio::spawn(async move {
-            events_until(&browser, |text| {
-                text.contains("event: hosts") && text.contains("\"status\":\"offline\"")
-            })
-            .await
+            browser
+                .events_until("/api/v1/hosts/events", |text| {
+                    text.contains("event: hosts") && text.contains("\"status\":\"offline\"")
+                })
+                .await
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
