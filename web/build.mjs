@@ -2,6 +2,8 @@
 //
 //   index.html              the page, its /assets/NAME references rewritten to hashed names
 //   assets/app-HASH.js      the bundled, minified modules (xterm.js and its addons included)
+//   assets/*-HASH.js        chunks the page imports when first needed (the editor,
+//                           CodeMirror and each of its language packs)
 //   assets/app-HASH.css     xterm.js's stylesheet and ours
 //   assets/favicon-HASH.svg
 //   *.gz                    gzip copies, sent to browsers that accept gzip
@@ -31,7 +33,9 @@ const result = await esbuild.build({
   entryPoints: { app: 'src/main.js' },
   outdir: assets,
   entryNames: '[name]-[hash]',
+  chunkNames: '[name]-[hash]',
   bundle: true,
+  splitting: true, // dynamic import() becomes a chunk of its own
   minify: true,
   format: 'esm',
   target: ['chrome110', 'firefox115', 'safari16'],
