@@ -42,12 +42,33 @@ export async function api(method, path, body) {
   } catch {
     // Not JSON (a proxy's error page, say): fall through with the status line.
   }
-  if (!response.ok) {
-    const message = (json && json.error) || `${response.status} ${response.statusText}`;
-    const retryAfter = Number.parseInt(response.headers.get('retry-after') ?? '', 10);
-    throw new ApiError(response.status, message, Number.isFinite(retryAfter) ? retryAfter : null);
-  }
+  if (!response.ok) throw errorOf(response, json);
   return json;
+}
+
+/** The ApiError of a failed response whose body (`json`, maybe null) was already read. */
+export function errorOf(response, json) {
+  const message = (json && json.error) || `${response.status} ${response.statusText}`;
+  const retryAfter = Number.parseInt(response.headers.get('retry-after') ?? '', 10);
+  const error = new ApiError(response.status, message, Number.isFinite(retryAfter) ? retryAfter : null);
+  error.body = json;
+  return error;
+}
+
+/** The ApiError of a failed response, reading its body. */
+export async function errorFrom(response) {
+  let json = null;
+  try {
+    json = JSON.parse(await response.text());
+  } catch {
+    // Not JSON: the status line says it.
+  }
+  return errorOf(response, json);
+}
+
+/** The CSRF header every state-changing request carries. */
+export function csrfHeaders() {
+  return session.current ? { 'x-csrf-token': session.current.csrf } : {};
 }
 
 /**

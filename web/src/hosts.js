@@ -14,11 +14,13 @@ export class HostsView {
    * @param {object} callbacks
    * @param {(host: object) => void} callbacks.onOpenTerminal   a new session on the host
    * @param {(host: object) => void} callbacks.onShowSessions   list the host's sessions
+   * @param {(host: object) => void} callbacks.onOpenFiles      the host's file manager
    * @param {() => void} callbacks.onUnauthenticated
    */
-  constructor({ onOpenTerminal, onShowSessions, onUnauthenticated }) {
+  constructor({ onOpenTerminal, onShowSessions, onOpenFiles, onUnauthenticated }) {
     this.onOpenTerminal = onOpenTerminal;
     this.onShowSessions = onShowSessions;
+    this.onOpenFiles = onOpenFiles;
     this.onUnauthenticated = onUnauthenticated;
     this.hosts = null; // the last list received
     this.source = null;
@@ -97,6 +99,13 @@ export class HostsView {
           onclick: () => this.onOpenTerminal(host),
         }, 'Terminal'),
         h('button', { type: 'button', disabled: !online, onclick: () => this.onShowSessions(host) }, 'Sessions'),
+        h('button', {
+          type: 'button',
+          class: 'files',
+          disabled: !online,
+          title: online ? 'Browse and edit files' : 'The host is offline',
+          onclick: () => this.onOpenFiles(host),
+        }, 'Files'),
       ),
     );
   }

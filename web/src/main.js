@@ -1,15 +1,22 @@
-// Zpanel's page: routes between the login form, the hosts page (#/hosts) and the terminal
-// page (#/terminals). Talks only to the control plane's own origin.
+// Zpanel's page: routes between the login form, the hosts page (#/hosts), the terminal
+// page (#/terminals) and the file manager (#/files/HOST?path=DIR or ?edit=FILE). Talks only
+// to the control plane's own origin.
 
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
 import { api, checkSession, session } from './api.js';
 import { $ } from './dom.js';
+import { FilesView } from './files.js';
+import { filesHash } from './files-ui.js';
 import { HostsView } from './hosts.js';
 import { focusLogin, setUpLogin } from './login.js';
 import { TerminalsView } from './terminals.js';
 
-const terminals = new TerminalsView({ onUnauthenticated: signedOut });
+const terminals = new TerminalsView({
+  onUnauthenticated: signedOut,
+  onOpenFiles: (host) => (location.hash = filesHash(host)),
+});
+const files = new FilesView({ onUnauthenticated: signedOut });
 const hosts = new HostsView({
   onOpenTerminal: (host) => {
     terminals.open({ host: host.id, hostName: host.name });
@@ -19,27 +26,55 @@ const hosts = new HostsView({
     location.hash = '#/terminals';
     terminals.showSessions({ id: host.id, name: host.name });
   },
+  onOpenFiles: (host) => (location.hash = filesHash(host.id)),
   onUnauthenticated: signedOut,
 });
-let shown = null; // the view on screen: 'login' | 'hosts' | 'terminals'
+let shown = null; // the view on screen: 'login' | 'hosts' | 'terminals' | 'files'
 let tabsRestored = false; // the tabs kept from before a reload are reopened once signed in
+let routedHash = location.hash; // the address last routed to
+
+/** The address as {view, host, path, edit}: `#/files/HOST?path=DIR`, `#/terminals`, … */
+function parseHash() {
+  const [route, query = ''] = location.hash.replace(/^#\/?/, '').split('?');
+  const [name, host] = route.split('/');
+  const params = new URLSearchParams(query);
+  const view = ['terminals', 'files'].includes(name) ? name : 'hosts';
+  return { view, host: host ? decodeURIComponent(host) : null, path: params.get('path'), edit: params.get('edit') };
+}
 
 /** Shows the view the address names, or the login form when nobody is signed in. */
 function route() {
-  const wanted = location.hash.replace(/^#\/?/, '') === 'terminals' ? 'terminals' : 'hosts';
-  const view = session.current ? wanted : 'login';
+  routedHash = location.hash;
+  const wanted = parseHash();
+  const view = session.current ? wanted.view : 'login';
+  if (view === 'files') files.navigate(wanted);
   if (view === shown) return;
   if (shown === 'hosts') hosts.hide();
   if (shown === 'terminals') terminals.hide();
+  if (shown === 'files') files.hide();
   shown = view;
-  for (const name of ['login', 'hosts', 'terminals']) $(`#view-${name}`).hidden = name !== view;
+  for (const name of ['login', 'hosts', 'terminals', 'files']) $(`#view-${name}`).hidden = name !== view;
   $('#bar').hidden = view === 'login';
   for (const link of document.querySelectorAll('#bar nav a')) {
-    link.classList.toggle('current', link.getAttribute('href') === `#/${view}`);
+    link.classList.toggle('current', link.getAttribute('href').startsWith(`#/${view}`));
   }
   if (view === 'login') focusLogin();
   if (view === 'hosts') hosts.show();
   if (view === 'terminals') terminals.show();
+  if (view === 'files') files.show();
+}
+
+/** Leaving an editor with unsaved edits asks first (and stays when the user says so). */
+async function onHashChange() {
+  if (shown === 'files' && files.dirty && location.hash !== routedHash) {
+    const wanted = location.hash;
+    history.replaceState(null, '', routedHash); // stay here while asking
+    if (!(await files.confirmLeave())) return;
+    files.closeEditor();
+    location.hash = wanted;
+    return;
+  }
+  route();
 }
 
 function signedIn() {
@@ -62,17 +97,23 @@ function signedOut() {
 }
 
 $('#logout').addEventListener('click', async () => {
+  if (files.dirty && !(await files.confirmLeave())) return;
   try {
     await api('POST', '/api/v1/logout');
   } catch {
     // Signed out either way, as far as this page is concerned.
   }
   terminals.closeAll();
+  files.closeEditor();
   session.current = null;
   route();
 });
 
-window.addEventListener('hashchange', route);
+window.addEventListener('hashchange', onHashChange);
+// Closing or reloading the page with unsaved edits: the browser asks.
+window.addEventListener('beforeunload', (event) => {
+  if (files.dirty) event.preventDefault();
+});
 setUpLogin({ onLoggedIn: signedIn });
 
 async function start() {

@@ -44,8 +44,8 @@ const STATE_TEXT = {
 // === impl TerminalsView ===
 
 export class TerminalsView {
-  /** @param {{onUnauthenticated: () => void}} callbacks */
-  constructor({ onUnauthenticated }) {
+  /** @param {{onUnauthenticated: () => void, onOpenFiles: (host: string) => void}} callbacks */
+  constructor({ onUnauthenticated, onOpenFiles }) {
     this.onUnauthenticated = onUnauthenticated;
     /** @type {Tab[]} */
     this.tabs = [];
@@ -59,6 +59,9 @@ export class TerminalsView {
     });
     $('#list-sessions').addEventListener('click', () => {
       if (this.active) this.showSessions({ id: this.active.host, name: this.active.hostName });
+    });
+    $('#tab-files').addEventListener('click', () => {
+      if (this.active) onOpenFiles(this.active.host);
     });
     $('#sessions-close').addEventListener('click', () => this.hideSessions());
     // Fit the visible terminal whenever its area changes size (window resize, view switch).
@@ -150,6 +153,7 @@ export class TerminalsView {
     $('#terminals-empty').hidden = this.tabs.length > 0;
     $('#new-session').disabled = this.tabs.length === 0;
     $('#list-sessions').disabled = this.tabs.length === 0;
+    $('#tab-files').disabled = this.tabs.length === 0;
     $('#nav-terminals').dataset.count = this.tabs.length ? String(this.tabs.length) : '';
   }
 

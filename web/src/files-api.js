@@ -1,0 +1,132 @@
+// The control plane's file endpoints for one host (ARCHITECTURE.md, "Files"). Paths are
+// absolute paths on the host; `info` objects are {path, name, type, size, mode, owner, group,
+// modified_ms, target, version}. Every function rejects with an ApiError carrying the
+// server's one line.
+
+import { ApiError, api, csrfHeaders, errorFrom } from './api.js';
+
+/** Entries asked for per page of a directory. */
+export const PAGE_SIZE = 200;
+
+/** `dir` + `name` as one absolute path. */
+export function joinPath(dir, name) {
+  return dir.endsWith('/') ? `${dir}${name}` : `${dir}/${name}`;
+}
+
+/** The folder holding `path` ("/" for "/x"). */
+export function parentOf(path) {
+  const cut = path.replace(/\/+$/, '').lastIndexOf('/');
+  return cut <= 0 ? '/' : path.slice(0, cut);
+}
+
+/** The last component of `path`. */
+export function baseName(path) {
+  return path.replace(/\/+$/, '').split('/').pop() || '/';
+}
+
+/** `"VERSION"`, the ETag form of an info's version. */
+export function etagOf(info) {
+  return `"${info.version}"`;
+}
+
+export class HostFiles {
+  constructor(host) {
+    this.host = host;
+    this.base = `/api/v1/hosts/${encodeURIComponent(host)}/files`;
+  }
+
+  url(endpoint, params) {
+    return `${this.base}${endpoint}?${new URLSearchParams(params)}`;
+  }
+
+  /** One page of a directory: {directory, entries, next_after}. */
+  list(path, after = '', limit = PAGE_SIZE) {
+    return api('GET', this.url('', { path, after, limit }));
+  }
+
+  stat(path) {
+    return api('GET', this.url('/stat', { path }));
+  }
+
+  /** `{op: 'mkdir'|'rename'|'copy'|'delete'|'chmod'|'chown', ...}` → info. */
+  op(request) {
+    return api('POST', `${this.base}/op`, request);
+  }
+
+  /** The address that downloads a file (or, for a folder, its tar). */
+  downloadUrl(info) {
+    return info.type === 'directory'
+      ? this.url('/archive', { path: info.path })
+      : this.url('/content', { path: info.path, download: 1 });
+  }
+
+  /**
+   * A file's content: {bytes: Uint8Array, etag, partial}. With `maxBytes`, only the first
+   * `maxBytes` are asked for (a Range request; `partial` says the server sent less).
+   */
+  async read(path, maxBytes = 0) {
+    const headers = maxBytes ? { range: `bytes=0-${maxBytes - 1}` } : {};
+    const response = await request(this.url('/content', { path }), { headers });
+    if (!response.ok) throw await errorFrom(response);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    return { bytes, etag: response.headers.get('etag'), partial: response.status === 206 };
+  }
+
+  /**
+   * Writes a file: resolves to the server's info. `ifMatch` (an ETag) refuses a file that
+   * changed (409, `error.body.current` is its info); `createOnly` refuses one that exists.
+   */
+  async write(path, body, { ifMatch = null, createOnly = false } = {}) {
+    const headers = { ...csrfHeaders(), 'content-type': 'application/octet-stream' };
+    if (ifMatch) headers['if-match'] = ifMatch;
+    if (createOnly) headers['if-none-match'] = '*';
+    const response = await request(this.url('/content', { path }), { method: 'PUT', headers, body });
+    if (!response.ok) throw await errorFrom(response);
+    return response.json();
+  }
+
+  /**
+   * Uploads a File with progress (fetch cannot report upload progress, XMLHttpRequest can):
+   * `onProgress(sentBytes)`. Resolves to info; `abort()` on the returned promise cancels.
+   */
+  upload(path, file, { createOnly = true, onProgress = () => {} } = {}) {
+    const xhr = new XMLHttpRequest();
+    const done = new Promise((resolve, reject) => {
+      xhr.open('PUT', this.url('/content', { path }));
+      for (const [name, value] of Object.entries(csrfHeaders())) xhr.setRequestHeader(name, value);
+      xhr.setRequestHeader('content-type', 'application/octet-stream');
+      if (createOnly) xhr.setRequestHeader('if-none-match', '*');
+      xhr.upload.onprogress = (event) => onProgress(event.loaded);
+      xhr.onload = () => {
+        let json = null;
+        try {
+          json = JSON.parse(xhr.responseText);
+        } catch {
+          // Not JSON: the status says it.
+        }
+        if (xhr.status >= 200 && xhr.status < 300) return resolve(json);
+        const error = new ApiError(xhr.status, (json && json.error) || `${xhr.status} ${xhr.statusText}`);
+        error.body = json;
+        reject(error);
+      };
+      xhr.onerror = () => reject(new ApiError(0, 'cannot reach the control plane'));
+      xhr.onabort = () => reject(new ApiError(0, 'cancelled'));
+      xhr.send(file);
+    });
+    done.abort = () => xhr.abort();
+    return done;
+  }
+
+  /** The live changes in a folder: an EventSource with `change` events. */
+  watch(path) {
+    return new EventSource(this.url('/watch', { path }));
+  }
+}
+
+async function request(url, options) {
+  try {
+    return await fetch(url, { credentials: 'same-origin', ...options });
+  } catch {
+    throw new ApiError(0, 'cannot reach the control plane');
+  }
+}
