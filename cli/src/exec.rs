@@ -285,7 +285,7 @@ async fn write_chunk(
     match output.write(out, chunk).await {
         Ok(_) => Ok(()),
         Err(WriteError::Broken(e)) => Err(Attempt::Fatal(format!("output stream broken: {e}"))),
-        Err(WriteError::Closed) => Err(Attempt::OutputClosed),
+        Err(WriteError::Closed(_)) => Err(Attempt::OutputClosed),
     }
 }
 

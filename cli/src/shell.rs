@@ -367,7 +367,7 @@ async fn attempt(
                     session.skip_to(chunk.offset, screen);
                     match session.output.write(&mut stdout, chunk).await {
                         Ok(written) => screen.wrote(&written),
-                        Err(WriteError::Closed) => break Ok(Ending::OutputClosed),
+                        Err(WriteError::Closed(_)) => break Ok(Ending::OutputClosed),
                         Err(WriteError::Broken(e)) => {
                             break Err(Failure::Fatal(format!("output stream broken: {e}")));
                         }

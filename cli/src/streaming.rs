@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::Code;
 use zpanel_proto::{ProcessExit, StreamChunk, StreamKind};
@@ -74,8 +74,9 @@ pub async fn first_reply<T>(responses: &mut tonic::Streaming<T>) -> Result<T, to
 pub enum WriteError {
     /// The chunk does not continue the stream.
     Broken(StreamError),
-    /// Our own stdout or stderr is closed (`| head`).
-    Closed,
+    /// Our own stdout or stderr is closed (`| head`), or the local file could not be
+    /// written.
+    Closed(std::io::Error),
 }
 
 /// One output stream on its way to a local file descriptor: where it continues, what has
@@ -117,9 +118,12 @@ impl Output {
             .cursor
             .accept(chunk.offset, chunk.payload)
             .map_err(WriteError::Broken)?;
-        if !fresh.is_empty() && (out.write_all(&fresh).await.is_err() || out.flush().await.is_err())
-        {
-            return Err(WriteError::Closed);
+        if !fresh.is_empty() {
+            let written = match out.write_all(&fresh).await {
+                Ok(()) => out.flush().await,
+                Err(e) => Err(e),
+            };
+            written.map_err(WriteError::Closed)?;
         }
         if chunk.eof && end == self.cursor.next() {
             self.eof = true;
@@ -143,20 +147,28 @@ impl Output {
 // === input ===
 
 /// Reads local stdin in pieces that fit `buffer`'s window and hands each to `take`, until the
-/// input ends (`true`) or `take` breaks (`false`).
-pub async fn read_stdin(
+/// input ends (`true`, also when stdin fails) or `take` breaks (`false`).
+pub async fn read_stdin(buffer: &SharedReplay, take: impl FnMut(&[u8]) -> ControlFlow<()>) -> bool {
+    read_into(&mut tokio::io::stdin(), buffer, take)
+        .await
+        .unwrap_or(true)
+}
+
+/// Reads `input` in pieces that fit `buffer`'s window and hands each to `take`, until the
+/// input ends (`Ok(true)`), `take` breaks (`Ok(false)`) or reading fails.
+pub async fn read_into(
+    input: &mut (impl AsyncRead + Unpin),
     buffer: &SharedReplay,
     mut take: impl FnMut(&[u8]) -> ControlFlow<()>,
-) -> bool {
-    let mut stdin = tokio::io::stdin();
+) -> std::io::Result<bool> {
     loop {
         let space = buffer.wait_space().await;
         let mut chunk = vec![0u8; space.min(MAX_CHUNK_BYTES)];
-        match stdin.read(&mut chunk).await {
-            Ok(0) | Err(_) => return true,
-            Ok(n) => {
+        match input.read(&mut chunk).await? {
+            0 => return Ok(true),
+            n => {
                 if take(&chunk[..n]).is_break() {
-                    return false;
+                    return Ok(false);
                 }
             }
         }
