@@ -11,6 +11,12 @@ use zpanel_cli::client::{self, call_failed, status_message};
 use zpanel_cli::config::Settings;
 use zpanel_cli::display::rfc3339;
 use zpanel_cli::exec::{ExecOptions, exec};
+use zpanel_cli::files;
+use zpanel_cli::files::copy::{CopyOptions, cp};
+use zpanel_cli::files::download::cat;
+use zpanel_cli::files::edit::{EditOptions, edit};
+use zpanel_cli::files::location::Remote;
+use zpanel_cli::files::ls::{LsOptions, ls};
 use zpanel_cli::sessions;
 use zpanel_cli::shell::{ShellOptions, shell};
 use zpanel_proto::{CreateJoinTokenRequest, DeleteHostRequest, ListHostsRequest, WhoAmIRequest};
@@ -85,6 +91,85 @@ enum Command {
     },
     /// List a host's terminal sessions, or end one.
     Sessions(SessionsArgs),
+    /// List a directory on a host: zpanel ls HOST:PATH (a relative PATH is under the host's
+    /// first root).
+    Ls {
+        #[arg(value_name = "HOST:PATH")]
+        path: String,
+        /// Long format: mode, owner, group, size, modification time (UTC), symlink targets.
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Include names starting with a dot.
+        #[arg(short = 'a', long)]
+        all: bool,
+    },
+    /// Print a file on a host: zpanel cat HOST:PATH
+    Cat {
+        #[arg(value_name = "HOST:PATH")]
+        path: String,
+        /// Keep trying to resume this long when the connection drops.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        resume_for: Duration,
+    },
+    /// Copy files: zpanel cp SRC DST, with HOST:PATH on either side or both (./a:b is a local
+    /// path with a colon).
+    Cp {
+        /// Copy directories and everything in them.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        #[arg(value_name = "SRC")]
+        source: String,
+        #[arg(value_name = "DST")]
+        destination: String,
+        /// Keep trying to resume this long when the connection drops.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        resume_for: Duration,
+    },
+    /// Edit a file on a host in $VISUAL or $EDITOR (default vi); it is saved back unless it
+    /// changed on the host meanwhile.
+    Edit {
+        #[arg(value_name = "HOST:PATH")]
+        path: String,
+        /// Start from this local copy (the one kept after a conflict) and save it.
+        #[arg(long, value_name = "FILE")]
+        from: Option<std::path::PathBuf>,
+        /// Save even if the host's file changed since it was read.
+        #[arg(long)]
+        force: bool,
+        /// Keep trying to resume this long when the connection drops.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        resume_for: Duration,
+    },
+    /// Delete a file (or with -r a directory and everything in it) on a host.
+    Rm {
+        /// Delete directories and everything in them.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        #[arg(value_name = "HOST:PATH")]
+        path: String,
+    },
+    /// Rename or move a file on a host: zpanel mv HOST:SRC HOST:DST (into DST when it is a
+    /// directory).
+    Mv {
+        /// Refuse to replace an existing DST.
+        #[arg(short = 'n', long)]
+        no_clobber: bool,
+        #[arg(value_name = "HOST:SRC")]
+        source: String,
+        #[arg(value_name = "HOST:DST")]
+        destination: String,
+    },
+    /// Make a directory on a host.
+    Mkdir {
+        /// Make missing parents too; an existing directory is fine.
+        #[arg(short = 'p', long)]
+        parents: bool,
+        #[arg(value_name = "HOST:PATH")]
+        path: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +364,59 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }) => {
             let host = host.context("name the host: zpanel sessions HOST")?;
             sessions::list(&Settings::load()?, host, all, json).await?;
+        }
+        Command::Ls {
+            path,
+            long,
+            json,
+            all,
+        } => {
+            let options = LsOptions { long, json, all };
+            return ls(&Settings::load()?, &Remote::parse(&path)?, &options).await;
+        }
+        Command::Cat { path, resume_for } => {
+            return cat(&Settings::load()?, &Remote::parse(&path)?, resume_for).await;
+        }
+        Command::Cp {
+            recursive,
+            source,
+            destination,
+            resume_for,
+        } => {
+            let options = CopyOptions {
+                source,
+                destination,
+                recursive,
+                resume_for,
+            };
+            cp(&Settings::load()?, &options).await?;
+        }
+        Command::Edit {
+            path,
+            from,
+            force,
+            resume_for,
+        } => {
+            let options = EditOptions {
+                from,
+                force,
+                resume_for,
+            };
+            return edit(&Settings::load()?, &Remote::parse(&path)?, &options).await;
+        }
+        Command::Rm { recursive, path } => {
+            files::rm(&Settings::load()?, &Remote::parse(&path)?, recursive).await?;
+        }
+        Command::Mv {
+            no_clobber,
+            source,
+            destination,
+        } => {
+            let (from, to) = (Remote::parse(&source)?, Remote::parse(&destination)?);
+            files::mv(&Settings::load()?, &from, &to, !no_clobber).await?;
+        }
+        Command::Mkdir { parents, path } => {
+            files::mkdir(&Settings::load()?, &Remote::parse(&path)?, parents).await?;
         }
     }
     Ok(0)
