@@ -8,6 +8,12 @@ import { ApiError, api, csrfHeaders, errorFrom } from './api.js';
 /** Entries asked for per page of a directory. */
 export const PAGE_SIZE = 200;
 
+/** `path` without repeated slashes, `.` components or a trailing slash ("/" stays "/"). */
+export function normalizePath(path) {
+  const parts = path.split('/').filter((part) => part && part !== '.');
+  return path.startsWith('/') ? `/${parts.join('/')}` : parts.join('/') || '.';
+}
+
 /** `dir` + `name` as one absolute path. */
 export function joinPath(dir, name) {
   return dir.endsWith('/') ? `${dir}${name}` : `${dir}/${name}`;

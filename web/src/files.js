@@ -8,7 +8,7 @@ import { api, checkSession } from './api.js';
 import { ask, chmodDialog, choose, closeMenu, contextMenu } from './dialogs.js';
 import { $, h } from './dom.js';
 import { FileEditor } from './editor.js';
-import { HostFiles, baseName, joinPath, parentOf } from './files-api.js';
+import { HostFiles, baseName, joinPath, normalizePath, parentOf } from './files-api.js';
 import { TreeNode } from './files-tree.js';
 import { filesHash, formatSize, icon, modeString } from './files-ui.js';
 import { Uploads, droppedFiles } from './uploads.js';
@@ -73,6 +73,8 @@ export class FilesView {
 
   /** Shows what the address names: `host`, and a folder (`path`) or a file (`edit`). */
   async navigate({ host, path, edit }) {
+    path = path && normalizePath(path);
+    edit = edit && normalizePath(edit);
     this.clearError();
     if (host !== this.host) this.switchHost(host);
     if (!host) return this.showHostPicker();
@@ -179,7 +181,7 @@ export class FilesView {
       return this.showError(e);
     }
     if (token !== this.loadToken) return;
-    this.dir = page.directory?.path || path;
+    this.dir = normalizePath(page.directory?.path || path);
     if (!this.rootPath) await this.findRoot();
     if (token !== this.loadToken) return;
     if (path !== this.dir && !this.editor) history.replaceState(null, '', filesHash(this.host, { path: this.dir }));
@@ -197,7 +199,7 @@ export class FilesView {
   async findRoot() {
     try {
       const top = await this.files.list('.', '', 1);
-      this.rootPath = top.directory?.path || this.dir;
+      this.rootPath = normalizePath(top.directory?.path || this.dir);
     } catch {
       this.rootPath = this.dir;
     }
@@ -396,6 +398,7 @@ export class FilesView {
 
   /** `{kind, path}` from the watch: the entry is read again (or dropped) shortly after. */
   onChange({ kind, path }) {
+    path = normalizePath(path);
     if (path === this.dir && kind === 'removed') return this.showError(new Error('this folder was removed'));
     if (parentOf(path) !== this.dir) return;
     clearTimeout(this.pendingChanges.get(path));
