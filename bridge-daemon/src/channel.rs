@@ -1,6 +1,7 @@
-//! A channel's attachment to what outlives it (an exec job or a terminal session) and the
-//! task that serves it: the open result, output streams from their offsets, input
-//! acknowledgements and the exit. Exec and terminal channels share all of it.
+//! A channel's attachment to what outlives it (an exec job or a terminal session) or to a
+//! file transfer, and the task that serves it: the open result, output streams from their
+//! offsets, input acknowledgements and the end (an exit, a write's verdict, a watch's
+//! changes). Exec, terminal and file channels share all of it.
 
 use std::sync::Arc;
 
@@ -13,13 +14,15 @@ use zpanel_proto::{
 use zpanel_shared::replay::{SharedReplay, StreamSender};
 
 use crate::exec::{ExecError, ExecJob};
+use crate::files::FileChannel;
 use crate::terminal::{TerminalError, Viewer};
 
 /// What a channel is attached to. Jobs and terminal sessions outlive the channel; the
-/// attachment is what ends with it.
+/// attachment is what ends with it. A file channel's work ends with it.
 pub(crate) enum Target {
     Exec { job: Arc<ExecJob>, number: u64 },
     Terminal(Viewer),
+    File(Arc<FileChannel>),
 }
 
 impl Target {
@@ -29,14 +32,32 @@ impl Target {
             Target::Terminal(viewer) => {
                 (kind == StreamKind::Stdout).then(|| viewer.session().output())
             }
+            Target::File(file) => file.output(kind),
         }
     }
 
-    pub fn exit(&self) -> watch::Receiver<Option<ProcessExit>> {
+    /// Offset of an output stream's first byte on the wire (a file read's offset in the
+    /// file); the stream's buffer counts from 0.
+    fn origin(&self) -> u64 {
         match self {
+            Target::File(file) => file.origin(),
+            Target::Exec { .. } | Target::Terminal(_) => 0,
+        }
+    }
+
+    /// What the channel sends once its output is complete: the exit of a process, the
+    /// verdict of a file write, the changes of a watch.
+    async fn finish(&self, channel_id: u64, outbound: &mpsc::Sender<Body>) -> Option<()> {
+        let mut exit: watch::Receiver<Option<ProcessExit>> = match self {
             Target::Exec { job, .. } => job.exit(),
             Target::Terminal(viewer) => viewer.session().exit(),
-        }
+            Target::File(file) => return file.finish(channel_id, outbound).await,
+        };
+        let exit = *exit.wait_for(Option::is_some).await.ok()?;
+        outbound
+            .send(Body::ExecExited(ExecExited { channel_id, exit }))
+            .await
+            .ok()
     }
 
     /// Input bytes written, for the attachments that send input.
@@ -47,15 +68,17 @@ impl Target {
                 Some(viewer.session().input_written())
             }
             Target::Terminal(_) => None,
+            Target::File(file) => file.input_written(),
         }
     }
 
     /// Input from the client; an error closes the channel with its message.
     pub fn input(&self, chunk: StreamChunk) -> Result<(), String> {
-        if chunk.stream() != StreamKind::Stdin {
-            return Err("only stdin may be sent to a command or a terminal".into());
-        }
         match self {
+            Target::File(file) => file.input(chunk),
+            _ if chunk.stream() != StreamKind::Stdin => {
+                Err("only stdin may be sent to a command or a terminal".into())
+            }
             Target::Exec { job, .. } => job
                 .stdin(chunk.offset, chunk.payload, chunk.eof)
                 .map_err(|e| e.to_string()),
@@ -77,13 +100,16 @@ impl Target {
                 viewer.ack(ack.offset).map_err(|e| e.to_string())
             }
             Target::Terminal(_) => Ok(()),
+            Target::File(file) => file.ack(ack),
         }
     }
 
     pub fn signal(&self, signal: i32) {
         match self {
             Target::Exec { job, .. } => job.signal(signal),
-            Target::Terminal(_) => tracing::debug!("signal for a terminal channel ignored"),
+            Target::Terminal(_) | Target::File(_) => {
+                tracing::debug!("signal for a terminal or file channel ignored")
+            }
         }
     }
 
@@ -94,7 +120,9 @@ impl Target {
                     tracing::debug!("resize ignored: {e}");
                 }
             }
-            Target::Exec { .. } => tracing::debug!("resize for an exec channel ignored"),
+            Target::Exec { .. } | Target::File(_) => {
+                tracing::debug!("resize for an exec or file channel ignored")
+            }
         }
     }
 
@@ -102,6 +130,7 @@ impl Target {
         match self {
             Target::Exec { job, number } => job.detach(*number, release),
             Target::Terminal(viewer) => viewer.detach(release),
+            Target::File(file) => file.detach(),
         }
     }
 
@@ -115,6 +144,7 @@ impl Target {
             (Target::Terminal(viewer), Target::Terminal(old)) if viewer.replaces(old) => {
                 Some(TerminalError::Replaced.to_string())
             }
+            (Target::File(file), Target::File(old)) => file.replaces(old),
             _ => None,
         }
     }
@@ -188,7 +218,7 @@ pub(crate) fn terminal_refusal(e: TerminalError) -> Refusal {
 }
 
 /// Serves one channel: the open result, every output stream from its offset, input
-/// acknowledgements, and the exit status once the output is complete.
+/// acknowledgements, and what follows the output (see [`Target::finish`]).
 pub(crate) async fn serve_channel(
     target: &Target,
     channel_id: u64,
@@ -204,12 +234,7 @@ pub(crate) async fn serve_channel(
         for pumped in futures_util::future::join_all(pumps).await {
             pumped?;
         }
-        let mut exit = target.exit();
-        let exit = *exit.wait_for(Option::is_some).await.ok()?;
-        outbound
-            .send(Body::ExecExited(ExecExited { channel_id, exit }))
-            .await
-            .ok()
+        target.finish(channel_id, outbound).await
     };
     let input_acks = async {
         let Some(mut written) = target.input_written() else {
@@ -247,9 +272,11 @@ async fn pump(
     outbound: &mpsc::Sender<Body>,
 ) -> Option<()> {
     let stream = target.output(sender.kind())?;
+    let origin = target.origin();
     loop {
         match sender.next(stream).await {
-            Ok(Some(chunk)) => {
+            Ok(Some(mut chunk)) => {
+                chunk.offset += origin;
                 let data = ChannelData {
                     channel_id,
                     chunk: Some(chunk),

@@ -130,6 +130,30 @@ pub struct Settings {
     /// Which local account terminal sessions run as (written by hand; `join` leaves it out).
     #[serde(default, skip_serializing_if = "TerminalAccounts::is_empty")]
     pub terminal: TerminalAccounts,
+    /// Which directories the file service serves (written by hand; `join` leaves it out).
+    #[serde(default, skip_serializing_if = "FileRoots::is_default")]
+    pub files: FileRoots,
+}
+
+/// `[files]` in `bridge.toml`: the directories served. Absent: `/` for a daemon running as
+/// root, else its account's home; `roots = []` turns the file service off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRoots {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roots: Option<Vec<PathBuf>>,
+}
+
+impl FileRoots {
+    /// The roots to serve, the default when none are configured.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.roots
+            .clone()
+            .unwrap_or_else(crate::files::Files::default_roots)
+    }
+
+    fn is_default(&self) -> bool {
+        self == &FileRoots::default()
+    }
 }
 
 /// `[terminal]` in `bridge.toml`: the local account of each control-plane user's shells.
@@ -185,6 +209,7 @@ mod tests {
         let old = "host_id = \"h\"\nname = \"n\"\nserver_url = \"https://s\"\nbridge_url = \"https://b\"\n";
         let settings: Settings = toml::from_str(old).unwrap();
         assert_eq!(settings.terminal.account_for("alice"), None);
+        assert_eq!(settings.files.roots, None);
         assert_eq!(toml::to_string(&settings).unwrap(), old);
 
         let text =
@@ -192,6 +217,15 @@ mod tests {
         let settings: Settings = toml::from_str(&text).unwrap();
         assert_eq!(settings.terminal.account_for("alice"), Some("alice"));
         assert_eq!(settings.terminal.account_for("bob"), Some("ops"));
+
+        let text = format!("{old}[files]\nroots = [\"/srv\", \"/var/log\"]\n");
+        let settings: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(
+            settings.files.roots(),
+            [PathBuf::from("/srv"), "/var/log".into()]
+        );
+        let off: Settings = toml::from_str(&format!("{old}[files]\nroots = []\n")).unwrap();
+        assert!(off.files.roots().is_empty());
     }
 
     #[test]

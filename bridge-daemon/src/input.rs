@@ -50,13 +50,18 @@ pub struct InputWriter {
 
 impl Input {
     pub fn new() -> (Input, InputWriter) {
+        Input::starting_at(0)
+    }
+
+    /// Input that continues at `offset` (a resumed upload already holds the bytes below).
+    pub fn starting_at(offset: u64) -> (Input, InputWriter) {
         // A client keeps at most this many frames unacknowledged, so a full queue means it
         // ignored flow control.
         let (queue, commands) = mpsc::channel(MAX_IN_FLIGHT_FRAMES + 1);
-        let written = watch::Sender::new(0);
+        let written = watch::Sender::new(offset);
         let input = Input {
             state: Mutex::new(InputState {
-                cursor: InboundCursor::default(),
+                cursor: InboundCursor::at(offset),
                 queue: Some(queue),
             }),
             written: written.clone(),

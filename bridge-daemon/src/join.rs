@@ -85,9 +85,9 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     write_atomic(&dir.join(KEY_FILE), key.serialize_pem().as_bytes(), 0o600)?;
     write_atomic(&dir.join(CERT_FILE), enrolled.cert_pem.as_bytes(), 0o644)?;
     write_atomic(&dir.join(CA_FILE), enrolled.ca_pem.as_bytes(), 0o644)?;
-    // A host enrolled again keeps its hand-written terminal accounts.
-    let terminal = Settings::load(dir)
-        .map(|old| old.terminal)
+    // A host enrolled again keeps its hand-written terminal accounts and file roots.
+    let (terminal, files) = Settings::load(dir)
+        .map(|old| (old.terminal, old.files))
         .unwrap_or_default();
     Settings {
         host_id: enrolled.host_id.clone(),
@@ -95,6 +95,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         server_url: server,
         bridge_url: enrolled.bridge_url,
         terminal,
+        files,
     }
     .save(dir)?;
     println!(

@@ -6,6 +6,7 @@ pub mod certificate;
 mod channel;
 pub mod config;
 pub mod exec;
+pub mod files;
 pub mod hostinfo;
 mod http;
 pub mod input;

@@ -1,6 +1,6 @@
 //! The daemon's side of the bridge session: dial the control plane with the host's
 //! certificate, say hello, keep the session alive with heartbeats, serve channels (each
-//! attached to an exec job or a terminal session), and reconnect with capped exponential
+//! attached to an exec job, a terminal session or a file transfer), and reconnect with capped exponential
 //! backoff and full jitter when it drops.
 
 use std::collections::HashMap;
@@ -30,6 +30,7 @@ use zpanel_shared::transport::{self, SessionEnd};
 use crate::channel::{Attached, Refusal, Target, exec_refusal, serve_channel, terminal_refusal};
 use crate::config::{RunArgs, Settings};
 use crate::exec::Jobs;
+use crate::files::{self, FileChannel, Files};
 use crate::terminal::{TerminalLimits, Terminals};
 use crate::{certificate, hostinfo};
 
@@ -50,6 +51,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let terminals = Terminals::new(limits, settings.terminal.clone());
     tokio::spawn(terminals.clone().reap_forever());
+    let files = Files::new(&settings.files.roots()).map_err(anyhow::Error::msg)?;
+    tokio::spawn(files.clone().reap_forever());
     tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, "zpanel-bridge starting");
     let mut backoff = Backoff::new(args.reconnect_base, args.reconnect_max);
     loop {
@@ -64,6 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let work = Work {
                     jobs: jobs.clone(),
                     terminals: terminals.clone(),
+                    files: files.clone(),
                 };
                 let end = serve(ws, work, &args.config_dir, &settings.name).await;
                 tracing::warn!("session ended: {end:#}");
@@ -148,11 +152,13 @@ fn tls_failure(e: &std::io::Error) -> anyhow::Error {
     }
 }
 
-/// What outlives sessions: the exec jobs and terminal sessions channels attach to.
+/// What outlives sessions: the exec jobs and terminal sessions channels attach to, and the
+/// file service (with its interrupted uploads).
 #[derive(Clone)]
 struct Work {
     jobs: Arc<Jobs>,
     terminals: Arc<Terminals>,
+    files: Arc<Files>,
 }
 
 /// Runs one session after the hello: waits for the welcome, then serves frames.
@@ -177,7 +183,7 @@ async fn serve(mut ws: Ws, work: Work, config_dir: &Path, name: &str) -> anyhow:
     let session = DaemonSession {
         outbound: outbound.clone(),
         work,
-        attachments: Mutex::new(HashMap::new()),
+        attachments: Arc::default(),
         renewed,
     };
     let renewal = tokio::spawn(certificate::renew(
@@ -217,19 +223,26 @@ struct Attachment {
     cancel: CancellationToken,
 }
 
+type Attachments = Arc<Mutex<HashMap<u64, Attachment>>>;
+
+fn lock(attachments: &Attachments) -> std::sync::MutexGuard<'_, HashMap<u64, Attachment>> {
+    attachments.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 // === impl DaemonSession ===
 
 struct DaemonSession {
     outbound: mpsc::Sender<Body>,
     work: Work,
-    attachments: Mutex<HashMap<u64, Attachment>>,
+    /// Shared with the tasks of file channels, which drop their attachment when refused.
+    attachments: Attachments,
     /// Answers to certificate renewals, for the renewal task.
     renewed: mpsc::Sender<CertificateRenewed>,
 }
 
 impl DaemonSession {
     fn attachments(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Attachment>> {
-        self.attachments.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.attachments)
     }
 
     fn target(&self, channel_id: u64) -> Option<Arc<Target>> {
@@ -345,15 +358,23 @@ impl DaemonSession {
                 let killed = terminals.kill(&kill.session_id, &kill.owner_id);
                 return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
             }
-            Some(
-                open::Request::File(_)
-                | open::Request::FileRead(_)
-                | open::Request::FileWrite(_)
-                | open::Request::FileWatch(_),
-            ) => Err((
-                OpenError::Refused,
-                "this daemon does not serve files yet; upgrade zpanel-bridge on the host".into(),
-            )),
+            Some(open::Request::File(request)) => {
+                let (files, outbound) = (self.work.files.clone(), self.outbound.clone());
+                tokio::spawn(async move {
+                    let answer = files::answer(channel_id, files.request(request).await);
+                    outbound.send(Body::OpenResult(answer)).await
+                });
+                return;
+            }
+            Some(open::Request::FileRead(read)) => {
+                return self.open_file(channel_id, FileChannel::read(&self.work.files, read));
+            }
+            Some(open::Request::FileWrite(write)) => {
+                return self.open_file(channel_id, FileChannel::write(&self.work.files, write));
+            }
+            Some(open::Request::FileWatch(watch)) => {
+                return self.open_file(channel_id, FileChannel::watch(&self.work.files, watch));
+            }
             None => Err((
                 OpenError::BadRequest,
                 "unknown open request: this daemon may be older than the control plane".into(),
@@ -367,6 +388,22 @@ impl DaemonSession {
             Ok(attached) => attached,
             Err(refusal) => return self.answer(channel_id, Err(refusal)),
         };
+        let (target, cancel) = self.attach(channel_id, target);
+        let opened = OpenResult {
+            channel_id,
+            ..opened
+        };
+        let outbound = self.outbound.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = serve_channel(&target, channel_id, opened, senders, &outbound) => {}
+            }
+        });
+    }
+
+    /// Records a channel's attachment, closing the channels it replaces.
+    fn attach(&self, channel_id: u64, target: Target) -> (Arc<Target>, CancellationToken) {
         let replaced: Vec<(u64, String)> = self
             .attachments()
             .iter()
@@ -384,15 +421,48 @@ impl DaemonSession {
                 cancel: cancel.clone(),
             },
         );
-        let opened = OpenResult {
-            channel_id,
-            ..opened
-        };
+        (target, cancel)
+    }
+
+    /// Opens a file channel: attached at once (so a close or a newer upload of the same id
+    /// finds it), prepared on a blocking thread, then answered and served. A refused one is
+    /// detached again; one whose read fails midway is closed with the reason.
+    fn open_file(&self, channel_id: u64, file: Arc<FileChannel>) {
+        let (target, cancel) = self.attach(channel_id, Target::File(file.clone()));
+        let attachments = self.attachments.clone();
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
+            let (opened, senders) = match file.prepare().await {
+                Ok(prepared) => prepared,
+                Err(failure) => {
+                    if let Some(attachment) = lock(&attachments).remove(&channel_id) {
+                        attachment.target.detach(false);
+                    }
+                    let _ = outbound
+                        .send(Body::OpenResult(failure.refusal(channel_id)))
+                        .await;
+                    return;
+                }
+            };
+            let opened = OpenResult {
+                channel_id,
+                ..opened
+            };
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = serve_channel(&target, channel_id, opened, senders, &outbound) => {}
+                reason = file.failed() => {
+                    if let Some(attachment) = lock(&attachments).remove(&channel_id) {
+                        attachment.target.detach(false);
+                    }
+                    let close = Close {
+                        channel_id,
+                        reason,
+                        release: false,
+                        superseded: false,
+                    };
+                    let _ = outbound.send(Body::Close(close)).await;
+                }
             }
         });
     }
@@ -473,8 +543,9 @@ mod tests {
             work: Work {
                 jobs: Jobs::new(DEFAULT_WINDOW_BYTES, Duration::from_secs(600)),
                 terminals: Terminals::new(limits, TerminalAccounts::default()),
+                files: Files::new(&[]).unwrap(),
             },
-            attachments: Mutex::new(HashMap::new()),
+            attachments: Arc::default(),
             renewed: mpsc::channel(1).0,
         };
         (session, frames)
