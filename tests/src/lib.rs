@@ -8,6 +8,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 pub mod browser;
+pub mod files;
 pub mod pty;
 pub mod web;
 

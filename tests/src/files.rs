@@ -1,0 +1,59 @@
+//! Helpers for the file tests: a host that serves only the roots a test chooses, files of
+//! pseudo-random content written and hashed in pieces (a large file never sits in memory).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Cli, ControlPlane, Daemon, assert_eventually};
+
+/// Enrols and starts a daemon named `name` that serves files under `roots` only, and waits
+/// until the host is online.
+pub async fn add_host_serving(cp: &ControlPlane, cli: &Cli, name: &str, roots: &[&Path]) -> Daemon {
+    let token = cli.join_token(1).await;
+    let daemon = Daemon::join(cp, &token, name).await.expect("join");
+    daemon.set_file_roots(roots);
+    let daemon = daemon.start().await;
+    assert_eventually!(
+        cli.host_status(name).await.as_deref() == Some("online"),
+        Duration::from_secs(30),
+        "host {name} never came online"
+    );
+    daemon
+}
+
+/// Writes `size` bytes of pseudo-random content (an xorshift stream from `seed`) to `path`.
+pub fn write_random(path: &Path, size: usize, seed: u64) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create file"));
+    let mut state = seed | 1;
+    let mut written = 0;
+    let mut block = [0u8; 64 * 1024];
+    while written < size {
+        for word in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let take = block.len().min(size - written);
+        file.write_all(&block[..take]).expect("write file");
+        written += take;
+    }
+    file.flush().expect("flush file");
+}
+
+/// The lower-case hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    let mut file = std::fs::File::open(path).expect("open file");
+    let mut hasher = Sha256::new();
+    let mut block = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut block).expect("read file");
+        if n == 0 {
+            return hex::encode(hasher.finalize());
+        }
+        hasher.update(&block[..n]);
+    }
+}
