@@ -531,6 +531,11 @@ mod tests {
     use zpanel_proto::{StreamAck, StreamChunk, StreamKind, TerminalSize};
 
     fn session() -> (DaemonSession, mpsc::Receiver<Body>) {
+        session_serving(&[])
+    }
+
+    /// A session whose file service serves `roots`.
+    fn session_serving(roots: &[std::path::PathBuf]) -> (DaemonSession, mpsc::Receiver<Body>) {
         let (outbound, frames) = mpsc::channel(1024);
         let limits = TerminalLimits {
             window: DEFAULT_WINDOW_BYTES,
@@ -543,7 +548,7 @@ mod tests {
             work: Work {
                 jobs: Jobs::new(DEFAULT_WINDOW_BYTES, Duration::from_secs(600)),
                 terminals: Terminals::new(limits, TerminalAccounts::default()),
-                files: Files::new(&[]).unwrap(),
+                files: Files::new(roots).unwrap(),
             },
             attachments: Arc::default(),
             renewed: mpsc::channel(1).0,
@@ -741,5 +746,115 @@ mod tests {
         assert_eq!(exited, 2);
         assert!(session.attachments().contains_key(&2));
         assert!(!session.attachments().contains_key(&1));
+    }
+
+    #[tokio::test]
+    async fn files_are_served_through_channels() {
+        use zpanel_proto::{
+            FileDone, FileError, FileRead, FileReply, FileRequest, FileStat, FileWrite, file_reply,
+            file_request,
+        };
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("f"), b"0123456789").unwrap();
+        let (session, mut frames) = session_serving(&[root.path().to_path_buf()]);
+
+        // answered at once; a relative path is under the first root
+        let stat = FileRequest {
+            op: Some(file_request::Op::Stat(FileStat { path: "f".into() })),
+        };
+        open(&session, 1, open::Request::File(stat));
+        let result = expect(&mut frames, opened(1)).await;
+        let Some(open_result::Reply::File(FileReply {
+            result: Some(file_reply::Result::Info(info)),
+        })) = result.reply
+        else {
+            panic!("no info in {result:?}");
+        };
+        assert_eq!(info.path, root.path().join("f").display().to_string());
+        assert!(!session.attachments().contains_key(&1));
+
+        // a refusal names the file error and leaves no attachment behind
+        let missing = FileRead {
+            path: "missing".into(),
+            ..FileRead::default()
+        };
+        open(&session, 2, open::Request::FileRead(missing));
+        let result = expect(&mut frames, opened(2)).await;
+        assert_eq!(
+            (result.error(), result.file_error()),
+            (OpenError::NotFound, FileError::NotFound)
+        );
+        assert!(!session.attachments().contains_key(&2));
+
+        // a read from an offset: its chunks count from there
+        let read = FileRead {
+            path: "f".into(),
+            offset: 4,
+            ..FileRead::default()
+        };
+        open(&session, 3, open::Request::FileRead(read));
+        assert_eq!(
+            expect(&mut frames, opened(3)).await.error(),
+            OpenError::None
+        );
+        let data = expect(&mut frames, |body| match body {
+            Body::Data(ChannelData {
+                channel_id: 3,
+                chunk: Some(chunk),
+            }) => Some(chunk.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!((data.offset, &data.payload[..]), (4, &b"456789"[..]));
+        let end = expect(&mut frames, |body| match body {
+            Body::Data(ChannelData {
+                channel_id: 3,
+                chunk: Some(chunk),
+            }) => Some(chunk.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!((end.offset, end.eof), (10, true));
+        let ack = StreamAck {
+            stream: StreamKind::Stdout as i32,
+            offset: 10,
+        };
+        session
+            .on_frame(Body::Ack(ChannelAck {
+                channel_id: 3,
+                ack: Some(ack),
+            }))
+            .unwrap();
+        assert!(session.attachments().contains_key(&3));
+
+        // a write: content on stdin, then FileDone
+        let write = FileWrite {
+            path: "g".into(),
+            ..FileWrite::default()
+        };
+        open(&session, 4, open::Request::FileWrite(write));
+        assert_eq!(expect(&mut frames, opened(4)).await.stdin_offset, 0);
+        let chunk = StreamChunk {
+            stream: StreamKind::Stdin as i32,
+            offset: 0,
+            payload: Bytes::from_static(b"hello"),
+            eof: true,
+        };
+        session
+            .on_frame(Body::Data(ChannelData {
+                channel_id: 4,
+                chunk: Some(chunk),
+            }))
+            .unwrap();
+        let done = expect(&mut frames, |body| match body {
+            Body::FileDone(FileDone {
+                channel_id: 4,
+                result: Some(result),
+            }) => Some(result.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(done.info.unwrap().size, 5);
+        assert_eq!(std::fs::read(root.path().join("g")).unwrap(), b"hello");
     }
 }

@@ -277,12 +277,17 @@ fn rename(roots: &Roots, request: &FileRename) -> Result<FileInfo, FileFailure> 
 fn copy(roots: &Roots, request: &FileCopy) -> Result<FileInfo, FileFailure> {
     let from = roots.locate(&request.from)?;
     let to = roots.locate(&request.to)?;
-    let source = from.open(OFlags::RDONLY | OFlags::NONBLOCK)?;
-    let meta = Meta::of(&source).map_err(|e| from.failure(e))?;
+    let (source, meta) = from.open_readable()?;
     let (to_dir, to_name) = to.open_parent()?;
     let copy = Copy {
         overwrite: request.overwrite,
         display: &to.display,
+    };
+    let Some(source) = source else {
+        return Err(FileFailure::invalid(format!(
+            "{} is neither a file nor a directory; only those are copied",
+            shown(&from.display)
+        )));
     };
     if meta.is_dir() {
         if !request.recursive {
@@ -295,13 +300,8 @@ fn copy(roots: &Roots, request: &FileCopy) -> Result<FileInfo, FileFailure> {
             ));
         }
         copy.dir(&source, &meta, &to_dir, &to_name)?;
-    } else if meta.is_file() {
-        copy.file(File::from(source), &meta, &to_dir, &to_name)?;
     } else {
-        return Err(FileFailure::invalid(format!(
-            "{} is neither a file nor a directory; only those are copied",
-            shown(&from.display)
-        )));
+        copy.file(File::from(source), &meta, &to_dir, &to_name)?;
     }
     stat_at(&to_dir, &to_name, &to.display)
 }

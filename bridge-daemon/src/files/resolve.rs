@@ -5,7 +5,7 @@
 //! path a client sent is ever opened from `/`.
 
 use std::fmt::Write as _;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -13,6 +13,7 @@ use rustix::io::Errno;
 use zpanel_proto::FileError;
 
 use super::FileFailure;
+use super::info::Meta;
 
 /// Longest path accepted, as the kernel's `PATH_MAX`.
 const MAX_PATH_BYTES: usize = 4096;
@@ -182,6 +183,34 @@ impl Located {
     pub fn open(&self, flags: OFlags) -> Result<OwnedFd, FileFailure> {
         let root = self.open_root()?;
         beneath(&root, &self.rel, flags, Mode::empty()).map_err(|e| self.failure(e))
+    }
+
+    /// Opens a file or directory for reading, without opening anything else (a device's
+    /// open has effects): an `O_PATH` handle first, and only a file or directory is then
+    /// reopened, through that very handle. Returns the readable handle, if any, and what the
+    /// path is.
+    pub fn open_readable(&self) -> Result<(Option<OwnedFd>, Meta), FileFailure> {
+        let fd = self.open(OFlags::PATH)?;
+        let meta = Meta::of(&fd).map_err(|e| self.failure(e))?;
+        let readable = if meta.is_dir() {
+            rustix::fs::openat(
+                &fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        } else if meta.is_file() {
+            // The /proc link of the handle reopens exactly the file found beneath the root.
+            let handle = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            rustix::fs::open(
+                handle.as_str(),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        } else {
+            return Ok((None, meta));
+        };
+        Ok((Some(readable.map_err(|e| self.failure(e))?), meta))
     }
 
     /// Opens the path's parent directory (`O_PATH`) and returns it with the last name.

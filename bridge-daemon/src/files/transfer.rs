@@ -56,8 +56,7 @@ pub enum Source {
 /// Opens what a read asks for and checks it against the request.
 pub fn open_read(roots: &Roots, request: &FileRead) -> Result<(FileInfo, Source), FileFailure> {
     let at = roots.locate(&request.path)?;
-    let fd = at.open(OFlags::RDONLY | OFlags::NONBLOCK)?;
-    let meta = Meta::of(&fd).map_err(|e| at.failure(e))?;
+    let (fd, meta) = at.open_readable()?;
     let path = shown(&at.display);
     if !request.version.is_empty() && request.version != meta.version() {
         return Err(FileFailure::new(
@@ -70,12 +69,12 @@ pub fn open_read(roots: &Roots, request: &FileRead) -> Result<(FileInfo, Source)
     }
     let info = Names::default().info(at.display.clone(), &meta, String::new());
     if request.tar {
-        if !meta.is_dir() {
+        let Some(dir) = fd.filter(|_| meta.is_dir()) else {
             return Err(FileFailure::new(
                 FileError::NotADirectory,
                 format!("{path} is not a directory; read it without tar"),
             ));
-        }
+        };
         if request.offset != 0 || request.length != 0 {
             return Err(FileFailure::invalid(format!(
                 "offset and length apply to files, not to the tar of {path}"
@@ -86,7 +85,7 @@ pub fn open_read(roots: &Roots, request: &FileRead) -> Result<(FileInfo, Source)
             (true, Some(root_name)) => PathBuf::from(root_name),
             _ => prefix,
         };
-        return Ok((info, Source::Tar { dir: fd, prefix }));
+        return Ok((info, Source::Tar { dir, prefix }));
     }
     if meta.is_dir() {
         return Err(FileFailure::new(
@@ -94,11 +93,11 @@ pub fn open_read(roots: &Roots, request: &FileRead) -> Result<(FileInfo, Source)
             format!("{path} is a directory; list it, or read it as a tar"),
         ));
     }
-    if !meta.is_file() {
+    let Some(file) = fd.filter(|_| meta.is_file()) else {
         return Err(FileFailure::invalid(format!(
             "{path} is not a regular file; only files are read"
         )));
-    }
+    };
     if request.offset > meta.size {
         return Err(FileFailure::invalid(format!(
             "offset {} is beyond the end of {path} ({} bytes)",
@@ -110,7 +109,7 @@ pub fn open_read(roots: &Roots, request: &FileRead) -> Result<(FileInfo, Source)
         length => meta.size.min(request.offset.saturating_add(length)),
     };
     let source = Source::File {
-        file: File::from(fd),
+        file: File::from(file),
         offset: request.offset,
         end,
     };
