@@ -178,6 +178,8 @@ export class FilesView {
       }
       this.dir = path;
       this.renderCrumbs(path);
+      this.renderList();
+      if (!this.rootPath) await this.findRoot();
       return this.showError(e);
     }
     if (token !== this.loadToken) return;
@@ -258,7 +260,10 @@ export class FilesView {
   renderList() {
     const rows = this.sorted().map((info) => this.row(info));
     if (rows.length === 0) {
-      const text = this.listing.dataset.state === 'loading' ? 'Loading…' : 'This folder is empty. Drop files here to upload them.';
+      const text = {
+        loading: 'Loading…',
+        failed: 'This folder cannot be listed.',
+      }[this.listing.dataset.state] ?? 'This folder is empty. Drop files here to upload them.';
       rows.push(h('tr', { class: 'placeholder' }, h('td', { colspan: 6, class: 'muted' }, text)));
     }
     this.body.replaceChildren(...rows);
@@ -347,7 +352,9 @@ export class FilesView {
       await this.treeNodes.get(current)?.expand();
       current = joinPath(current, part);
     }
-    this.treeNodes.get(path)?.setCurrent(true);
+    const node = this.treeNodes.get(path);
+    node?.setCurrent(true);
+    node?.link.scrollIntoView({ block: 'nearest' });
   }
 
   /** Reloads a folder's node, when the tree shows its children. */
@@ -424,6 +431,7 @@ export class FilesView {
     const badge = $('#files-live');
     badge.dataset.state = state;
     badge.textContent = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…' }[state] ?? '';
+    badge.hidden = !state;
   }
 
   // === the editor ===

@@ -68,14 +68,25 @@ export class Uploads {
     try {
       const folder = parentOf(path);
       if (folder !== dir) await files.op({ op: 'mkdir', path: folder, parents: true });
-      let info;
-      try {
-        info = await put(true);
-      } catch (e) {
-        if (e.status !== 409) throw e;
+      // Ask before sending when the file exists (a large body is not sent only to learn that);
+      // the create-only PUT still refuses one that appeared meanwhile.
+      const ask = async () => {
+        bar.value = 0;
         set('asking', 'exists');
-        if (!(await this.confirmOverwrite(relativePath))) return set('skipped', 'skipped');
+        return this.confirmOverwrite(relativePath);
+      };
+      let info;
+      if (await exists(files, path)) {
+        if (!(await ask())) return set('skipped', 'skipped');
         info = await put(false);
+      } else {
+        try {
+          info = await put(true);
+        } catch (e) {
+          if (e.status !== 409) throw e;
+          if (!(await ask())) return set('skipped', 'skipped');
+          info = await put(false);
+        }
       }
       bar.value = file.size;
       set('done', `done, ${formatSize(file.size)}`);
@@ -84,6 +95,16 @@ export class Uploads {
       if (e.status === 401) this.onUnauthenticated();
       set('failed', e.message);
     }
+  }
+}
+
+async function exists(files, path) {
+  try {
+    await files.stat(path);
+    return true;
+  } catch (e) {
+    if (e.status === 404) return false;
+    throw e;
   }
 }
 
