@@ -229,7 +229,12 @@ pub async fn rm(settings: &Settings, remote: &Remote, recursive: bool) -> anyhow
     });
     file_op(&mut client, &remote.host, op)
         .await
-        .map_err(|status| refused(remote, &status))?;
+        .map_err(|status| match kind_of(status.code(), status.message()) {
+            FileError::IsADirectory if !recursive => {
+                anyhow::anyhow!("{remote}: is a directory (use -r)")
+            }
+            _ => refused(remote, &status),
+        })?;
     Ok(())
 }
 
