@@ -111,11 +111,10 @@ impl Roots {
             .components()
             .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
             .collect();
-        let display = root.join(&rel).to_string_lossy().into_owned();
         Ok(Located {
+            display: display(root, &rel),
             root: root.clone(),
             rel,
-            display,
         })
     }
 }
@@ -146,11 +145,10 @@ impl Located {
 
     /// The same root with `rel` replaced, for a parent or a child.
     pub fn with_rel(&self, rel: PathBuf) -> Located {
-        let display = self.root.join(&rel).to_string_lossy().into_owned();
         Located {
+            display: display(&self.root, &rel),
             root: self.root.clone(),
             rel,
-            display,
         }
     }
 
@@ -226,6 +224,15 @@ impl Located {
     pub fn failure(&self, errno: Errno) -> FileFailure {
         FileFailure::from_errno(&self.display, errno)
     }
+}
+
+/// The absolute name of `rel` under `root` (the root itself without a trailing slash).
+fn display(root: &Path, rel: &Path) -> String {
+    let path = match rel.as_os_str().is_empty() {
+        true => root.to_path_buf(),
+        false => root.join(rel),
+    };
+    path.to_string_lossy().into_owned()
 }
 
 /// `openat2(dir, rel, flags | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, retried
@@ -328,6 +335,8 @@ mod tests {
         assert_eq!(at.root, Path::new("/srv"));
         assert_eq!(at.rel, Path::new("etc/../hosts"));
         assert_eq!(roots.locate("/srvx").unwrap().root, Path::new("/"));
+        assert_eq!(roots.locate("/srv/app/").unwrap().display, "/srv/app");
+        assert_eq!(roots.locate("/").unwrap().display, "/");
         assert!(Roots::new(&["relative".into()]).is_err());
         assert!(Roots::new(&["/a/../b".into()]).is_err());
     }
