@@ -229,6 +229,13 @@ fn lock(attachments: &Attachments) -> std::sync::MutexGuard<'_, HashMap<u64, Att
     attachments.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Detaches and forgets a channel that ends from this side.
+fn forget(attachments: &Attachments, channel_id: u64) {
+    if let Some(attachment) = lock(attachments).remove(&channel_id) {
+        attachment.target.detach(false);
+    }
+}
+
 // === impl DaemonSession ===
 
 struct DaemonSession {
@@ -435,9 +442,7 @@ impl DaemonSession {
             let (opened, senders) = match file.prepare().await {
                 Ok(prepared) => prepared,
                 Err(failure) => {
-                    if let Some(attachment) = lock(&attachments).remove(&channel_id) {
-                        attachment.target.detach(false);
-                    }
+                    forget(&attachments, channel_id);
                     let _ = outbound
                         .send(Body::OpenResult(failure.refusal(channel_id)))
                         .await;
@@ -452,9 +457,7 @@ impl DaemonSession {
                 _ = cancel.cancelled() => {}
                 _ = serve_channel(&target, channel_id, opened, senders, &outbound) => {}
                 reason = file.failed() => {
-                    if let Some(attachment) = lock(&attachments).remove(&channel_id) {
-                        attachment.target.detach(false);
-                    }
+                    forget(&attachments, channel_id);
                     let close = Close {
                         channel_id,
                         reason,

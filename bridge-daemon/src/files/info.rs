@@ -139,6 +139,18 @@ impl Names {
     }
 }
 
+impl Names {
+    /// [`Names::info`] of `name` in `dir` (empty: the `O_PATH` handle `dir` itself), with
+    /// its target when it is a symlink.
+    pub fn describe(&mut self, path: String, meta: &Meta, dir: impl AsFd, name: &Path) -> FileInfo {
+        let target = match meta.is_symlink() {
+            true => link_target(dir, name),
+            false => String::new(),
+        };
+        self.info(path, meta, target)
+    }
+}
+
 /// Where a symlink points, as stored (`name` empty: the symlink's own `O_PATH` handle).
 pub fn link_target(dir: impl AsFd, name: &Path) -> String {
     rustix::fs::readlinkat(dir, name, Vec::new())

@@ -21,7 +21,7 @@ use zpanel_proto::{
     FileListing, FileMkdir, FileRename, FileReply, file_reply, file_request,
 };
 
-use super::info::{Meta, Names, link_target};
+use super::info::{Meta, Names};
 use super::resolve::{Located, Roots, beneath, child, shown};
 use super::{FileFailure, temp_name};
 
@@ -89,23 +89,13 @@ pub(super) fn names(dir: impl AsFd) -> Result<Vec<PathBuf>, Errno> {
 pub(super) fn stat(at: &Located) -> Result<FileInfo, FileFailure> {
     let fd = at.open(OFlags::PATH | OFlags::NOFOLLOW)?;
     let meta = Meta::of(&fd).map_err(|e| at.failure(e))?;
-    let target = if meta.is_symlink() {
-        link_target(&fd, Path::new(""))
-    } else {
-        String::new()
-    };
-    Ok(Names::default().info(at.display.clone(), &meta, target))
+    Ok(Names::default().describe(at.display.clone(), &meta, &fd, Path::new("")))
 }
 
 /// The info of `name` in `dir` (displayed as `display`).
 pub(super) fn stat_at(dir: impl AsFd, name: &str, display: &str) -> Result<FileInfo, FileFailure> {
     let meta = Meta::at(&dir, Path::new(name)).map_err(|e| FileFailure::from_errno(display, e))?;
-    let target = if meta.is_symlink() {
-        link_target(&dir, Path::new(name))
-    } else {
-        String::new()
-    };
-    Ok(Names::default().info(display.to_string(), &meta, target))
+    Ok(Names::default().describe(display.to_string(), &meta, &dir, Path::new(name)))
 }
 
 // === list ===
@@ -142,12 +132,7 @@ fn list(roots: &Roots, request: &FileList) -> Result<FileListing, FileFailure> {
         let Ok(entry) = Meta::at(&dir, &name) else {
             continue;
         };
-        let target = if entry.is_symlink() {
-            link_target(&dir, &name)
-        } else {
-            String::new()
-        };
-        entries.push(names.info(shown_name, &entry, target));
+        entries.push(names.describe(shown_name, &entry, &dir, &name));
     }
     let next_after = match (more, entries.last()) {
         (true, Some(last)) => last.path.clone(),
@@ -633,12 +618,7 @@ impl Finder {
                     self.truncated = true;
                     return false;
                 }
-                let target = if meta.is_symlink() {
-                    link_target(dir, &name)
-                } else {
-                    String::new()
-                };
-                let info = self.names.info(path.clone(), &meta, target);
+                let info = self.names.describe(path.clone(), &meta, dir, &name);
                 self.matches.push(info);
             }
             if meta.is_dir() {
