@@ -105,11 +105,16 @@ export async function languageFor(name, firstLine = '') {
   }
 }
 
+/** Lines joined with `separator` ("\r\n" for a Windows file), or CodeMirror's "\n". */
+function lineEndings(separator) {
+  return separator && separator !== '\n' ? EditorState.lineSeparator.of(separator) : [];
+}
+
 /**
  * An editor in `parent`. `onChange()` after every edit; `onSave()` on Ctrl+S / Cmd+S.
  * Returns {view, setText(text), setLanguage(ext), setReadOnly(bool)}.
  */
-export function createEditor({ parent, text, readOnly, onChange, onSave }) {
+export function createEditor({ parent, text, readOnly, lineSeparator, onChange, onSave }) {
   const language = new Compartment();
   const editable = new Compartment();
   const view = new EditorView({
@@ -122,6 +127,7 @@ export function createEditor({ parent, text, readOnly, onChange, onSave }) {
           indentWithTab,
         ]),
         common,
+        lineEndings(lineSeparator),
         language.of([]),
         editable.of(readOnlyExtensions(readOnly)),
         EditorView.updateListener.of((update) => update.docChanged && onChange()),
@@ -150,18 +156,18 @@ function readOnlyExtensions(readOnly) {
  * The compare view in `parent`: what is on disk (left, read-only) and the editor's text
  * (right, editable; the arrows take a change from the disk). Returns {text(), destroy()}.
  */
-export function createCompare({ parent, disk, mine, language, onSave }) {
+export function createCompare({ parent, disk, mine, language, lineSeparator, onSave }) {
   const saveKey = keymap.of([{ key: 'Mod-s', preventDefault: true, run: () => (onSave(), true) }]);
   const merge = new MergeView({
     parent,
     a: { doc: disk, extensions: [common, language, EditorState.readOnly.of(true), EditorView.editable.of(false)] },
-    b: { doc: mine, extensions: [saveKey, common, language] },
+    b: { doc: mine, extensions: [saveKey, common, language, lineEndings(lineSeparator)] },
     revertControls: 'a-to-b',
     highlightChanges: true,
     gutter: true,
   });
   return {
-    text: () => merge.b.state.doc.toString(),
+    text: () => merge.b.state.sliceDoc(),
     destroy: () => merge.destroy(),
   };
 }

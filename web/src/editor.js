@@ -37,6 +37,7 @@ export class FileEditor {
     this.savedDoc = null; // the text as last loaded or saved
     this.readOnly = false;
     this.saving = false;
+    this.destroyed = false; // closed: late answers are ignored
 
     this.dirtyDot = h('span', { class: 'dirty-dot', title: 'Unsaved changes' }, '●');
     this.status = h('span', { class: 'editor-status muted', role: 'status' });
@@ -77,6 +78,7 @@ export class FileEditor {
     let cm;
     try {
       [content, cm] = await Promise.all([this.fetch(), import('./codemirror.js')]);
+      if (this.destroyed) return;
     } catch (e) {
       if (this.onError(e)) return;
       this.element.dataset.state = 'failed';
@@ -115,6 +117,8 @@ export class FileEditor {
       parent: this.body,
       text,
       readOnly: this.readOnly,
+      // (CodeMirror joins lines with "\n" unless told: a Windows file keeps its CRLFs.)
+      lineSeparator: text.includes('\r\n') ? '\r\n' : null,
       onChange: () => this.updateDirty(),
       onSave: () => this.save(),
     });
@@ -124,8 +128,8 @@ export class FileEditor {
     this.element.dataset.state = 'ready';
     this.setStatus(this.readOnly ? 'read-only' : '');
     this.editor.view.focus();
-    this.language = await cm.languageFor(this.name, text.slice(0, text.indexOf('\n') >>> 0));
-    this.editor.setLanguage(this.language);
+    this.language = await cm.languageFor(this.name, text.split('\n', 1)[0]);
+    if (!this.destroyed) this.editor.setLanguage(this.language);
   }
 
   /** The file's bytes: all of it, or its first part when it is large. */
@@ -140,7 +144,7 @@ export class FileEditor {
   async save() {
     if (!this.editor || this.readOnly || this.saving) return;
     const fromCompare = this.compare !== null;
-    const doc = fromCompare ? this.compare.text() : this.editor.view.state.doc.toString();
+    const doc = fromCompare ? this.compare.text() : this.editor.view.state.sliceDoc();
     this.saving = true;
     this.element.dataset.state = 'saving';
     this.setStatus('saving…');
@@ -232,8 +236,9 @@ export class FileEditor {
     this.compare = this.cm.createCompare({
       parent: holder,
       disk: new TextDecoder().decode(disk.bytes),
-      mine: this.editor.view.state.doc.toString(),
+      mine: this.editor.view.state.sliceDoc(),
       language: this.language,
+      lineSeparator: this.editor.view.state.lineBreak,
       onSave: () => this.save(),
     });
     this.compare.holder = holder;
@@ -254,7 +259,7 @@ export class FileEditor {
     this.compareBar.hidden = true;
     this.editor.view.dom.hidden = false;
     if (keep || text !== null) {
-      if (merged !== this.editor.view.state.doc.toString()) this.editor.setText(merged);
+      if (merged !== this.editor.view.state.sliceDoc()) this.editor.setText(merged);
     }
     this.element.dataset.state = 'ready';
     this.setStatus('');
@@ -297,6 +302,7 @@ export class FileEditor {
   }
 
   destroy() {
+    this.destroyed = true;
     this.compare?.destroy();
     this.editor?.view.destroy();
     this.element.remove();
