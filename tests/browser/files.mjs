@@ -151,6 +151,7 @@ try {
   await shoot(page, 'listing');
 
   step('a file written on the host appears by itself (the folder is watched)');
+  await page.locator('#files-live[data-state="live"]').waitFor(); // (the watch is open)
   await writeOnHost('from-host.txt', 'written by the host\n');
   await page.locator(row('from-host.txt')).waitFor();
 
