@@ -398,7 +398,11 @@ async fn listings_page_and_watches_push_changes() {
     let expected: Vec<String> = (0..25).map(|i| format!("f{i:02}")).collect();
     assert_eq!(names, expected);
 
-    let listing = s.get("", s.root.to_str().unwrap()).await.json();
+    let url = format!(
+        "/api/v1/hosts/files/files?path={}",
+        encode(s.root.to_str().unwrap())
+    );
+    let listing = s.browser.call("GET", &url, None).await.unwrap().json();
     let link = listing["entries"]
         .as_array()
         .unwrap()

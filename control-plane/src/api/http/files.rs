@@ -294,21 +294,33 @@ pub struct ContentQuery {
     download: bool,
 }
 
-/// `bytes=A-B` or `bytes=A-` of a file of `size` bytes: the offset and length, or `None`
-/// when the range cannot be served.
-fn parse_range(range: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = range.strip_prefix("bytes=")?;
-    let (start, end) = spec.split_once('-')?;
-    let (start, end) = match (start.trim(), end.trim()) {
-        ("", suffix) => {
-            let suffix: u64 = suffix.parse().ok()?;
-            (size.saturating_sub(suffix), size.checked_sub(1)?)
+/// A `Range` header the content route serves: one range of bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum ByteRange {
+    /// From an offset, to an offset (inclusive) or to the end.
+    From(u64, Option<u64>),
+    /// The last N bytes.
+    Last(u64),
+}
+
+fn parse_range(range: &str) -> Option<ByteRange> {
+    let (start, end) = range.strip_prefix("bytes=")?.split_once('-')?;
+    match (start.trim(), end.trim()) {
+        ("", last) => Some(ByteRange::Last(last.parse().ok()?)),
+        (start, "") => Some(ByteRange::From(start.parse().ok()?, None)),
+        (start, end) => {
+            let (start, end) = (start.parse().ok()?, end.parse().ok()?);
+            (start <= end).then_some(ByteRange::From(start, Some(end)))
         }
-        (start, "") => (start.parse().ok()?, size.checked_sub(1)?),
-        (start, end) => (
-            start.parse().ok()?,
-            end.parse::<u64>().ok()?.min(size.checked_sub(1)?),
-        ),
+    }
+}
+
+/// Where a range starts and how long it is in a file of `size` bytes, if it is in it.
+fn resolve_range(range: &ByteRange, size: u64) -> Option<(u64, u64)> {
+    let last = size.checked_sub(1)?;
+    let (start, end) = match *range {
+        ByteRange::From(start, end) => (start, end.unwrap_or(last).min(last)),
+        ByteRange::Last(count) => (size.saturating_sub(count), last),
     };
     (start <= end && end < size).then(|| (start, end - start + 1))
 }
@@ -350,33 +362,59 @@ pub async fn content(
     headers: HeaderMap,
     caller: Caller,
 ) -> Result<Response, ServiceError> {
-    let stat = FileStat {
-        path: query.path.clone(),
-    };
-    let info = reply_info(op(&state, &caller, &host, file_request::Op::Stat(stat)).await?)?;
-    let range = headers
+    let range = match headers
         .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|range| parse_range(range, info.size));
-    let (offset, length, status) = match range {
-        Some(Some((offset, length))) => (offset, length, StatusCode::PARTIAL_CONTENT),
-        Some(None) => {
-            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", info.size)) {
-                response.headers_mut().insert(header::CONTENT_RANGE, value);
-            }
-            return Ok(response);
-        }
-        None => (0, info.size, StatusCode::OK),
+        .map(|v| v.to_str().ok().and_then(parse_range))
+    {
+        Some(Some(range)) => Some(range),
+        Some(None) => return Ok(StatusCode::RANGE_NOT_SATISFIABLE.into_response()),
+        None => None,
+    };
+    // The whole file, or the part a range names. The read's answer describes the file
+    // (a symlink's target, not the link), so sizes come from it.
+    let (offset, length) = match range {
+        Some(ByteRange::From(start, end)) => (start, end.map_or(0, |end| end - start + 1)),
+        _ => (0, 0),
     };
     let read = FileRead {
-        path: query.path,
+        path: query.path.clone(),
         offset,
         length,
-        tar: false,
-        version: info.version.clone(),
+        ..FileRead::default()
     };
-    let reader = state.file_read(&caller.principal, &host, read).await?;
+    let mut reader = state.file_read(&caller.principal, &host, read).await?;
+    let size = reader.info.size;
+    let part = match &range {
+        None => None,
+        Some(range) => match resolve_range(range, size) {
+            None => {
+                let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                return Ok(response);
+            }
+            Some((start, length)) => {
+                if start != offset {
+                    // The last N bytes: now that the size is known, read them.
+                    let read = FileRead {
+                        path: query.path,
+                        offset: start,
+                        length,
+                        version: reader.info.version.clone(),
+                        ..FileRead::default()
+                    };
+                    reader = state.file_read(&caller.principal, &host, read).await?;
+                }
+                Some((start, length))
+            }
+        },
+    };
+    let info = InfoJson::from(reader.info.clone());
+    let (status, length) = match part {
+        Some((_, length)) => (StatusCode::PARTIAL_CONTENT, length),
+        None => (StatusCode::OK, size),
+    };
     let mut response = (status, body_of(reader)).into_response();
     let response_headers = response.headers_mut();
     response_headers.insert(
@@ -389,8 +427,8 @@ pub async fn content(
     if let Some(etag) = quoted(&info.version) {
         response_headers.insert(header::ETAG, etag);
     }
-    if status == StatusCode::PARTIAL_CONTENT {
-        let range = format!("bytes {offset}-{}/{}", offset + length - 1, info.size);
+    if let Some((start, length)) = part {
+        let range = format!("bytes {start}-{}/{size}", start + length - 1);
         if let Ok(value) = HeaderValue::from_str(&range) {
             response_headers.insert(header::CONTENT_RANGE, value);
         }
@@ -471,14 +509,18 @@ pub async fn put(
         parents: query.parents,
         ..FileWrite::default()
     };
-    let mut writer = state.file_write(&caller.principal, &host, write).await?;
-    let mut chunks = body.into_data_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk
-            .map_err(|e| ServiceError::InvalidArgument(format!("the upload was cut off: {e}")))?;
-        writer.write(chunk).await?;
-    }
-    match writer.finish(&state).await {
+    let written = async {
+        let mut writer = state.file_write(&caller.principal, &host, write).await?;
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| {
+                ServiceError::InvalidArgument(format!("the upload was cut off: {e}"))
+            })?;
+            writer.write(chunk).await?;
+        }
+        writer.finish(&state).await
+    };
+    match written.await {
         Ok(written) => {
             let sha256 = written.sha256;
             let mut info = InfoJson::from(written.info.unwrap_or_default());
@@ -530,13 +572,14 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 10)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 10)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 10)));
-        assert_eq!(parse_range("bytes=95-200", 100), Some((95, 5)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-0", 0), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
+        let resolve = |range: &str, size| resolve_range(&parse_range(range)?, size);
+        assert_eq!(resolve("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(resolve("bytes=90-", 100), Some((90, 10)));
+        assert_eq!(resolve("bytes=-10", 100), Some((90, 10)));
+        assert_eq!(resolve("bytes=95-200", 100), Some((95, 5)));
+        assert_eq!(resolve("bytes=100-", 100), None);
+        assert_eq!(resolve("bytes=5-1", 100), None);
+        assert_eq!(resolve("bytes=0-0", 0), None);
+        assert_eq!(resolve("items=0-1", 100), None);
     }
 }
