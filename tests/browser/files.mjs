@@ -6,7 +6,8 @@
 // DataTransfer built in the page), sees a file the host writes appear by itself (the watch),
 // edits the uploaded file and saves it with Ctrl+S, then saves again after the file changed
 // on disk: the conflict dialog appears, "Overwrite" wins, and the next conflict is settled
-// through the compare view. Last, it deletes a file through the context menu.
+// through the compare view. Last, it downloads a file and deletes another through the
+// context menu.
 //
 // Talking to the Rust test: `@@ read NAME` asks for the content of ROOT/NAME (the answer is
 // a JSON string, or null when there is no such file); `@@ write NAME JSON` asks it to write
@@ -17,7 +18,7 @@
 // (the daemon's root, absolute), ZPANEL_USER (default admin), ZPANEL_SCREENSHOT (PNG path
 // prefix, optional), ZPANEL_CHROMIUM (default /usr/bin/chromium).
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -113,6 +114,7 @@ const context = await chromium.launchPersistentContext(profile, {
   ],
   ignoreHTTPSErrors: true, // the control plane's certificate comes from its own CA
   viewport: { width: 1200, height: 700 },
+  acceptDownloads: true,
 });
 context.setDefaultTimeout(STEP_MS);
 const page = context.pages()[0] ?? (await context.newPage());
@@ -197,8 +199,16 @@ try {
   await page.locator('.editor[data-dirty="false"][data-state="ready"]').waitFor();
   await expectOnHost('notes.md', `${overwritten}third edit\n`);
 
-  step('close the editor, delete a file through the context menu');
+  step('close the editor, download the file through the context menu');
   await page.click('.editor button.close');
+  await page.locator(row('notes.md')).click({ button: 'right' });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('.menu [data-action="download"]')]);
+  const downloaded = readFileSync(await download.path(), 'utf8');
+  if (download.suggestedFilename() !== 'notes.md' || downloaded !== `${overwritten}third edit\n`) {
+    throw new Error(`the download is ${download.suggestedFilename()}: ${JSON.stringify(downloaded)}`);
+  }
+
+  step('delete a file through the context menu');
   await page.locator(row('from-host.txt')).click({ button: 'right' });
   await page.click('.menu [data-action="delete"]');
   const confirm = page.locator('dialog[data-dialog="delete"]');

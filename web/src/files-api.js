@@ -61,9 +61,10 @@ export class HostFiles {
 
   /** The address that downloads a file (or, for a folder, its tar). */
   downloadUrl(info) {
+    // (`download=true`: the server reads a boolean and refuses "1".)
     return info.type === 'directory'
       ? this.url('/archive', { path: info.path })
-      : this.url('/content', { path: info.path, download: 1 });
+      : this.url('/content', { path: info.path, download: true });
   }
 
   /**
