@@ -105,13 +105,54 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
-/// Names in `dir` that start with a dot (temporary files left behind would).
-fn hidden_names(dir: &Path) -> Vec<String> {
+/// The files in `dir` whose name starts with a dot, with their sizes: the temporary files
+/// of transfers in progress, or left behind.
+fn hidden_files(dir: &Path) -> Vec<(String, u64)> {
     std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with('.'))
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let size = entry.metadata().ok()?.len();
+            name.starts_with('.').then_some((name, size))
+        })
         .collect()
+}
+
+/// Waits until a transfer's temporary file in `dir` holds at least 16 MiB (the transfer
+/// must still be running then); its name.
+async fn transfer_under_way(child: &mut tokio::process::Child, dir: &Path) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the transfer ended too soon"
+        );
+        if let Some((name, size)) = hidden_files(dir).into_iter().next()
+            && size >= 16 * MIB as u64
+        {
+            return name;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the transfer never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl Setup {
+    /// Starts `zpanel ARGS` in the local directory without waiting for it.
+    fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        self.cli
+            .command(args)
+            .current_dir(&self.local)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,11 +262,11 @@ async fn copies_keep_their_sha256_both_ways_for_trees_and_between_hosts() {
     s.ok(&["cp", &s.remote("big.bin"), "./a:b"]).await;
     assert_eq!(sha256_file(&s.local.join("a:b")), sum);
     assert!(
-        hidden_names(&s.root).is_empty(),
+        hidden_files(&s.root).is_empty(),
         "{:?}",
-        hidden_names(&s.root)
+        hidden_files(&s.root)
     );
-    assert!(hidden_names(&s.local.join("down")).is_empty());
+    assert!(hidden_files(&s.local.join("down")).is_empty());
 
     // trees, with -r
     let tree = s.local.join("tree");
@@ -269,16 +310,6 @@ async fn copies_keep_their_sha256_both_ways_for_trees_and_between_hosts() {
     );
 }
 
-/// The name and size of the temporary file a host is receiving an upload into, if any.
-fn upload_in_progress(dir: &Path) -> Option<(String, u64)> {
-    std::fs::read_dir(dir).ok()?.find_map(|entry| {
-        let entry = entry.ok()?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let size = entry.metadata().ok()?.len();
-        name.starts_with(".zpanel-").then_some((name, size))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cut_by_a_control_plane_restart_resumes_where_the_host_was() {
     let mut s = setup().await;
@@ -286,33 +317,9 @@ async fn an_upload_cut_by_a_control_plane_restart_resumes_where_the_host_was() {
     write_random(&big, 256 * MIB, 11);
     let sum = sha256_file(&big);
 
-    let mut child = s
-        .cli
-        .command(&["cp", "big.bin", &s.remote("big.bin")])
-        .current_dir(&s.local)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = s.spawn(&["cp", "big.bin", &s.remote("big.bin")]);
     let pid = child.id().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the upload ended before the restart"
-        );
-        if let Some((name, size)) = upload_in_progress(&s.root)
-            && size >= 16 * MIB as u64
-        {
-            break name;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the upload never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let first = transfer_under_way(&mut child, &s.root).await;
     s.cp.restart().await;
 
     // every temporary file seen from now on is the one the upload started in
@@ -320,9 +327,7 @@ async fn an_upload_cut_by_a_control_plane_restart_resumes_where_the_host_was() {
     let mut peak_kib = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
-        if let Some((name, _)) = upload_in_progress(&s.root) {
-            seen.insert(name);
-        }
+        seen.extend(hidden_files(&s.root).into_iter().map(|(name, _)| name));
         peak_kib = peak_kib.max(memory_kib(pid).1);
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -334,10 +339,52 @@ async fn an_upload_cut_by_a_control_plane_restart_resumes_where_the_host_was() {
     assert!(out.status.success(), "cp failed: {}", stderr(&out));
     assert_eq!(seen.len(), 1, "the upload started over: {seen:?}");
     assert_eq!(sha256_file(&s.root.join("big.bin")), sum);
-    assert!(hidden_names(&s.root).is_empty());
+    assert!(hidden_files(&s.root).is_empty());
     assert!(
         peak_kib < 96 * 1024,
         "zpanel cp held {peak_kib} KiB for a 256 MiB file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_by_a_control_plane_restart_resumes_unless_the_file_changed() {
+    let mut s = setup().await;
+    let big = s.root.join("big.bin");
+    write_random(&big, 256 * MIB, 13);
+    let sum = sha256_file(&big);
+
+    let mut child = s.spawn(&["cp", &s.remote("big.bin"), "down.bin"]);
+    transfer_under_way(&mut child, &s.local).await;
+    s.cp.restart().await;
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "cp failed: {}", stderr(&out));
+    assert_eq!(sha256_file(&s.local.join("down.bin")), sum);
+    assert!(hidden_files(&s.local).is_empty());
+
+    // the file changes while the connection is down: the download says so and leaves nothing
+    let mut child = s.spawn(&["cp", &s.remote("big.bin"), "again.bin"]);
+    transfer_under_way(&mut child, &s.local).await;
+    s.cp.kill().await;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&big)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"more"))
+        .unwrap();
+    s.cp.restart().await;
+    let out = child.wait_with_output().await.unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "zpanel: {}: changed on disk during the download; run the command again\n",
+            s.remote("big.bin")
+        )
+    );
+    assert!(!s.local.join("again.bin").exists());
+    assert!(
+        hidden_files(&s.local).is_empty(),
+        "{:?}",
+        hidden_files(&s.local)
     );
 }
 
@@ -417,9 +464,9 @@ async fn edit_saves_a_change_and_never_overwrites_a_file_changed_meanwhile() {
     );
     assert!(!Path::new(&kept).exists(), "the kept copy stayed");
     assert!(
-        hidden_names(&s.root).is_empty(),
+        hidden_files(&s.root).is_empty(),
         "{:?}",
-        hidden_names(&s.root)
+        hidden_files(&s.root)
     );
 
     // a file that does not exist yet is created

@@ -66,8 +66,11 @@ impl Progress {
         self.draw("");
     }
 
-    /// The transfer finished: the final line stays.
+    /// The transfer finished, all of it: the final line stays.
     pub fn finish(&mut self) {
+        if let Some(total) = self.total {
+            self.done = total;
+        }
         if self.enabled && self.last_drawn.is_some() {
             self.draw("\n");
             self.last_drawn = None;
