@@ -47,9 +47,10 @@ pub fn refused(remote: &Remote, status: &Status) -> anyhow::Error {
     anyhow::anyhow!("{remote}: {}", reason(remote, status))
 }
 
-/// A refusal's reason, short: the phrase for the file error when it is recognised, else
-/// the daemon's words without the path the line already names. Messages from a host come
-/// as `host NAME: …`; the control plane's own (unknown host, not allowed) are kept whole.
+/// A refusal's reason, short. Messages from a host come as `host NAME: …`; when the host
+/// describes what is wrong with a path (its words start with the path), the line names the
+/// path itself and a few words say what is wrong. Anything else (a tar entry that would
+/// leave the directory, the control plane's own refusals) is kept in its own words.
 fn reason(remote: &Remote, status: &Status) -> String {
     let message = status_message(status);
     let Some((_, said)) = message
@@ -58,6 +59,11 @@ fn reason(remote: &Remote, status: &Status) -> String {
     else {
         return message;
     };
+    let names_a_path =
+        said.starts_with('/') || (!remote.path.is_empty() && said.starts_with(&remote.path));
+    if !names_a_path {
+        return said.to_string();
+    }
     if status.code() == Code::PermissionDenied && said.contains("read-only") {
         return "read-only file system".into();
     }
@@ -342,6 +348,12 @@ mod tests {
             "web-1:/etc/shadow: viewers may not read files on hosts"
         );
         assert_eq!(line(Status::not_found("")), "web-1:/etc/shadow: NotFound");
+        assert_eq!(
+            line(Status::permission_denied(
+                "host web-1: tar entry a/b is a symbolic link to /etc outside the target directory"
+            )),
+            "web-1:/etc/shadow: tar entry a/b is a symbolic link to /etc outside the target directory"
+        );
         assert_eq!(
             written_reason(&remote, FileError::Io, "/etc/shadow: disk on fire"),
             "disk on fire"
