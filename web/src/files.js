@@ -43,6 +43,7 @@ export class FilesView {
     this.nextAfter = ''; // where the next page starts ('' when all is loaded)
     this.loading = false;
     this.loadToken = 0; // a newer load makes older answers stale
+    this.renderFrame = null; // a redraw asked for the next frame
     this.sort = { key: 'name', descending: false };
     this.selected = null; // the selected entry's name
     this.rootPath = null; // the folder the tree starts at (the host's first root)
@@ -186,7 +187,6 @@ export class FilesView {
     this.dir = normalizePath(page.directory?.path || path);
     if (!this.rootPath) await this.findRoot();
     if (token !== this.loadToken) return;
-    if (path !== this.dir && !this.editor) history.replaceState(null, '', filesHash(this.host, { path: this.dir }));
     this.addPage(page);
     this.loading = false;
     this.listing.dataset.state = 'ready';
@@ -302,12 +302,20 @@ export class FilesView {
   upsert(info) {
     if (!info || parentOf(info.path) !== this.dir) return;
     this.entries.set(info.name, info);
-    this.renderList();
+    this.renderSoon();
   }
 
   /** An entry that is gone. */
   forget(name) {
-    if (this.entries.delete(name)) this.renderList();
+    if (this.entries.delete(name)) this.renderSoon();
+  }
+
+  /** Redraws once per frame however many changes arrive (a busy folder). */
+  renderSoon() {
+    this.renderFrame ??= requestAnimationFrame(() => {
+      this.renderFrame = null;
+      this.renderList();
+    });
   }
 
   select(name) {
