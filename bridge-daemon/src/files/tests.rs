@@ -1076,3 +1076,24 @@ async fn watches_report_changes_until_the_channel_closes() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_daemon_with_no_roots_serves_no_files() {
+    let files = Files::new(&[]).unwrap();
+    let stat = FileRequest {
+        op: Some(file_request::Op::Stat(FileStat { path: "/".into() })),
+    };
+    let refused = files.request(stat).await.unwrap_err();
+    assert_eq!(refused.kind, FileError::Permission);
+    assert!(
+        refused.message.contains("[files] roots"),
+        "{}",
+        refused.message
+    );
+    let read = FileChannel::read(&files, FileRead::default());
+    assert_eq!(
+        read.prepare().await.err().unwrap().kind,
+        FileError::Permission
+    );
+    assert!(Files::new(&["relative".into()]).is_err());
+}
