@@ -291,6 +291,19 @@ pub async fn into_directory(
     }
 }
 
+/// Runs a transfer until it ends or Ctrl-C stops it. Stopped, what it held is dropped
+/// (temporary files are removed; a host keeps a resumable upload for a while) and `zpanel`
+/// exits with 130.
+pub async fn interruptible(work: impl Future<Output = anyhow::Result<i32>>) -> anyhow::Result<i32> {
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("zpanel: interrupted");
+            Ok(130)
+        }
+    }
+}
+
 /// A fresh random id (128 bits, hex) for a resumable upload.
 pub fn random_id() -> anyhow::Result<String> {
     use std::io::Read;

@@ -375,7 +375,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             return ls(&Settings::load()?, &Remote::parse(&path)?, &options).await;
         }
         Command::Cat { path, resume_for } => {
-            return cat(&Settings::load()?, &Remote::parse(&path)?, resume_for).await;
+            let (settings, remote) = (Settings::load()?, Remote::parse(&path)?);
+            return files::interruptible(cat(&settings, &remote, resume_for)).await;
         }
         Command::Cp {
             recursive,
@@ -389,7 +390,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 recursive,
                 resume_for,
             };
-            cp(&Settings::load()?, &options).await?;
+            let settings = Settings::load()?;
+            let copied = async { cp(&settings, &options).await.map(|()| 0) };
+            return files::interruptible(copied).await;
         }
         Command::Edit {
             path,

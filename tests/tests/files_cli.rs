@@ -478,6 +478,19 @@ async fn edit_saves_a_change_and_never_overwrites_a_file_changed_meanwhile() {
         std::fs::read_to_string(s.root.join("new.conf")).unwrap(),
         "added by the editor\n"
     );
+
+    // a symlink is edited through, and stays a symlink
+    std::os::unix::fs::symlink("new.conf", s.root.join("link.conf")).unwrap();
+    let out = s
+        .run(&["edit", &s.remote("link.conf")], Some(&appends))
+        .await;
+    assert!(out.status.success(), "edit failed: {}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("new.conf")).unwrap(),
+        "added by the editor\nadded by the editor\n"
+    );
+    let link = s.root.join("link.conf").symlink_metadata().unwrap();
+    assert!(link.file_type().is_symlink());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

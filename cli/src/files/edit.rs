@@ -2,7 +2,8 @@
 //! `$VISUAL` or `$EDITOR` (default `vi`) on it, and when it changed writes it back naming the
 //! version it read, so a file that changed on the host meanwhile is not overwritten. Then
 //! nothing is asked: the edited copy is kept and the lines say how to retry or overwrite.
-//! A path that does not exist yet is created (unless someone else creates it first).
+//! A path that does not exist yet is created (unless someone else creates it first); a
+//! symbolic link is edited through, like editors do.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::Code;
-use zpanel_proto::{FileType, FileWrite};
+use zpanel_proto::{FileInfo, FileType, FileWrite};
 
 use super::download::{self, Download};
 use super::location::Remote;
@@ -39,15 +40,15 @@ pub async fn edit(
     remote: &Remote,
     options: &EditOptions,
 ) -> anyhow::Result<i32> {
+    // Ctrl-C stops the edit before the editor runs and after it; while it runs, it is the
+    // editor's.
+    let mut interrupts = signal(SignalKind::interrupt())?;
     let mut client = client::connect(settings).await?;
-    let current = match stat(&mut client, remote).await {
-        Ok(info) if info.r#type() == FileType::Directory => {
-            anyhow::bail!("{remote}: is a directory")
-        }
-        Ok(info) => Some(info),
-        Err(status) if status.code() == Code::NotFound => None,
-        Err(status) => return Err(refused(remote, &status)),
+    let (remote, current) = tokio::select! {
+        found = resolve(&mut client, remote) => found?,
+        _ = interrupts.recv() => anyhow::bail!("interrupted"),
     };
+    let remote = &remote;
     let (copy, workdir) = match &options.from {
         Some(from) => (from.clone(), None),
         None => {
@@ -69,7 +70,11 @@ pub async fn edit(
                 tar: false,
                 resume_for: Some(options.resume_for),
             };
-            let info = download::to_file(&download, &copy, 0o600, &mut Progress::hidden()).await?;
+            let mut progress = Progress::hidden();
+            let info = tokio::select! {
+                info = download::to_file(&download, &copy, 0o600, &mut progress) => info?,
+                _ = interrupts.recv() => anyhow::bail!("interrupted"),
+            };
             let sha256 = hash_file(&copy, &mut Progress::hidden()).await?;
             (Some(sha256), Some(info.version))
         }
@@ -79,12 +84,12 @@ pub async fn edit(
             (Some(sha256), None)
         }
     };
-    // Ctrl-C belongs to the editor while it runs, and keeps the copy afterwards.
-    let mut interrupts = signal(SignalKind::interrupt())?;
     if let Err(e) = run_editor(&copy).await {
         let kept = keep(workdir, &copy);
         anyhow::bail!("{e}; {remote} is unchanged; your copy is in {kept}");
     }
+    // A listener made now hears only the Ctrl-C pressed from now on, not the editor's.
+    let mut interrupts = signal(SignalKind::interrupt())?;
     let edited = hash_file(&copy, &mut Progress::hidden()).await?;
     if original.as_deref() == Some(edited.as_str()) {
         eprintln!("{remote}: no changes");
@@ -137,6 +142,45 @@ pub async fn edit(
     }
 }
 
+/// Symbolic links followed at most to find the file to edit.
+const MAX_LINKS: usize = 8;
+
+/// The file to edit: `remote`, or the file it links to (editors edit through a symlink),
+/// and what it is now (`None`: it does not exist yet).
+async fn resolve(
+    client: &mut crate::client::Client,
+    remote: &Remote,
+) -> anyhow::Result<(Remote, Option<FileInfo>)> {
+    let mut remote = remote.clone();
+    for _ in 0..MAX_LINKS {
+        match stat(client, &remote).await {
+            Ok(info) if info.r#type() == FileType::Symlink => remote = link_target(&remote, &info),
+            Ok(info) if info.r#type() == FileType::Directory => {
+                anyhow::bail!("{remote}: is a directory")
+            }
+            Ok(info) => return Ok((remote, Some(info))),
+            Err(status) if status.code() == Code::NotFound => return Ok((remote, None)),
+            Err(status) => return Err(refused(&remote, &status)),
+        }
+    }
+    anyhow::bail!("{remote}: too many levels of symbolic links")
+}
+
+/// Where the symlink `info` (at `remote`) points.
+fn link_target(remote: &Remote, info: &FileInfo) -> Remote {
+    let target = &info.symlink_target;
+    let path = if target.starts_with('/') {
+        target.clone()
+    } else {
+        let dir = info.path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        format!("{dir}/{target}")
+    };
+    Remote {
+        host: remote.host.clone(),
+        path,
+    }
+}
+
 /// Keeps the temporary directory (it is removed otherwise); returns the copy's path.
 fn keep(workdir: Option<tempfile::TempDir>, copy: &Path) -> String {
     if let Some(workdir) = workdir {
@@ -182,4 +226,30 @@ async fn run_editor(path: &Path) -> anyhow::Result<()> {
         anyhow::bail!("the editor {editor:?} failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_point_relative_to_their_directory_or_absolutely() {
+        let remote = Remote {
+            host: "h".into(),
+            path: "conf".into(),
+        };
+        let link = |path: &str, target: &str| FileInfo {
+            path: path.into(),
+            symlink_target: target.into(),
+            ..FileInfo::default()
+        };
+        assert_eq!(
+            link_target(&remote, &link("/srv/app/conf", "../shared/app.conf")).path,
+            "/srv/app/../shared/app.conf"
+        );
+        assert_eq!(
+            link_target(&remote, &link("/srv/app/conf", "/etc/app.conf")).to_string(),
+            "h:/etc/app.conf"
+        );
+    }
 }
