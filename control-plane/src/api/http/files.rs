@@ -290,8 +290,8 @@ pub async fn change(
 #[derive(Deserialize)]
 pub struct ContentQuery {
     path: String,
-    #[serde(default)]
-    download: bool,
+    /// `1` or `true`: as an attachment (the browser saves it).
+    download: Option<String>,
 }
 
 /// A `Range` header the content route serves: one range of bytes.
@@ -433,7 +433,7 @@ pub async fn content(
             response_headers.insert(header::CONTENT_RANGE, value);
         }
     }
-    if query.download
+    if matches!(query.download.as_deref(), Some("1" | "true"))
         && let Some(value) = attachment(&info.name)
     {
         response_headers.insert(header::CONTENT_DISPOSITION, value);
