@@ -551,6 +551,8 @@ mod tests {
         assert!(authorize(&principal("developer"), Action::Terminal).is_ok());
         assert!(authorize(&principal("operator"), Action::WatchAnyTerminal).is_err());
         assert!(authorize(&principal("admin"), Action::WatchAnyTerminal).is_ok());
+        assert!(authorize(&principal("developer"), Action::WriteFiles).is_ok());
+        assert!(authorize(&principal("viewer"), Action::ReadFiles).is_err());
         assert!(authorize(&principal("nobody"), Action::ListHosts).is_err());
     }
 
