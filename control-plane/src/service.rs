@@ -104,7 +104,14 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<(), ServiceErr
     let allowed = match principal.role.as_str() {
         "admin" => true,
         "operator" => !matches!(action, Action::WatchAnyTerminal),
-        "developer" => matches!(action, Action::ListHosts | Action::Exec | Action::Terminal),
+        "developer" => matches!(
+            action,
+            Action::ListHosts
+                | Action::Exec
+                | Action::Terminal
+                | Action::ReadFiles
+                | Action::WriteFiles
+        ),
         "viewer" => matches!(action, Action::ListHosts),
         _ => false,
     };
