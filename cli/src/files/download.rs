@@ -28,6 +28,17 @@ use crate::streaming::{Output, Reconnect, WriteError, first_reply, is_transient}
 #[error("{0}")]
 pub struct Lost(pub String);
 
+/// A transfer of `remote` that lost its connection and stops: before it began, or after
+/// trying to resume for as long as allowed.
+pub fn gave_up(remote: &Remote, began: bool, reason: &str) -> anyhow::Error {
+    let how = if began {
+        "lost the connection and could not resume: "
+    } else {
+        ""
+    };
+    Lost(format!("{remote}: {how}{reason}")).into()
+}
+
 /// Our standard output was closed (`| head`).
 #[derive(Debug, thiserror::Error)]
 #[error("standard output is closed")]
@@ -130,12 +141,7 @@ impl Download<'_> {
             };
             let Some(delay) = delay else {
                 progress.clear();
-                let how = if state.info.is_some() {
-                    "lost the connection and could not resume: "
-                } else {
-                    ""
-                };
-                return Err(Lost(format!("{}: {how}{reason}", self.remote)).into());
+                return Err(gave_up(self.remote, state.info.is_some(), &reason));
             };
             tokio::time::sleep(delay).await;
             if self.tar && state.output.next() > 0 {
@@ -196,7 +202,7 @@ impl Download<'_> {
             None => {
                 if !self.tar && described.r#type() == FileType::Directory {
                     return Err(Interrupted::Failed(anyhow::anyhow!(
-                        "{}: is a directory (use -r)",
+                        "{}: is a directory",
                         self.remote
                     )));
                 }
@@ -282,6 +288,23 @@ pub async fn cat(
     }
 }
 
+/// How the temporary file or directory of a download ends: `.NAME.RANDOM.zpanel-part`.
+const PART_SUFFIX: &str = ".zpanel-part";
+
+/// Where a download's temporary copy of `target` goes (its directory) and how its name
+/// starts (hidden, after the target's name).
+fn beside(target: &Path) -> (&Path, String) {
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (dir, format!(".{name}."))
+}
+
 /// A temporary file beside a download's destination; removed unless committed.
 pub struct PartFile {
     file: tokio::fs::File,
@@ -293,22 +316,15 @@ impl PartFile {
     /// A new temporary file for `target`, with permissions `mode` (less the umask) when the
     /// target does not exist yet.
     pub fn create(target: &Path, mode: u32) -> anyhow::Result<PartFile> {
-        let dir = match target.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let (dir, prefix) = beside(target);
         let mode = if mode & 0o777 == 0 {
             0o644
         } else {
             mode & 0o777
         };
         let named = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".zpanel-part")
+            .prefix(&prefix)
+            .suffix(PART_SUFFIX)
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(dir)
             .map_err(|e| local_error(dir, &e))?;
@@ -383,17 +399,10 @@ pub async fn to_directory(
     let staged = if target.is_dir() {
         None
     } else {
-        let parent = match target.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let (parent, prefix) = beside(target);
         let staged = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".zpanel-part")
+            .prefix(&prefix)
+            .suffix(PART_SUFFIX)
             .tempdir_in(parent)
             .map_err(|e| local_error(parent, &e))?;
         Some(staged)

@@ -24,7 +24,7 @@ use zpanel_proto::{
 };
 use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, SharedReplay};
 
-use super::download::{Download, Lost, Sink};
+use super::download::{Download, Lost, Sink, gave_up};
 use super::location::Remote;
 use super::progress::Progress;
 use super::tar::{self, Pack};
@@ -225,12 +225,7 @@ impl Upload<'_> {
             let delay = if started { reconnect.lost() } else { None };
             let Some(delay) = delay else {
                 progress.clear();
-                let how = if started {
-                    "lost the connection and could not resume: "
-                } else {
-                    ""
-                };
-                return Err(Lost(format!("{}: {how}{reason}", self.target)).into());
+                return Err(gave_up(self.target, started, &reason));
             };
             tokio::time::sleep(delay).await;
         }
@@ -328,12 +323,12 @@ impl Upload<'_> {
     fn failed(&self, status: &Status) -> Interrupted {
         let reason = reason(self.target, status);
         match status.code() {
-            Code::FailedPrecondition => Interrupted::Failed(
-                Changed(format!("{}: changed on disk: {reason}", self.target)).into(),
-            ),
-            Code::AlreadyExists if self.write.create_only => Interrupted::Failed(
-                Changed(format!("{}: created meanwhile: {reason}", self.target)).into(),
-            ),
+            Code::FailedPrecondition => {
+                Interrupted::Failed(Changed(format!("{}: {reason}", self.target)).into())
+            }
+            Code::AlreadyExists if self.write.create_only => {
+                Interrupted::Failed(Changed(format!("{}: created meanwhile", self.target)).into())
+            }
             code if is_transient(code) => Interrupted::Lost(reason),
             _ => Interrupted::Failed(refused(self.target, status)),
         }
@@ -347,10 +342,10 @@ impl Upload<'_> {
         match kind {
             FileError::None => {}
             FileError::Conflict => {
-                return Err(Changed(format!("{target}: changed on disk: {why}")).into());
+                return Err(Changed(format!("{target}: {why}")).into());
             }
             FileError::Exists if self.write.create_only => {
-                return Err(Changed(format!("{target}: created meanwhile: {why}")).into());
+                return Err(Changed(format!("{target}: created meanwhile")).into());
             }
             FileError::Checksum => anyhow::bail!(
                 "{target}: the host received other bytes than were sent (checksum mismatch; did the source change?); nothing was replaced"
