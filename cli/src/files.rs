@@ -23,6 +23,7 @@ use zpanel_proto::{
 
 use crate::client::{self, Client, status_message};
 use crate::config::Settings;
+use crate::streaming::is_transient;
 use location::Remote;
 
 /// Entries asked for per page of a directory listing.
@@ -34,6 +35,14 @@ enum Interrupted {
     Lost(String),
     /// Nothing to retry.
     Failed(anyhow::Error),
+}
+
+/// Whether a failed call lost its connection (worth resuming after) rather than being
+/// refused. A host's own I/O error comes as INTERNAL, like some broken connections do, but
+/// names the host.
+fn connection_lost(status: &Status) -> bool {
+    is_transient(status.code())
+        && !(status.code() == Code::Internal && status.message().starts_with("host "))
 }
 
 /// A file that changed on the host since the version a transfer started from.
@@ -375,6 +384,16 @@ mod tests {
             written_reason(&remote, FileError::NoSpace, "whatever"),
             "no space left on the host"
         );
+    }
+
+    #[test]
+    fn a_hosts_io_error_is_not_a_lost_connection() {
+        assert!(connection_lost(&Status::unavailable("connection refused")));
+        assert!(connection_lost(&Status::internal("h2 protocol error")));
+        assert!(!connection_lost(&Status::internal(
+            "host web-1: /srv/x: input/output error"
+        )));
+        assert!(!connection_lost(&Status::permission_denied("no")));
     }
 
     #[test]

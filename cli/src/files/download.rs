@@ -18,10 +18,10 @@ use zpanel_proto::{FileInfo, FileRead, FileType, ReadFileRequest, read_file_resp
 use super::location::Remote;
 use super::progress::Progress;
 use super::tar::{self, Unpack};
-use super::{Changed, Interrupted, io_reason, local_error, reason, refused, stat};
+use super::{Changed, Interrupted, connection_lost, io_reason, local_error, reason, refused, stat};
 use crate::client;
 use crate::config::Settings;
-use crate::streaming::{Output, Reconnect, WriteError, first_reply, is_transient};
+use crate::streaming::{Output, Reconnect, WriteError, first_reply};
 
 /// The connection was lost and the transfer did not (or could not) resume.
 #[derive(Debug, thiserror::Error)]
@@ -261,7 +261,7 @@ impl Download<'_> {
                 ))
                 .into(),
             ),
-            code if is_transient(code) => Interrupted::Lost(reason(self.remote, status)),
+            _ if connection_lost(status) => Interrupted::Lost(reason(self.remote, status)),
             _ => Interrupted::Failed(refused(self.remote, status)),
         }
     }

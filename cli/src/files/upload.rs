@@ -28,12 +28,12 @@ use super::download::{Download, Lost, Sink, gave_up};
 use super::location::Remote;
 use super::progress::Progress;
 use super::tar::{self, Pack};
-use super::{Changed, Interrupted, io_reason, local_error, reason, refused, written_reason};
+use super::{
+    Changed, Interrupted, connection_lost, io_reason, local_error, reason, refused, written_reason,
+};
 use crate::client;
 use crate::config::Settings;
-use crate::streaming::{
-    Reconnect, drain, first_reply, is_transient, read_into, request_stream, send_stream,
-};
+use crate::streaming::{Reconnect, drain, first_reply, read_into, request_stream, send_stream};
 
 /// Bytes of another host's content held between its download and the upload.
 const RELAY_PIPE_BYTES: usize = 1024 * 1024;
@@ -329,7 +329,7 @@ impl Upload<'_> {
             Code::AlreadyExists if self.write.create_only => {
                 Interrupted::Failed(Changed(format!("{}: created meanwhile", self.target)).into())
             }
-            code if is_transient(code) => Interrupted::Lost(reason),
+            _ if connection_lost(status) => Interrupted::Lost(reason),
             _ => Interrupted::Failed(refused(self.target, status)),
         }
     }
