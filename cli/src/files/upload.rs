@@ -59,11 +59,6 @@ pub enum Source {
 }
 
 impl Source {
-    /// Whether an upload from here can continue from an offset.
-    pub fn resumable(&self) -> bool {
-        matches!(self, Source::File(_))
-    }
-
     /// The content from `offset` on.
     async fn open(&self, settings: &Settings, offset: u64) -> anyhow::Result<Reader> {
         match self {
