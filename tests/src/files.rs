@@ -3,25 +3,16 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::{Cli, ControlPlane, Daemon, assert_eventually};
+use crate::{Cli, ControlPlane, Daemon};
 
 /// Enrols and starts a daemon named `name` that serves files under `roots` only, and waits
 /// until the host is online.
 pub async fn add_host_serving(cp: &ControlPlane, cli: &Cli, name: &str, roots: &[&Path]) -> Daemon {
-    let token = cli.join_token(1).await;
-    let daemon = Daemon::join(cp, &token, name).await.expect("join");
-    daemon.set_file_roots(roots);
-    let daemon = daemon.start().await;
-    assert_eventually!(
-        cli.host_status(name).await.as_deref() == Some("online"),
-        Duration::from_secs(30),
-        "host {name} never came online"
-    );
-    daemon
+    cp.add_online_host_with(cli, name, &[], |daemon| daemon.set_file_roots(roots))
+        .await
 }
 
 /// Writes `size` bytes of pseudo-random content (an xorshift stream from `seed`) to `path`.

@@ -258,7 +258,24 @@ impl ControlPlane {
 
     /// Enrols and starts a daemon named `name`, and waits until the host is online.
     pub async fn add_online_host(&self, cli: &Cli, name: &str) -> Daemon {
-        let daemon = self.add_host(cli, name).await;
+        self.add_online_host_with(cli, name, &[], |_| {}).await
+    }
+
+    /// Like [`ControlPlane::add_online_host`], with `prepare` run on the enrolled daemon
+    /// before it starts (to change its configuration) and extra `run` flags.
+    pub async fn add_online_host_with(
+        &self,
+        cli: &Cli,
+        name: &str,
+        flags: &[&str],
+        prepare: impl FnOnce(&Daemon),
+    ) -> Daemon {
+        let token = cli.join_token(1).await;
+        let daemon = Daemon::join(self, &token, name).await.expect("join");
+        prepare(&daemon);
+        let mut all_flags = QUICK_RECONNECT.to_vec();
+        all_flags.extend_from_slice(flags);
+        let daemon = daemon.start_with(&all_flags).await;
         assert_eventually!(
             cli.host_status(name).await.as_deref() == Some("online"),
             Duration::from_secs(30),
@@ -274,6 +291,9 @@ impl ControlPlane {
         daemon.start().await
     }
 }
+
+/// The reconnect backoff of test daemons: quick, so tests do not wait on it.
+const QUICK_RECONNECT: [&str; 4] = ["--reconnect-base", "100ms", "--reconnect-max", "1s"];
 
 /// `host:port` and the bare host of a URL such as `https://127.0.0.1:8443/`.
 pub fn authority_and_host(url: &str) -> anyhow::Result<(String, String)> {
@@ -457,7 +477,7 @@ impl Daemon {
 
     /// Starts `zpanel-bridge run` with quick reconnects.
     pub async fn start(self) -> Daemon {
-        self.start_reconnecting("100ms", "1s").await
+        self.start_with(&QUICK_RECONNECT).await
     }
 
     /// Starts `zpanel-bridge run` with the given reconnect backoff (base and cap).

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use zpanel_tests::web::{Browser, HttpResponse};
-use zpanel_tests::{ControlPlane, Daemon, assert_eventually};
+use zpanel_tests::{ControlPlane, Daemon};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -42,15 +42,7 @@ async fn setup() -> Setup {
 
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let token = cli.join_token(1).await;
-    let daemon = Daemon::join(&cp, &token, "files").await.expect("join");
-    daemon.set_file_roots(&[&root]);
-    let daemon = daemon.start().await;
-    assert_eventually!(
-        cli.host_status("files").await.as_deref() == Some("online"),
-        WAIT,
-        "host never came online"
-    );
+    let daemon = zpanel_tests::files::add_host_serving(&cp, &cli, "files", &[&root]).await;
     let browser = Browser::login(&cp, "admin", &cp.admin_password())
         .await
         .unwrap();

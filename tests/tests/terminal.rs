@@ -157,17 +157,8 @@ async fn a_watcher_sees_what_the_controller_does_and_cannot_type() {
 async fn detached_sessions_end_after_the_idle_timeout_and_can_be_killed() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let token = cli.join_token(1).await;
-    let _daemon = Daemon::join(&cp, &token, "term")
-        .await
-        .expect("join")
-        .start_with(&["--terminal-idle-timeout", "2s"])
-        .await;
-    assert_eventually!(
-        cli.host_status("term").await.as_deref() == Some("online"),
-        WAIT,
-        "host never came online"
-    );
+    let idle = ["--terminal-idle-timeout", "2s"];
+    let _daemon = cp.add_online_host_with(&cli, "term", &idle, |_| {}).await;
     let browser = Browser::login(&cp, "admin", &cp.admin_password())
         .await
         .unwrap();
