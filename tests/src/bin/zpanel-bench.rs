@@ -1,7 +1,9 @@
 //! `zpanel-bench`: measures Zpanel side by side with OpenSSH in one run on loopback (exec
 //! latency, exec throughput with the memory of all three binaries, idle daemon memory, many
-//! idle bridge sessions held by one control plane, and terminals: keystroke echo and output
-//! throughput against `ssh -tt` and terminado) and prints tables of medians and ratios.
+//! idle bridge sessions held by one control plane, files: `zpanel cp` against scp both ways
+//! and the first page of a huge directory against `ls` over ssh, and terminals: keystroke
+//! echo and output throughput against `ssh -tt` and terminado) and prints tables of medians
+//! and ratios.
 //! Build and run: `cargo build --release --workspace && target/release/zpanel-bench`.
 #![forbid(unsafe_code)]
 
@@ -34,8 +36,9 @@ use zpanel_proto::{
 use zpanel_shared::enroll::{ENROLL_PATH, EnrollRequest, EnrollResponse};
 use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
 use zpanel_shared::tls::{ServerTrust, certs_from_pem, key_from_pem};
+use zpanel_tests::files::{add_host_serving, sha256_file, write_random};
 use zpanel_tests::web::{Browser, Screen, Socket, read_until, send_json, type_text};
-use zpanel_tests::{ControlPlane, memory_kib};
+use zpanel_tests::{Cli, ControlPlane, memory_kib};
 
 /// The host the exec and throughput runs target.
 const HOST: &str = "bench-host";
@@ -53,6 +56,8 @@ const CLIENT_READ_BUFFER: usize = 8 * 1024;
 const BOUNDED: &str = "< 64 MiB (bounded)";
 const BOUNDED_KIB: u64 = 64 * 1024;
 const SSHD: &str = "/usr/sbin/sshd";
+/// What Debian's own sshd_config runs for scp and sftp.
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 #[derive(Debug, Parser)]
@@ -101,6 +106,21 @@ struct Args {
     /// Leave out terminado (installed from PyPI into a venv beside this binary on first use).
     #[arg(long)]
     skip_terminado: bool,
+    /// Size of the file `zpanel cp` and scp copy each way (K, M, G suffixes as above).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    file_bytes: u64,
+    /// Copies per peer and direction; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    file_runs: usize,
+    /// Entries (empty files) of the directory whose first page is listed.
+    #[arg(long, default_value_t = 100_000)]
+    dir_entries: usize,
+    /// Timed listings of that first page per peer (after one warm-up each).
+    #[arg(long, default_value_t = 10)]
+    dir_runs: usize,
+    /// Leave out the file benchmark.
+    #[arg(long)]
+    skip_files: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -163,6 +183,10 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
         args.skip_terminals || (args.keystrokes > 0 && args.terminal_runs > 0),
         "--keystrokes and --terminal-runs must be at least 1 (or pass --skip-terminals)"
     );
+    ensure!(
+        args.skip_files || (args.file_runs > 0 && args.dir_entries > 0 && args.dir_runs > 0),
+        "--file-runs, --dir-entries and --dir-runs must be at least 1 (or pass --skip-files)"
+    );
     let machine = Machine::describe().await;
     println!("{}", machine.render(open_files));
     let mut report = Report::default();
@@ -188,15 +212,15 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
         report.notes.push(format!("OpenSSH: {}.", sshd.note));
     }
 
-    // === zpanel: one control plane and one host ===
+    // === zpanel: one control plane and one host, serving a temporary directory ===
+    let files_dir = FilesDir::new()?;
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let daemon = cp.add_host(&cli, HOST).await;
-    wait_online(&cp, 1, Duration::from_secs(30))
-        .await
-        .context("the bench host did not come online")?;
+    let daemon = add_host_serving(&cp, &cli, HOST, &[&files_dir.served]).await;
     let bridge_pid = daemon.pid().context("zpanel-bridge is not running")?;
     let cp_pid = cp.pid().context("zpanel-cp is not running")?;
+    // The server side, whose memory is sampled while bytes stream.
+    let watched = [("zpanel-cp", cp_pid), ("zpanel-bridge", bridge_pid)];
     println!("zpanel-cp and zpanel-bridge ({HOST}) are up; host online");
 
     let exporter = if args.skip_node_exporter {
@@ -253,46 +277,47 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     }
     let zp = &stats["zpanel"];
     let ssh = stats.get("ssh");
-    report.row(
+    let in_ms = |v: f64| format!("{v:.1} ms");
+    report.versus(
         "`exec true` latency, median",
-        format!("{:.1} ms", ms(zp.median)),
-        ssh.map(|s| format!("{:.1} ms (ssh, new connection)", ms(s.median))),
-        ssh.map(|s| ratio(ms(zp.median), ms(s.median))),
+        ms(zp.median),
+        ssh.map(|s| ("ssh, new connection", ms(s.median))),
+        in_ms,
         "< 1.0x ssh",
         ssh.map(|s| zp.median < s.median),
     );
-    report.row(
+    report.versus(
         "`exec true` latency, p90",
-        format!("{:.1} ms", ms(zp.p90)),
-        ssh.map(|s| format!("{:.1} ms (ssh, new connection)", ms(s.p90))),
-        ssh.map(|s| ratio(ms(zp.p90), ms(s.p90))),
+        ms(zp.p90),
+        ssh.map(|s| ("ssh, new connection", ms(s.p90))),
+        in_ms,
         "-",
         None,
     );
     if let Some(cm) = stats.get("ssh-cm") {
-        report.row(
+        report.versus(
             "`exec true` latency, median, vs a reused ssh connection",
-            format!("{:.1} ms", ms(zp.median)),
-            Some(format!("{:.1} ms (ssh ControlMaster)", ms(cm.median))),
-            Some(ratio(ms(zp.median), ms(cm.median))),
+            ms(zp.median),
+            Some(("ssh ControlMaster", ms(cm.median))),
+            in_ms,
             "reference only",
             None,
         );
     }
-    report.row(
+    let in_kib = |k: f64| kib(k as u64);
+    report.versus(
         "zpanel-bridge RSS, idle 5 s after connecting",
-        kib(bridge_idle),
-        exporter_idle.map(|k| format!("{} (node-exporter idle, reference)", kib(k))),
-        exporter_idle.map(|k| ratio(bridge_idle as f64, k as f64)),
+        bridge_idle as f64,
+        exporter_idle.map(|k| ("node-exporter idle, reference", k as f64)),
+        in_kib,
         "< 15 MiB",
         Some(bridge_idle < 15 * 1024),
     );
-    report.row(
+    report.versus(
         &format!("zpanel-bridge RSS, idle after {exec_count} execs"),
-        kib(bridge_after_execs),
-        exporter_after_scrapes
-            .map(|k| format!("{} (node-exporter after 3 scrapes, reference)", kib(k))),
-        exporter_after_scrapes.map(|k| ratio(bridge_after_execs as f64, k as f64)),
+        bridge_after_execs as f64,
+        exporter_after_scrapes.map(|k| ("node-exporter after 3 scrapes, reference", k as f64)),
+        in_kib,
         "< 15 MiB",
         Some(bridge_after_execs < 15 * 1024),
     );
@@ -303,9 +328,8 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     let count = bytes.to_string();
     let mut zpanel_runs = Vec::new();
     let mut ssh_runs = Vec::new();
-    let mut peaks: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut peaks = Peaks::new();
     for run in 1..=args.throughput_runs {
-        let watched = [("zpanel-cp", cp_pid), ("zpanel-bridge", bridge_pid)];
         let streamed = stream(
             cli.command(&["exec", HOST, "--", "head", "-c", &count, "/dev/zero"]),
             bytes,
@@ -317,10 +341,7 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
             "throughput run {run}, zpanel: {:.0} MB/s",
             streamed.mb_per_s
         );
-        for (name, peak) in streamed.peaks {
-            let entry = peaks.entry(name).or_default();
-            *entry = (*entry).max(peak);
-        }
+        keep_peaks(&mut peaks, streamed.peaks);
         zpanel_runs.push(streamed.mb_per_s);
         if let Some(sshd) = sshd.as_ref() {
             let streamed = stream(
@@ -348,14 +369,14 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     let zpanel_mbs = median_f64(&zpanel_runs);
     let ssh_mbs = (!ssh_runs.is_empty()).then(|| median_f64(&ssh_runs));
     let size = human_bytes(bytes);
-    report.row(
+    report.versus(
         &format!(
             "exec `head -c {size}` throughput, median of {}",
             args.throughput_runs
         ),
-        format!("{zpanel_mbs:.0} MB/s"),
-        ssh_mbs.map(|s| format!("{s:.0} MB/s (ssh)")),
-        ssh_mbs.map(|s| ratio(zpanel_mbs, s)),
+        zpanel_mbs,
+        ssh_mbs.map(|s| ("ssh", s)),
+        in_mb_per_s,
         ">= 0.8x ssh",
         ssh_mbs.map(|s| zpanel_mbs >= 0.8 * s),
     );
@@ -390,6 +411,23 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
         None,
     );
 
+    // === files ===
+    let files_report = if args.skip_files {
+        None
+    } else {
+        let zpanel = Zpanel {
+            cp: &cp,
+            cli: &cli,
+            watched: &watched,
+        };
+        Some(
+            files(&args, &zpanel, sshd.as_ref(), &files_dir)
+                .await
+                .context("files")?,
+        )
+    };
+    drop(files_dir);
+
     // === terminals ===
     let terminal_report = if args.skip_terminals {
         None
@@ -418,6 +456,9 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     println!();
     println!("{}", machine.render(open_files));
     println!("{}", report.render());
+    if let Some(files) = files_report {
+        println!("\nFiles:\n\n{}", files.render());
+    }
     if let Some(terminals) = terminal_report {
         println!("\nTerminals:\n\n{}", terminals.render());
     }
@@ -436,30 +477,105 @@ async fn timed(command: Command) -> anyhow::Result<Duration> {
 
 /// [`timed`] with its own time limit.
 async fn timed_within(mut command: Command, limit: Duration) -> anyhow::Result<Duration> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let program = command.as_std().get_program().to_string_lossy().to_string();
+    let program = quiet(&mut command);
     let started = Instant::now();
     let out = tokio::time::timeout(limit, command.output())
         .await
         .context("timed out")??;
     let took = started.elapsed();
+    succeeded(&program, &out)?;
+    Ok(took)
+}
+
+/// [`timed`] for a long command, sampling the peak memory of the client and of `watched`
+/// processes meanwhile.
+async fn timed_sampled(
+    mut command: Command,
+    watched: &[(&'static str, u32)],
+) -> anyhow::Result<(Duration, Peaks)> {
+    let program = quiet(&mut command);
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .with_context(|| format!("spawn {program}"))?;
+    let sampler = PeakSampler::start(watched, child.id().context("client pid")?);
+    let out = tokio::time::timeout(STREAM_TIMEOUT, child.wait_with_output()).await;
+    let took = started.elapsed();
+    let peaks = sampler.stop().await?;
+    succeeded(&program, &out.context("timed out")??)?;
+    Ok((took, peaks))
+}
+
+/// No input, output and errors piped, killed if dropped; returns the program's name.
+fn quiet(command: &mut Command) -> String {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command.as_std().get_program().to_string_lossy().to_string()
+}
+
+fn succeeded(program: &str, out: &std::process::Output) -> anyhow::Result<()> {
     ensure!(
         out.status.success(),
         "{program} failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    Ok(took)
+    Ok(())
+}
+
+/// Peak resident memory (KiB) by process: "client" and the watched processes.
+type Peaks = BTreeMap<&'static str, u64>;
+
+/// Samples the peak memory (VmHWM, and RSS in case the kernel hides it) of processes every
+/// [`SAMPLE_EVERY`] until stopped.
+struct PeakSampler {
+    done: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Peaks>,
+}
+
+impl PeakSampler {
+    fn start(watched: &[(&'static str, u32)], client_pid: u32) -> PeakSampler {
+        let mut pids = watched.to_vec();
+        pids.push(("client", client_pid));
+        let done = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let done = done.clone();
+            async move {
+                let mut peaks = Peaks::new();
+                while !done.load(Ordering::Relaxed) {
+                    for (name, pid) in &pids {
+                        let (rss, hwm) = memory_kib(*pid);
+                        let entry = peaks.entry(name).or_default();
+                        *entry = (*entry).max(rss).max(hwm);
+                    }
+                    tokio::time::sleep(SAMPLE_EVERY).await;
+                }
+                peaks
+            }
+        });
+        PeakSampler { done, task }
+    }
+
+    async fn stop(self) -> anyhow::Result<Peaks> {
+        self.done.store(true, Ordering::Relaxed);
+        Ok(self.task.await?)
+    }
+}
+
+/// Raises each peak in `into` to the one in `peaks`.
+fn keep_peaks(into: &mut Peaks, peaks: Peaks) {
+    for (name, peak) in peaks {
+        let entry = into.entry(name).or_default();
+        *entry = (*entry).max(peak);
+    }
 }
 
 struct Streamed {
     mb_per_s: f64,
-    /// Peak resident memory (VmHWM, KiB) of the client ("client") and each watched process.
-    peaks: BTreeMap<&'static str, u64>,
+    peaks: Peaks,
 }
 
 /// Runs a command writing `expected` bytes to stdout, counts them here, and samples the
@@ -479,24 +595,7 @@ async fn stream(
     let client_pid = child.id().context("client pid")?;
     let mut stdout = child.stdout.take().context("stdout")?;
     let mut stderr = child.stderr.take().context("stderr")?;
-    let done = Arc::new(AtomicBool::new(false));
-    let mut pids: Vec<(&'static str, u32)> = watched.to_vec();
-    pids.push(("client", client_pid));
-    let sampler = tokio::spawn({
-        let done = done.clone();
-        async move {
-            let mut peaks: BTreeMap<&'static str, u64> = BTreeMap::new();
-            while !done.load(Ordering::Relaxed) {
-                for (name, pid) in &pids {
-                    let (rss, hwm) = memory_kib(*pid);
-                    let entry = peaks.entry(name).or_default();
-                    *entry = (*entry).max(rss).max(hwm);
-                }
-                tokio::time::sleep(SAMPLE_EVERY).await;
-            }
-            peaks
-        }
-    });
+    let sampler = PeakSampler::start(watched, client_pid);
     let errors = tokio::spawn(async move {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text).await;
@@ -517,8 +616,7 @@ async fn stream(
     };
     let outcome = tokio::time::timeout(STREAM_TIMEOUT, counted).await;
     let took = started.elapsed();
-    done.store(true, Ordering::Relaxed);
-    let peaks = sampler.await?;
+    let peaks = sampler.stop().await?;
     let (total, status) = outcome.context("timed out")??;
     let errors = errors.await.unwrap_or_default();
     ensure!(status.success(), "exited with {status}: {}", errors.trim());
@@ -530,18 +628,6 @@ async fn stream(
         mb_per_s: total as f64 / took.as_secs_f64() / 1e6,
         peaks,
     })
-}
-
-async fn wait_online(cp: &ControlPlane, hosts: u64, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while cp.metric("zpanel_hosts_online").await < hosts {
-        ensure!(
-            Instant::now() < deadline,
-            "fewer than {hosts} hosts online after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
 }
 
 /// CPU time (user + system) a process has used so far.
@@ -660,7 +746,8 @@ impl Sshd {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PidFile {d}/sshd.pid\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\n"
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\n\
+             Subsystem sftp {SFTP_SERVER}\n"
         );
         std::fs::write(dir.path().join("sshd_config"), config)?;
         let log = std::fs::File::create(dir.path().join("sshd.log"))?;
@@ -716,14 +803,15 @@ impl Sshd {
         }
     }
 
-    fn base_args(&self) -> Vec<String> {
+    /// The bench's client options; `port_flag` is `-p` for ssh and `-P` for scp.
+    fn base_args(&self, port_flag: &str) -> Vec<String> {
         let key = self.dir.path().join("client_key").display().to_string();
         let mut args: Vec<String> = vec![
             "-F".into(),
             "/dev/null".into(),
             "-i".into(),
             key,
-            "-p".into(),
+            port_flag.into(),
             self.port.to_string(),
         ];
         for option in [
@@ -743,11 +831,27 @@ impl Sshd {
     fn ssh(&self, options: &[&str], remote: &[&str]) -> Command {
         let mut command = Command::new("ssh");
         command
-            .args(self.base_args())
+            .args(self.base_args("-p"))
             .args(options)
             .arg(format!("{}@127.0.0.1", self.user))
             .args(remote);
         command
+    }
+
+    /// `scp` with the bench's options, then `options`, copying `from` to `to`; either is
+    /// [`Sshd::remote`]. OpenSSH 9 speaks SFTP to the server's `sftp` subsystem.
+    fn scp(&self, options: &[&str], from: &str, to: &str) -> Command {
+        let mut command = Command::new("scp");
+        command
+            .args(self.base_args("-P"))
+            .args(options)
+            .args([from, to]);
+        command
+    }
+
+    /// `user@127.0.0.1:PATH`, a path on the "host" as scp names it.
+    fn remote(&self, path: &Path) -> String {
+        format!("{}@127.0.0.1:{}", self.user, path.display())
     }
 
     /// `ssh ... user@127.0.0.1 CMD`: a new connection (key exchange, authentication) each time.
@@ -760,10 +864,20 @@ impl Sshd {
         format!("ControlPath={}", self.dir.path().join("cm").display())
     }
 
+    /// `-o ControlMaster=no -o ControlPath=...`: through the ControlMaster.
+    fn master_options(&self) -> [String; 4] {
+        [
+            "-o".into(),
+            "ControlMaster=no".into(),
+            "-o".into(),
+            self.control_path_option(),
+        ]
+    }
+
     /// The same command through the ControlMaster: a new channel on a live connection.
     fn via_master(&self, remote: &[&str]) -> Command {
-        let control_path = self.control_path_option();
-        self.ssh(&["-o", "ControlMaster=no", "-o", &control_path], remote)
+        let options = self.master_options();
+        self.ssh(&options.each_ref().map(String::as_str), remote)
     }
 
     /// An interactive login shell in a remote PTY (`-tt`: although stdin is a pipe), with no
@@ -1483,11 +1597,11 @@ fn report_terminals(args: &Args, peers: &[TtyPeer], echo: &[(&str, Stats)], repo
         ("p99", zp.p99, "ssh -tt", ssh.map(|s| s.p99), "-", None),
     ];
     for (what, zpanel, name, peer, target, met) in echo_rows {
-        report.row(
+        report.versus(
             &format!("keystroke echo, {what} of {}, vs {name}", args.keystrokes),
-            format!("{:.2} ms", ms(zpanel)),
-            peer.map(|p| format!("{:.2} ms ({name})", ms(p))),
-            peer.map(|p| ratio(ms(zpanel), ms(p))),
+            ms(zpanel),
+            peer.map(|p| (name, ms(p))),
+            |v| format!("{v:.2} ms"),
             target,
             met,
         );
@@ -1511,14 +1625,14 @@ fn report_terminals(args: &Args, peers: &[TtyPeer], echo: &[(&str, Stats)], repo
         ("terminado", terminado_mbs, "-", None),
     ];
     for (name, peer, target, met) in throughput_rows {
-        report.row(
+        report.versus(
             &format!(
                 "`cat` of {size} in the terminal, median of {}, vs {name}",
                 args.terminal_runs
             ),
-            format!("{zp_mbs:.0} MB/s"),
-            peer.map(|p| format!("{p:.0} MB/s ({name})")),
-            peer.map(|p| ratio(zp_mbs, p)),
+            zp_mbs,
+            peer.map(|p| (name, p)),
+            in_mb_per_s,
             target,
             met,
         );
@@ -1549,6 +1663,506 @@ fn report_terminals(args: &Args, peers: &[TtyPeer], echo: &[(&str, Stats)], repo
     report.notes.push(format!(
         "Terminal throughput runs (MB/s, in order): {}.",
         runs.join("; ")
+    ));
+}
+
+// === files: `zpanel cp` against scp, and the first page of a large directory ===
+
+/// Entries in the first page of a listing, as the file browser asks for it.
+const LIST_PAGE: usize = 500;
+/// The bound for showing that first page.
+const LIST_TARGET: Duration = Duration::from_millis(100);
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A pause after each listing: a stopped `zpanel ls` may leave its next page's directory
+/// scan running on the host.
+const LIST_SETTLE: Duration = Duration::from_millis(250);
+/// Listings of the whole directory per peer (`zpanel ls` asks for it page by page).
+const WHOLE_LISTING_RUNS: usize = 3;
+/// Seed of the copied file's pseudo-random content (the same file in every run).
+const RANDOM_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The file benchmark's directories: `served` is the daemon's only root (the host's side,
+/// also what scp reaches), `local` the operator's side.
+struct FilesDir {
+    _dir: tempfile::TempDir,
+    served: PathBuf,
+    local: PathBuf,
+}
+
+impl FilesDir {
+    fn new() -> anyhow::Result<FilesDir> {
+        let dir = tempfile::Builder::new()
+            .prefix("zpanel-bench-files-")
+            .tempdir()?;
+        let served = dir.path().join("served");
+        let local = dir.path().join("local");
+        std::fs::create_dir(&served)?;
+        std::fs::create_dir(&local)?;
+        Ok(FilesDir {
+            _dir: dir,
+            served,
+            local,
+        })
+    }
+}
+
+/// Zpanel as the file benchmark uses it.
+struct Zpanel<'a> {
+    cp: &'a ControlPlane,
+    cli: &'a Cli,
+    /// zpanel-cp and zpanel-bridge, whose memory is sampled while files copy.
+    watched: &'a [(&'static str, u32)],
+}
+
+/// `zpanel cp` against scp each way, then the first page of a large directory.
+async fn files(
+    args: &Args,
+    zpanel: &Zpanel<'_>,
+    sshd: Option<&Sshd>,
+    dir: &FilesDir,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    copies(args, zpanel, sshd, dir, &mut report)
+        .await
+        .context("copies")?;
+    listings(args, zpanel, sshd, dir, &mut report)
+        .await
+        .context("listings")?;
+    Ok(report)
+}
+
+/// One peer copying the file one way, and the MB/s of its runs.
+struct Copy<'a> {
+    /// "upload" (local to host) or "download" (host to local).
+    direction: &'static str,
+    peer: &'static str,
+    command: CommandFactory<'a>,
+    /// Where the copy lands; removed before and after every run.
+    destination: &'a Path,
+    runs: Vec<f64>,
+}
+
+async fn copies(
+    args: &Args,
+    zpanel: &Zpanel<'_>,
+    sshd: Option<&Sshd>,
+    dir: &FilesDir,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let bytes = args.file_bytes;
+    let size = human_bytes(bytes);
+    // The same content on both sides: the local file to upload, the host's to download.
+    let source = dir.local.join("source.bin");
+    let hosted = dir.served.join("source.bin");
+    let started = Instant::now();
+    let sha256 = tokio::task::spawn_blocking({
+        let (source, hosted) = (source.clone(), hosted.clone());
+        let size = usize::try_from(bytes)?;
+        move || {
+            write_random(&source, size, RANDOM_SEED);
+            std::fs::copy(&source, &hosted).map(|_| sha256_file(&source))
+        }
+    })
+    .await?
+    .context("copying the file to the host's side")?;
+    println!(
+        "files: wrote {size} of pseudo-random bytes on each side in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let uploaded = dir.served.join("uploaded.bin");
+    let downloaded = dir.local.join("downloaded.bin");
+    let local_source = source.display().to_string();
+    let local_destination = downloaded.display().to_string();
+    let zpanel_destination = format!("{HOST}:{}", uploaded.display());
+    let zpanel_source = format!("{HOST}:{}", hosted.display());
+    let (scp_destination, scp_source, master) = match sshd {
+        Some(sshd) => (
+            sshd.remote(&uploaded),
+            sshd.remote(&hosted),
+            sshd.master_options(),
+        ),
+        None => Default::default(),
+    };
+    let master = master.each_ref().map(String::as_str);
+    let (local_source, local_destination) = (&local_source, &local_destination);
+    let (scp_destination, scp_source) = (&scp_destination, &scp_source);
+    let copy = |direction, peer, destination, command| Copy {
+        direction,
+        peer,
+        command,
+        destination,
+        runs: Vec::new(),
+    };
+    let mut uploads = vec![copy(
+        "upload",
+        "zpanel",
+        &uploaded,
+        Box::new(|| {
+            zpanel
+                .cli
+                .command(&["cp", local_source, &zpanel_destination])
+        }),
+    )];
+    let mut downloads = vec![copy(
+        "download",
+        "zpanel",
+        &downloaded,
+        Box::new(|| {
+            zpanel
+                .cli
+                .command(&["cp", &zpanel_source, local_destination])
+        }),
+    )];
+    if let Some(sshd) = sshd {
+        for (peer, options) in [("scp", &[][..]), ("scp ControlMaster", &master[..])] {
+            uploads.push(copy(
+                "upload",
+                peer,
+                &uploaded,
+                Box::new(move || sshd.scp(options, local_source, scp_destination)),
+            ));
+            downloads.push(copy(
+                "download",
+                peer,
+                &downloaded,
+                Box::new(move || sshd.scp(options, scp_source, local_destination)),
+            ));
+        }
+    }
+    let mut copies = uploads;
+    copies.append(&mut downloads);
+
+    let mut peaks = Peaks::new();
+    for run in 1..=args.file_runs {
+        // Interleaved, so noise on this shared machine hits every peer alike.
+        for copy in &mut copies {
+            let what = format!("{} {} run {run}", copy.peer, copy.direction);
+            remove_if_there(copy.destination)?;
+            let watched = if copy.peer == "zpanel" {
+                zpanel.watched
+            } else {
+                &[]
+            };
+            let (took, sampled) = timed_sampled((copy.command)(), watched)
+                .await
+                .with_context(|| what.clone())?;
+            if copy.peer == "zpanel" {
+                keep_peaks(&mut peaks, sampled);
+            }
+            // Outside the timed part: the size after every run, the content after the first.
+            check_copy(copy.destination, bytes, (run == 1).then_some(&sha256))
+                .await
+                .with_context(|| what.clone())?;
+            remove_if_there(copy.destination)?;
+            let mb_per_s = bytes as f64 / took.as_secs_f64() / 1e6;
+            println!("files: {what}: {mb_per_s:.0} MB/s");
+            copy.runs.push(mb_per_s);
+        }
+    }
+    report_copies(args, &copies, &peaks, report);
+    Ok(())
+}
+
+/// The copy rows: `zpanel cp` each way against scp (and scp through the ControlMaster),
+/// Zpanel's peak memory, every run in the notes.
+fn report_copies(args: &Args, copies: &[Copy<'_>], peaks: &Peaks, report: &mut Report) {
+    let size = human_bytes(args.file_bytes);
+    let median_of = |direction: &str, peer: &str| {
+        copies
+            .iter()
+            .find(|c| c.direction == direction && c.peer == peer)
+            .map(|c| median_f64(&c.runs))
+    };
+    for (direction, how) in [("upload", "local to host"), ("download", "host to local")] {
+        let zp = median_of(direction, "zpanel").unwrap_or_default();
+        let rows = [
+            ("scp", ">= 1.0x scp"),
+            ("scp ControlMaster", "reference only"),
+        ];
+        for (peer, target) in rows {
+            let theirs = median_of(direction, peer);
+            let met = (peer == "scp").then(|| theirs.map(|s| zp >= s)).flatten();
+            report.versus(
+                &format!(
+                    "`zpanel cp` {direction} ({how}) of {size}, median of {}, vs {peer}",
+                    args.file_runs
+                ),
+                zp,
+                theirs.map(|s| (peer, s)),
+                in_mb_per_s,
+                target,
+                met,
+            );
+        }
+    }
+    let peak = |name: &str| peaks.get(name).copied().unwrap_or(0);
+    report.row(
+        &format!(
+            "peak RSS (VmHWM) while `zpanel cp` copies {size}: CLI / zpanel-cp / zpanel-bridge"
+        ),
+        format!(
+            "{} / {} / {}",
+            kib(peak("client")),
+            kib(peak("zpanel-cp")),
+            kib(peak("zpanel-bridge"))
+        ),
+        None,
+        None,
+        BOUNDED,
+        Some(peaks.values().all(|k| *k < BOUNDED_KIB)),
+    );
+    let runs: Vec<String> = copies
+        .iter()
+        .map(|c| format!("{} {} {}", c.peer, c.direction, list_runs(&c.runs)))
+        .collect();
+    report.notes.push(format!(
+        "File copy runs (MB/s, in order): {}.",
+        runs.join("; ")
+    ));
+}
+
+fn remove_if_there(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A copy has `size` bytes and, when `sha256` is given, that content.
+async fn check_copy(path: &Path, size: u64, sha256: Option<&String>) -> anyhow::Result<()> {
+    let found = std::fs::metadata(path)
+        .with_context(|| format!("the copy {} is missing", path.display()))?
+        .len();
+    ensure!(
+        found == size,
+        "the copy {} holds {found} bytes, not {size}",
+        path.display()
+    );
+    if let Some(expected) = sha256 {
+        let path = path.to_path_buf();
+        let found = tokio::task::spawn_blocking(move || sha256_file(&path)).await?;
+        ensure!(
+            &found == expected,
+            "the copy's content differs: sha256 {found}, expected {expected}"
+        );
+    }
+    Ok(())
+}
+
+/// One way of getting the first page of a directory.
+enum Lister<'a> {
+    /// `GET /api/v1/hosts/HOST/files?path=DIR&limit=500` with the browser's cookie.
+    Web(&'a Browser, String),
+    /// A command printing one name per line; timed until the page's last line arrived.
+    Lines(CommandFactory<'a>),
+}
+
+impl Lister<'_> {
+    /// Time to get `page` entries (the web API's page must hold exactly that many).
+    async fn time(&self, page: usize) -> anyhow::Result<Duration> {
+        match self {
+            Lister::Web(browser, path) => {
+                let started = Instant::now();
+                let response = browser.call("GET", path, None).await?;
+                let took = started.elapsed();
+                let listed = response.json()["entries"].as_array().map(Vec::len);
+                ensure!(
+                    response.status == 200 && listed == Some(page),
+                    "{path} answered {} with {listed:?} entries (expected {page}): {}",
+                    response.status,
+                    response.body.chars().take(200).collect::<String>()
+                );
+                Ok(took)
+            }
+            Lister::Lines(command) => first_lines(command(), page).await,
+        }
+    }
+}
+
+/// Time from spawn until `lines` lines of output arrived; the command is stopped then, as
+/// `| head` would stop it. Fails when it printed fewer.
+async fn first_lines(mut command: Command, lines: usize) -> anyhow::Result<Duration> {
+    let program = quiet(&mut command);
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("spawn {program}"))?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).split(b'\n');
+    let count = async {
+        let mut count = 0;
+        while count < lines && stdout.next_segment().await?.is_some() {
+            count += 1;
+        }
+        Ok::<_, std::io::Error>(count)
+    };
+    let count = tokio::time::timeout(LIST_TIMEOUT, count)
+        .await
+        .context("timed out")??;
+    let took = started.elapsed();
+    if count < lines {
+        succeeded(&program, &child.wait_with_output().await?)?;
+        bail!("{program} printed {count} lines, expected {lines}");
+    }
+    Ok(took)
+}
+
+/// Times each lister `runs` times (after one warm-up each), interleaved, with a pause after
+/// each listing so that work a stopped listing left on the host does not slow the next one.
+async fn time_listings<'a>(
+    listers: &[(&'a str, Lister<'_>)],
+    lines: usize,
+    runs: usize,
+) -> anyhow::Result<BTreeMap<&'a str, Stats>> {
+    let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for run in 0..=runs {
+        for (peer, lister) in listers {
+            let took = lister.time(lines).await.with_context(|| peer.to_string())?;
+            if run > 0 {
+                times.entry(peer).or_default().push(took);
+            }
+            tokio::time::sleep(LIST_SETTLE).await;
+        }
+    }
+    Ok(times
+        .iter()
+        .map(|(peer, runs)| (*peer, Stats::of(runs)))
+        .collect())
+}
+
+/// `count` empty files named `entry-000000`, ... in a new directory.
+fn empty_files(dir: &Path, count: usize) -> std::io::Result<()> {
+    std::fs::create_dir(dir)?;
+    for i in 0..count {
+        std::fs::File::create(dir.join(format!("entry-{i:06}")))?;
+    }
+    Ok(())
+}
+
+async fn listings(
+    args: &Args,
+    zpanel: &Zpanel<'_>,
+    sshd: Option<&Sshd>,
+    dir: &FilesDir,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let entries = args.dir_entries;
+    // Named relative to the daemon's root (its first), so the query needs no escaping.
+    let name = format!("dir-{entries}");
+    let path = dir.served.join(&name);
+    let started = Instant::now();
+    tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || empty_files(&path, entries)
+    })
+    .await?
+    .context("creating the directory to list")?;
+    println!(
+        "files: created {entries} empty files in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let page = entries.min(LIST_PAGE);
+    let browser = Browser::login(zpanel.cp, "admin", &zpanel.cp.admin_password()).await?;
+    let api_path = format!("/api/v1/hosts/{HOST}/files?path={name}&limit={LIST_PAGE}");
+    let remote = format!("{HOST}:{name}");
+    let zpanel_ls = || zpanel.cli.command(&["ls", &remote]);
+    let ls_all = format!("ls {}", path.display());
+    let ls = format!("{ls_all} | head -{page}");
+    let ls_f = format!("ls -f {} | head -{page}", path.display());
+    let mut pages: Vec<(&str, Lister<'_>)> = vec![
+        ("web API", Lister::Web(&browser, api_path)),
+        ("zpanel ls", Lister::Lines(Box::new(zpanel_ls))),
+    ];
+    let mut wholes: Vec<(&str, Lister<'_>)> =
+        vec![("zpanel ls", Lister::Lines(Box::new(zpanel_ls)))];
+    if let Some(sshd) = sshd {
+        pages.push((
+            "ssh ls",
+            Lister::Lines(Box::new(|| sshd.via_master(&[&ls]))),
+        ));
+        pages.push((
+            "ssh ls -f",
+            Lister::Lines(Box::new(|| sshd.via_master(&[&ls_f]))),
+        ));
+        wholes.push((
+            "ssh ls",
+            Lister::Lines(Box::new(|| sshd.via_master(&[&ls_all]))),
+        ));
+    }
+    let stats = time_listings(&pages, page, args.dir_runs)
+        .await
+        .context("first page")?;
+    let whole = time_listings(&wholes, entries, WHOLE_LISTING_RUNS)
+        .await
+        .context("whole listing")?;
+    report_listings(args, page, &stats, &whole, report);
+    Ok(())
+}
+
+/// The listing rows: the first page through the web API and `zpanel ls` against `ls` over
+/// ssh, sorted and not, then the whole directory; every peer's spread in the notes.
+fn report_listings(
+    args: &Args,
+    page: usize,
+    stats: &BTreeMap<&str, Stats>,
+    whole: &BTreeMap<&str, Stats>,
+    report: &mut Report,
+) {
+    let entries = args.dir_entries;
+    // No `|` in a row: it would split the Markdown table's cell.
+    let references = [
+        ("ssh ls", "`ls` (sorted)"),
+        ("ssh ls -f", "`ls -f` (unsorted)"),
+    ];
+    let ways = [
+        ("web API", "through the web API"),
+        ("zpanel ls", "with `zpanel ls HOST:DIR`"),
+    ];
+    for (peer, how) in ways {
+        let zp = stats[peer].median;
+        for (i, (reference, what)) in references.iter().enumerate() {
+            let label = format!("{reference}, ControlMaster");
+            let theirs = stats.get(reference).map(|s| (label.as_str(), ms(s.median)));
+            report.versus(
+                &format!(
+                    "first page ({page} of {entries} entries) {how}, median of {}, vs {what}",
+                    args.dir_runs
+                ),
+                ms(zp),
+                theirs,
+                |v| format!("{v:.1} ms"),
+                if i == 0 { "< 100 ms" } else { "-" },
+                (i == 0).then_some(zp < LIST_TARGET),
+            );
+        }
+    }
+    report.versus(
+        &format!(
+            "whole listing of {entries} entries with `zpanel ls HOST:DIR`, median of {WHOLE_LISTING_RUNS}, vs `ls`"
+        ),
+        ms(whole["zpanel ls"].median),
+        whole
+            .get("ssh ls")
+            .map(|s| ("ssh ls, ControlMaster", ms(s.median))),
+        |v| format!("{v:.0} ms"),
+        "(information)",
+        None,
+    );
+    let spreads: Vec<String> = stats
+        .iter()
+        .map(|(peer, s)| {
+            format!(
+                "{peer} {:.1} / {:.1} / {:.1}",
+                ms(s.median),
+                ms(s.p90),
+                ms(s.max)
+            )
+        })
+        .collect();
+    report.notes.push(format!(
+        "First page of {entries} entries (ms), median / p90 / max: {}.",
+        spreads.join("; ")
     ));
 }
 
@@ -2232,6 +2846,27 @@ impl Report {
         ]);
     }
 
+    /// A row of Zpanel's value against a peer's (named in its cell) and their ratio; `show`
+    /// writes a value with its unit.
+    fn versus(
+        &mut self,
+        metric: &str,
+        zpanel: f64,
+        peer: Option<(&str, f64)>,
+        show: impl Fn(f64) -> String,
+        target: &str,
+        met: Option<bool>,
+    ) {
+        self.row(
+            metric,
+            show(zpanel),
+            peer.map(|(name, value)| format!("{} ({name})", show(value))),
+            peer.map(|(_, value)| ratio(zpanel, value)),
+            target,
+            met,
+        );
+    }
+
     /// A Markdown table (pasted into BENCHMARKS.md as is).
     fn render(&self) -> String {
         let mut out = String::from(
@@ -2245,6 +2880,10 @@ impl Report {
         }
         out
     }
+}
+
+fn in_mb_per_s(mb_per_s: f64) -> String {
+    format!("{mb_per_s:.0} MB/s")
 }
 
 fn ms(d: Duration) -> f64 {
