@@ -379,7 +379,8 @@ fn on_frame(
         | Body::Open(_)
         | Body::ExecSignal(_)
         | Body::CertificateRenewed(_)
-        | Body::TerminalResize(_) => {
+        | Body::TerminalResize(_)
+        | Body::FileCommit(_) => {
             // counted as refused input when the session ends
             return Err(SessionEnd::Protocol(
                 "frame not allowed from a daemon".into(),

@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
-    ChannelAck, ChannelData, Close, ExecSignal, FileChange, FileError, FileWritten, OpenError,
-    OpenResult, ProcessExit, StreamAck, StreamChunk, StreamKind, TerminalResize, TerminalSize,
-    open,
+    ChannelAck, ChannelData, Close, ExecSignal, FileChange, FileCommit, FileError, FileWritten,
+    OpenError, OpenResult, ProcessExit, StreamAck, StreamChunk, StreamKind, TerminalResize,
+    TerminalSize, open,
 };
 
 use zpanel_shared::frame::MAX_CHUNK_BYTES;
@@ -89,12 +89,17 @@ const INPUT_BYTES_IN_FLIGHT: u64 = 1024 * 1024;
 /// Input a relay holds for a daemon that is not taking it; a client sending more ignores
 /// the acknowledgements and is cut off.
 const MAX_PENDING_INPUT: usize = 4 * 1024 * 1024;
+/// Queued pieces are joined while together they stay below this (keystrokes become one
+/// chunk); larger pieces travel as they came.
+const JOIN_BELOW: usize = 16 * 1024;
 
 /// A channel's input stream (`STDIN`) as a relay sends it: queued in order, deduplicated,
 /// and sent within the daemon's input window.
 pub struct InputQueue {
-    /// Input waiting for room in the window, from offset `sent`.
-    pending: BytesMut,
+    /// Input waiting for room in the window, from offset `sent`: the client's pieces as
+    /// they came (large ones are never copied; small ones, keystrokes, are joined).
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
     sent: u64,
     /// End offsets of chunks sent and not yet acknowledged.
     in_flight: VecDeque<u64>,
@@ -107,7 +112,8 @@ impl InputQueue {
     /// A queue whose next byte is at `offset` (what the daemon already holds).
     pub fn new(offset: u64) -> Self {
         InputQueue {
-            pending: BytesMut::new(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
             sent: offset,
             in_flight: VecDeque::new(),
             acked: offset,
@@ -117,7 +123,7 @@ impl InputQueue {
 
     /// Queues bytes at `offset`; bytes already queued are dropped, a gap is refused.
     pub fn queue(&mut self, offset: u64, payload: Bytes) -> Result<(), String> {
-        let queued_end = self.sent + self.pending.len() as u64;
+        let queued_end = self.sent + self.pending_bytes as u64;
         if offset > queued_end {
             return Err(format!(
                 "input at offset {offset} leaves a gap after {queued_end}"
@@ -125,9 +131,19 @@ impl InputQueue {
         }
         let repeated = (queued_end - offset) as usize;
         if repeated < payload.len() {
-            self.pending.extend_from_slice(&payload[repeated..]);
+            let fresh = payload.slice(repeated..);
+            self.pending_bytes += fresh.len();
+            match self.pending.back_mut() {
+                Some(last) if last.len() + fresh.len() <= JOIN_BELOW => {
+                    let mut joined = BytesMut::with_capacity(last.len() + fresh.len());
+                    joined.extend_from_slice(last);
+                    joined.extend_from_slice(&fresh);
+                    *last = joined.freeze();
+                }
+                _ => self.pending.push_back(fresh),
+            }
         }
-        if self.pending.len() > MAX_PENDING_INPUT {
+        if self.pending_bytes > MAX_PENDING_INPUT {
             return Err(
                 "more than 4 MiB of input waiting for the host: the client ignored flow control"
                     .into(),
@@ -146,17 +162,12 @@ impl InputQueue {
 
     /// Bytes queued and not sent yet.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending_bytes
     }
 
     /// Offset below which the daemon holds everything.
     pub fn acked_offset(&self) -> u64 {
         self.acked
-    }
-
-    /// Whether the end-of-stream chunk went out.
-    pub fn is_finished(&self) -> bool {
-        self.finished
     }
 
     fn ready(&self) -> bool {
@@ -172,8 +183,11 @@ impl InputQueue {
     /// Like [`InputQueue::flush`], ending the stream after the last queued byte.
     pub async fn flush_with_eof(&mut self, channel: &Channel, eof: bool) -> Result<(), RouteError> {
         while self.ready() && !self.finished && (!self.pending.is_empty() || eof) {
-            let take = self.pending.len().min(MAX_CHUNK_BYTES);
-            let piece = self.pending.split_to(take).freeze();
+            let mut piece = self.pending.pop_front().unwrap_or_default();
+            if piece.len() > MAX_CHUNK_BYTES {
+                self.pending.push_front(piece.split_off(MAX_CHUNK_BYTES));
+            }
+            self.pending_bytes -= piece.len();
             let end = self.sent + piece.len() as u64;
             let last = eof && self.pending.is_empty();
             let chunk = StreamChunk {
@@ -229,6 +243,15 @@ impl Channel {
         self.send(Body::TerminalResize(TerminalResize {
             channel_id: self.id,
             size: Some(size),
+        }))
+        .await
+    }
+
+    /// A write's sha256 learnt at its end, before the last chunk.
+    pub async fn send_file_commit(&self, sha256: String) -> Result<(), RouteError> {
+        self.send(Body::FileCommit(FileCommit {
+            channel_id: self.id,
+            sha256,
         }))
         .await
     }

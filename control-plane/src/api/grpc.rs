@@ -525,6 +525,12 @@ async fn relay_write(
             Ok(Some(WriteFileRequest {
                 body: Some(write_file_request::Body::Data(chunk)),
             })) => chunk,
+            Ok(Some(WriteFileRequest {
+                body: Some(write_file_request::Body::Sha256(sha256)),
+            })) => {
+                writer.expect_sha256(sha256);
+                continue;
+            }
             Ok(Some(_)) => {
                 break Err(ServiceError::InvalidArgument(
                     "start may only begin a write_file stream".into(),

@@ -140,6 +140,8 @@ pub struct FileWriteChannel {
     next: u64,
     /// A verdict that came before the end of the content (a refusal).
     early: Option<FileWritten>,
+    /// The content's sha256 when the client learnt it while sending.
+    sha256: Option<String>,
     actor: String,
     path: String,
 }
@@ -192,9 +194,17 @@ impl FileWriteChannel {
         self.write_at(self.next, payload).await
     }
 
+    /// The whole content's sha256, for the host to check before it commits.
+    pub fn expect_sha256(&mut self, sha256: String) {
+        self.sha256 = Some(sha256);
+    }
+
     /// Ends the content and waits for the host to commit it (or refuse). The outcome is
     /// audited.
     pub async fn finish(mut self, state: &AppState) -> Result<FileWritten, ServiceError> {
+        if let Some(sha256) = self.sha256.take() {
+            self.channel.send_file_commit(sha256).await.map_err(lost)?;
+        }
         let outcome = loop {
             if let Some(done) = self.early.take() {
                 break done;
@@ -367,6 +377,7 @@ impl AppState {
             resume_offset,
             next: resume_offset,
             early: None,
+            sha256: None,
             actor: principal.user_name.clone(),
             path,
         })
