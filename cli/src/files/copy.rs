@@ -13,7 +13,7 @@ use zpanel_proto::{FileCopy, FileMkdir, FileWrite, file_request};
 use super::download::{self, Download};
 use super::location::{Location, Remote};
 use super::progress::Progress;
-use super::upload::{Source, Upload, hash_file};
+use super::upload::{Source, Upload};
 use super::{file_op, into_directory, is_directory, local_error, random_id, refused, stat};
 use crate::client::{self, Client};
 use crate::config::Settings;
@@ -82,27 +82,17 @@ async fn upload(
     if metadata.is_dir() {
         return upload_tree(settings, &mut client, options, from, &target).await;
     }
-    let mut progress =
-        Progress::on_terminal(format!("sha256 {}", from.display()), Some(metadata.len()));
-    let sha256 = hash_file(from, &mut progress).await?;
-    progress.restart(target.to_string(), Some(metadata.len()));
+    let mut progress = Progress::on_terminal(target.to_string(), Some(metadata.len()));
+    // No sha256 at the start: the upload hashes the file as it sends it, and the host checks
+    // that hash before it replaces anything.
     let write = FileWrite {
         path: target.wire_path(),
         mode: metadata.permissions().mode() & 0o777,
         upload_id: random_id()?,
-        sha256,
         ..FileWrite::default()
     };
-    let upload = Upload {
-        settings,
-        target: &target,
-        write,
-        resume_for: options.resume_for,
-    };
-    upload
-        .run(&Source::File(from.to_path_buf()), &mut progress)
-        .await?;
-    Ok(())
+    let source = Source::File(from.to_path_buf());
+    send(settings, options, &target, write, &source, &mut progress).await
 }
 
 /// Uploads the local directory `from` as a tar unpacked into `target` (made if missing).
@@ -119,17 +109,9 @@ async fn upload_tree(
         tar: true,
         ..FileWrite::default()
     };
-    let upload = Upload {
-        settings,
-        target,
-        write,
-        resume_for: options.resume_for,
-    };
     let mut progress = Progress::on_terminal(target.to_string(), None);
-    upload
-        .run(&Source::Tar(from.to_path_buf()), &mut progress)
-        .await?;
-    Ok(())
+    let source = Source::Tar(from.to_path_buf());
+    send(settings, options, target, write, &source, &mut progress).await
 }
 
 /// Creates the directory a tree is unpacked into; one that exists already is fine.
@@ -249,15 +231,26 @@ async fn between_hosts(
         mode: info.mode & 0o777,
         ..FileWrite::default()
     };
+    let source = Source::Remote(from.clone());
+    send(settings, options, &target, write, &source, &mut progress).await
+}
+
+/// Sends `source` to `target` as `write` describes, resuming for as long as `options` says.
+async fn send(
+    settings: &Settings,
+    options: &CopyOptions,
+    target: &Remote,
+    write: FileWrite,
+    source: &Source,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
     let upload = Upload {
         settings,
-        target: &target,
+        target,
         write,
         resume_for: options.resume_for,
     };
-    upload
-        .run(&Source::Remote(from.clone()), &mut progress)
-        .await?;
+    upload.run(source, progress).await?;
     Ok(())
 }
 

@@ -75,12 +75,12 @@ pub async fn edit(
                 info = download::to_file(&download, &copy, 0o600, &mut progress) => info?,
                 _ = interrupts.recv() => anyhow::bail!("interrupted"),
             };
-            let sha256 = hash_file(&copy, &mut Progress::hidden()).await?;
+            let sha256 = hash_file(&copy).await?;
             (Some(sha256), Some(info.version))
         }
         (None, None) => {
             std::fs::write(&copy, b"").map_err(|e| local_error(&copy, &e))?;
-            let sha256 = hash_file(&copy, &mut Progress::hidden()).await?;
+            let sha256 = hash_file(&copy).await?;
             (Some(sha256), None)
         }
     };
@@ -90,7 +90,7 @@ pub async fn edit(
     }
     // A listener made now hears only the Ctrl-C pressed from now on, not the editor's.
     let mut interrupts = signal(SignalKind::interrupt())?;
-    let edited = hash_file(&copy, &mut Progress::hidden()).await?;
+    let edited = hash_file(&copy).await?;
     if original.as_deref() == Some(edited.as_str()) {
         eprintln!("{remote}: no changes");
         return Ok(0);

@@ -40,15 +40,6 @@ impl Progress {
         }
     }
 
-    /// Starts over with another label and total (e.g. hashing, then uploading).
-    pub fn restart(&mut self, label: impl Into<String>, total: Option<u64>) {
-        self.clear();
-        self.label = label.into();
-        self.total = total;
-        self.started = Instant::now();
-        self.done = 0;
-    }
-
     /// `done` bytes are through; redraws if it is time.
     pub fn update(&mut self, done: u64) {
         self.done = done;

@@ -2,27 +2,31 @@
 //! at most one flow-control window ahead of what the host acknowledged, so memory stays
 //! bounded whatever the size. The host writes it into a temporary file and renames it over
 //! the target only once all of it arrived and its sha256 matched, so a failed upload leaves
-//! the target as it was. An upload of a local file names an `upload_id`: after a dropped
-//! connection it continues from what the host already holds (`accepted.offset`). Other
-//! sources (a local directory's tar, another host's file) start over, and their sha256 is
-//! computed as they are read and compared with the one the host reports.
+//! the target as it was. Unless the write names its sha256 at `start` (`edit` knows it), the
+//! content is hashed as it is read, in the same pass, and the hash goes to the host right
+//! before the end of input (`WriteFileRequest.sha256`); the host's own hash in its answer
+//! must match it too. An upload of a local file names an `upload_id`: after a dropped
+//! connection it continues from what the host already holds (`accepted.offset`), and the
+//! hash still covers the whole file (the part the host holds is read again to hash it).
+//! Other sources (a local directory's tar, another host's file) start over.
 
 use std::io::SeekFrom;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, DuplexStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Code, Status};
 use zpanel_proto::{
     FileError, FileInfo, FileWrite, FileWritten, StreamKind, WriteFileRequest, WriteFileStart,
     write_file_request, write_file_response,
 };
-use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, SharedReplay};
+use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, SharedReplay, StreamSender};
 
 use super::download::{Download, Lost, Sink, gave_up};
 use super::location::Remote;
@@ -33,10 +37,13 @@ use super::{
 };
 use crate::client;
 use crate::config::Settings;
-use crate::streaming::{Reconnect, drain, first_reply, read_into, request_stream, send_stream};
+use crate::streaming::{Reconnect, drain, first_reply, read_into, request_stream};
 
 /// Bytes of another host's content held between its download and the upload.
 const RELAY_PIPE_BYTES: usize = 1024 * 1024;
+
+/// Bytes read at a time when hashing a file without sending it.
+const HASH_READ_BYTES: usize = 1024 * 1024;
 
 /// One file (or a tar to unpack) to write on a host.
 pub struct Upload<'a> {
@@ -95,6 +102,41 @@ impl Source {
         }
     }
 
+    /// Hashes the content before `offset` (what the host already holds of a resumed upload)
+    /// into `hasher`, so the hash of the rest continues it.
+    async fn hash_prefix(&self, offset: u64, hasher: &mut Sha256) -> anyhow::Result<()> {
+        if offset == 0 {
+            return Ok(());
+        }
+        let Source::File(path) = self else {
+            anyhow::bail!("this upload cannot continue from the middle");
+        };
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| local_error(path, &e))?;
+        let mut prefix = file.take(offset);
+        let mut buf = vec![0u8; HASH_READ_BYTES];
+        let mut done = 0u64;
+        loop {
+            let n = prefix
+                .read(&mut buf)
+                .await
+                .map_err(|e| local_error(path, &e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            done += n as u64;
+        }
+        if done < offset {
+            anyhow::bail!(
+                "{}: shorter than the {offset} bytes the host already holds (did the file change?)",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         match self {
             Source::File(path) | Source::Tar(path) => path.display().to_string(),
@@ -144,14 +186,16 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Reads `reader` into `buffer` until it ends; the sha256 of what it read when `hash`.
+/// Reads `reader` into `buffer` until it ends. With a `hasher` (which already holds what
+/// comes before the reader's start), the sha256 of the whole content: it is set in `sha256`
+/// before the buffer ends, so the sender finds it when it reaches the end.
 async fn fill(
     mut reader: Reader,
     buffer: Arc<SharedReplay>,
-    hash: bool,
+    mut hasher: Option<Sha256>,
+    sha256: Arc<OnceLock<String>>,
     describe: String,
 ) -> anyhow::Result<Option<String>> {
-    let mut hasher = hash.then(Sha256::new);
     let mut input = reader.input();
     read_into(&mut input, &buffer, |bytes| {
         if let Some(hasher) = &mut hasher {
@@ -163,19 +207,53 @@ async fn fill(
     .await
     .map_err(|e| anyhow::anyhow!("{describe}: {}", io_reason(&e)))?;
     reader.finish().await?;
+    let read = hasher.map(|h| hex::encode(h.finalize()));
+    if let Some(read) = &read {
+        let _ = sha256.set(read.clone());
+    }
     buffer.with(|b| b.finish());
-    Ok(hasher.map(|h| hex::encode(h.finalize())))
+    Ok(read)
 }
 
-/// The sha256 of a local file, read once before its upload so the host can check it before
-/// it replaces anything.
-pub async fn hash_file(path: &Path, progress: &mut Progress) -> anyhow::Result<String> {
+/// Sends `buffer` as the content from `base` (the host holds everything below it) until
+/// it ends or the call goes away; right before the end of input, the content's `sha256`
+/// when one was computed on the way (and is to be sent).
+async fn send_content(
+    buffer: Arc<SharedReplay>,
+    base: u64,
+    tx: mpsc::Sender<WriteFileRequest>,
+    sha256: Option<Arc<OnceLock<String>>>,
+) {
+    use write_file_request::Body;
+    let mut sender = StreamSender::new(StreamKind::Stdin, 0);
+    while let Ok(Some(mut chunk)) = sender.next(&buffer).await {
+        if chunk.eof
+            && let Some(sha256) = sha256.as_ref().and_then(|s| s.get())
+        {
+            let hash = WriteFileRequest {
+                body: Some(Body::Sha256(sha256.clone())),
+            };
+            if tx.send(hash).await.is_err() {
+                return;
+            }
+        }
+        chunk.offset += base;
+        let data = WriteFileRequest {
+            body: Some(Body::Data(chunk)),
+        };
+        if tx.send(data).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The sha256 of a local file.
+pub async fn hash_file(path: &Path) -> anyhow::Result<String> {
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| local_error(path, &e))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut done = 0u64;
+    let mut buf = vec![0u8; HASH_READ_BYTES];
     loop {
         let n = file
             .read(&mut buf)
@@ -185,8 +263,6 @@ pub async fn hash_file(path: &Path, progress: &mut Progress) -> anyhow::Result<S
             return Ok(hex::encode(hasher.finalize()));
         }
         hasher.update(&buf[..n]);
-        done += n as u64;
-        progress.update(done);
     }
 }
 
@@ -262,24 +338,28 @@ impl Upload<'_> {
             .open(self.settings, base)
             .await
             .map_err(Interrupted::Failed)?;
-        let hash = self.write.sha256.is_empty();
+        // The tar of a directory is unpacked as it arrives: its sha256 is only compared
+        // with the host's afterwards. A file's is checked by the host before the rename.
+        let mut hasher = self.write.sha256.is_empty().then(Sha256::new);
+        if let Some(hasher) = &mut hasher {
+            source
+                .hash_prefix(base, hasher)
+                .await
+                .map_err(Interrupted::Failed)?;
+        }
+        let sha256 = Arc::new(OnceLock::new());
         let mut pump = AbortOnDrop(tokio::spawn(fill(
             reader,
             buffer.clone(),
-            hash,
+            hasher,
+            sha256.clone(),
             source.describe(),
         )));
-        let _sender = AbortOnDrop(tokio::spawn(send_stream(
+        let _sender = AbortOnDrop(tokio::spawn(send_content(
             buffer.clone(),
-            StreamKind::Stdin,
-            0,
+            base,
             tx.clone(),
-            move |mut chunk| {
-                chunk.offset += base;
-                WriteFileRequest {
-                    body: Some(write_file_request::Body::Data(chunk)),
-                }
-            },
+            (!self.write.tar).then_some(sha256),
         )));
         progress.update(base);
         let mut read = None;
