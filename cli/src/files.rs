@@ -26,8 +26,9 @@ use crate::config::Settings;
 use crate::streaming::is_transient;
 use location::Remote;
 
-/// Entries asked for per page of a directory listing.
-const LIST_PAGE: u32 = 1000;
+/// Entries asked for per page of a directory listing: the most a host gives. The host reads
+/// the directory again for each page, so a huge directory lists in as few pages as it can.
+pub const LIST_PAGE: u32 = 10_000;
 
 /// Why one connection's worth of a transfer ended early.
 enum Interrupted {
@@ -200,11 +201,12 @@ pub async fn list_page(
     client: &mut Client,
     remote: &Remote,
     after: String,
+    limit: u32,
 ) -> Result<zpanel_proto::FileListing, Status> {
     let op = file_request::Op::List(FileList {
         path: remote.wire_path(),
         after,
-        limit: LIST_PAGE,
+        limit,
     });
     match file_op(client, &remote.host, op).await?.result {
         Some(file_reply::Result::Listing(listing)) => Ok(listing),
@@ -216,7 +218,7 @@ pub async fn list_page(
 pub async fn is_directory(client: &mut Client, remote: &Remote, info: &FileInfo) -> bool {
     match info.r#type() {
         FileType::Directory => true,
-        FileType::Symlink => list_page(client, remote, String::new()).await.is_ok(),
+        FileType::Symlink => list_page(client, remote, String::new(), 1).await.is_ok(),
         _ => false,
     }
 }

@@ -201,9 +201,9 @@ async fn ls_cat_mkdir_mv_and_rm_work_on_a_hosts_files() {
     assert_eq!(entries[1]["target"], "a.txt");
     assert_eq!(entries[2]["type"], "directory");
 
-    // a big directory comes in pages, all of it, in name order
+    // a big directory comes in pages (of 10,000), all of it, in name order
     std::fs::create_dir(s.root.join("many")).unwrap();
-    let names: Vec<String> = (0..2500).map(|i| format!("f{i:04}")).collect();
+    let names: Vec<String> = (0..10_500).map(|i| format!("f{i:05}")).collect();
     for name in &names {
         std::fs::write(s.root.join("many").join(name), "").unwrap();
     }

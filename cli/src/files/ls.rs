@@ -10,7 +10,7 @@ use zpanel_proto::{FileInfo, FileType};
 
 use super::download::OutputClosed;
 use super::location::Remote;
-use super::{is_directory, list_page, refused, stat};
+use super::{LIST_PAGE, is_directory, list_page, refused, stat};
 use crate::client;
 use crate::config::Settings;
 
@@ -68,7 +68,7 @@ async fn list(settings: &Settings, remote: &Remote, options: &LsOptions) -> anyh
     }
     let mut after = String::new();
     loop {
-        let listing = list_page(&mut client, remote, after)
+        let listing = list_page(&mut client, remote, after, LIST_PAGE)
             .await
             .map_err(|status| refused(remote, &status))?;
         let directory = listing.directory.map(|d| d.path).unwrap_or_default();
