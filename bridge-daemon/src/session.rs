@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
     BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, CertificateRenewed, ChannelAck,
-    ChannelData, Close, Heartbeat, Hello, Open, OpenError, OpenResult, TerminalListing,
+    ChannelData, Close, FileCommit, Heartbeat, Hello, Open, OpenError, OpenResult, TerminalListing,
     TerminalResize, open, open_result,
 };
 use zpanel_shared::backoff::Backoff;
@@ -301,6 +301,19 @@ impl DaemonSession {
             }) => {
                 if let Some(target) = self.target(channel_id) {
                     target.resize(&size);
+                }
+            }
+            Body::FileCommit(FileCommit { channel_id, sha256 }) => {
+                let written = match self.target(channel_id).as_deref() {
+                    Some(Target::File(file)) => file.commit(sha256),
+                    Some(_) => false,
+                    None => true,
+                };
+                if !written {
+                    tracing::debug!(
+                        channel_id,
+                        "file commit for a channel that writes no file ignored"
+                    );
                 }
             }
             Body::Close(close) => self.detach(close.channel_id, close.release),

@@ -268,6 +268,8 @@ enum Stream {
         request: FileWrite,
         input: OnceLock<Input>,
         done: signal::Sender<Option<FileWritten>>,
+        /// The content's sha256 from a `FileCommit`, checked at the commit.
+        committed: signal::Sender<Option<String>>,
     },
     Watch {
         request: FileWatch,
@@ -306,6 +308,7 @@ impl FileChannel {
             request,
             input: OnceLock::new(),
             done: signal::Sender::new(None),
+            committed: signal::Sender::new(None),
         };
         FileChannel::new(files, stream)
     }
@@ -350,6 +353,7 @@ impl FileChannel {
                 request,
                 input,
                 done,
+                committed,
             } => {
                 let slot = match request.upload_id.as_str() {
                     "" => None,
@@ -378,6 +382,7 @@ impl FileChannel {
                 let end = WriteEnd {
                     done: done.clone(),
                     slot,
+                    committed: committed.subscribe(),
                 };
                 let channel = self.clone();
                 let handle = Handle::current();
@@ -443,6 +448,16 @@ impl FileChannel {
         input
             .accept(chunk.offset, chunk.payload, chunk.eof)
             .map_err(|e| e.to_string())
+    }
+
+    /// The content's sha256 from a `FileCommit` (sent before the end of input), checked
+    /// at the commit like `FileWrite.sha256`. Never waits; false when this is not a write.
+    pub fn commit(&self, sha256: String) -> bool {
+        let Stream::Write { committed, .. } = &self.stream else {
+            return false;
+        };
+        committed.send_replace(Some(sha256));
+        true
     }
 
     /// Input bytes written, for a write.

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use zpanel_proto::{
     FileChanged, FileChmod, FileChown, FileCopy, FileDelete, FileFind, FileFound, FileInfo,
-    FileList, FileListing, FileMkdir, FileRename, FileStat, FileType, file_change, file_request,
+    FileList, FileListing, FileMkdir, FileRename, FileStat, FileType, FileWatch, file_change,
+    file_request,
 };
 use zpanel_shared::replay::Read;
 
@@ -1012,6 +1013,42 @@ async fn an_interrupted_upload_resumes_where_it_stopped() {
     assert_eq!(written.error(), FileError::None, "{}", written.message);
     assert!(std::fs::read(fx.root.join("a/upload")).unwrap() == content);
     assert!(temps(&fx.root.join("a")).is_empty());
+}
+
+#[tokio::test]
+async fn a_file_commit_checks_the_sha256_learnt_while_sending() {
+    let fx = Fixture::new();
+    let target = fx.root.join("a/file");
+    let content = vec![b'c'; 3 * 1024 * 1024 + 5];
+    // FileCommit arrives before the last (eof) chunk: the frame handler only records it
+    let committed = async |sha256: String, content: &[u8]| {
+        let (channel, _) = fx
+            .start_write(write_request(&fx.at("a/file")))
+            .await
+            .unwrap();
+        assert!(channel.commit(sha256));
+        finish_write(&channel, 0, content).await
+    };
+
+    let written = committed(sha256(b"something else"), &content).await;
+    assert_eq!(written.error(), FileError::Checksum, "{}", written.message);
+    assert_eq!(std::fs::read(&target).unwrap(), b"inside");
+    assert!(temps(&fx.root.join("a")).is_empty());
+
+    let written = committed("not a sha256".into(), &content).await;
+    assert_eq!(written.error(), FileError::Invalid, "{}", written.message);
+    let written = committed(sha256(&content).to_uppercase(), &content).await;
+    assert_eq!(written.error(), FileError::Invalid, "{}", written.message);
+    assert_eq!(std::fs::read(&target).unwrap(), b"inside");
+
+    let written = committed(sha256(&content), &content).await;
+    assert_eq!(written.error(), FileError::None, "{}", written.message);
+    assert_eq!(written.sha256, sha256(&content));
+    assert!(std::fs::read(&target).unwrap() == content);
+
+    // only writes take it
+    let watch = FileChannel::watch(&fx.files, FileWatch::default());
+    assert!(!watch.commit(sha256(b"")));
 }
 
 // === watches ===

@@ -10,7 +10,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +40,8 @@ pub const KEEP_UPLOAD: Duration = Duration::from_secs(60 * 60);
 const MAX_KEPT_UPLOADS: usize = 1024;
 /// How long a resumed upload waits for the channel it replaces to let go of it.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Chunks an upload's hashing thread may be behind its writing (a window of full chunks).
+const HASH_QUEUE_CHUNKS: usize = 32;
 
 fn io_errno(e: &io::Error) -> Errno {
     Errno::from_io_error(e).unwrap_or(Errno::IO)
@@ -270,7 +274,67 @@ pub struct Upload {
     file: File,
     /// Bytes in the temporary file, and their hash.
     held: u64,
-    hash: Sha256,
+    hash: Hasher,
+}
+
+/// The sha256 of an upload's content, computed on a thread of its own fed through a bounded
+/// queue, so writing and acknowledging never wait for it (unless it falls a queue behind).
+/// `settle` waits for it: before a commit, and before an upload is kept, so a kept upload's
+/// state is the hash of exactly the bytes it holds and a resumed one continues it.
+enum Hasher {
+    /// Not running: the state of every byte handed over.
+    Settled(Sha256),
+    Running {
+        chunks: SyncSender<Bytes>,
+        thread: JoinHandle<Sha256>,
+    },
+}
+
+impl Hasher {
+    fn update(&mut self, bytes: Bytes) {
+        if let Hasher::Settled(state) = self
+            && let Some(running) = Hasher::start(state.clone())
+        {
+            *self = running;
+        }
+        match self {
+            // A send fails only when the thread panicked; `settle` raises that panic.
+            Hasher::Running { chunks, .. } => drop(chunks.send(bytes)),
+            // No thread to spare: hashed here.
+            Hasher::Settled(state) => state.update(&bytes),
+        }
+    }
+
+    fn start(mut state: Sha256) -> Option<Hasher> {
+        let (chunks, queue) = sync_channel::<Bytes>(HASH_QUEUE_CHUNKS);
+        let thread = std::thread::Builder::new()
+            .name("zpanel-hash".into())
+            .spawn(move || {
+                for chunk in queue {
+                    state.update(&chunk);
+                }
+                state
+            })
+            .inspect_err(|e| tracing::warn!("hashing an upload on its writing thread: {e}"))
+            .ok()?;
+        Some(Hasher::Running { chunks, thread })
+    }
+
+    /// Waits for the hash of everything handed over; it stays settled (a refused commit of
+    /// a kept upload may be tried again).
+    fn settle(&mut self) -> Sha256 {
+        let state = match std::mem::replace(self, Hasher::Settled(Sha256::new())) {
+            Hasher::Settled(state) => state,
+            Hasher::Running { chunks, thread } => {
+                drop(chunks);
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }
+        };
+        *self = Hasher::Settled(state.clone());
+        state
+    }
 }
 
 /// An upload whose channel dropped, waiting for a `FileWrite` with the same id.
@@ -432,7 +496,7 @@ pub fn prepare_write(
         temp,
         file: File::from(fd),
         held: 0,
-        hash: Sha256::new(),
+        hash: Hasher::Settled(Sha256::new()),
     }))
 }
 
@@ -450,12 +514,12 @@ fn target_dir(at: &Located, request: &FileWrite) -> Result<(OwnedFd, String), Fi
 }
 
 impl Upload {
-    fn append(&mut self, bytes: &[u8]) -> Result<(), FileFailure> {
+    fn append(&mut self, bytes: Bytes) -> Result<(), FileFailure> {
         self.file
-            .write_all_at(bytes, self.held)
+            .write_all_at(&bytes, self.held)
             .map_err(|e| FileFailure::from_errno(&self.display, io_errno(&e)))?;
-        self.hash.update(bytes);
         self.held += bytes.len() as u64;
+        self.hash.update(bytes);
         Ok(())
     }
 
@@ -470,14 +534,29 @@ impl Upload {
         }
     }
 
-    /// Makes the temporary file the target: fsync, the request's checks, the replaced
-    /// file's owner and mode (or the request's mode), rename, fsync of the directory.
-    fn commit(&self, request: &FileWrite) -> Result<FileWritten, FileFailure> {
+    /// Makes the temporary file the target: fsync, the request's checks (and the sha256 of
+    /// a `FileCommit`, `committed`), the replaced file's owner and mode (or the request's
+    /// mode), rename, fsync of the directory.
+    fn commit(
+        &mut self,
+        request: &FileWrite,
+        committed: Option<&str>,
+    ) -> Result<FileWritten, FileFailure> {
+        if let Some(value) = committed.filter(|value| !is_sha256(value)) {
+            return Err(FileFailure::invalid(format!(
+                "the sha256 committed for {} is not 64 lower-case hex digits ({}); upload it \
+                 again",
+                shown(&self.display),
+                shown(value)
+            )));
+        }
         let failure = |e: Errno| FileFailure::from_errno(&self.display, e);
         self.file.sync_all().map_err(|e| failure(io_errno(&e)))?;
         let existing = check_target(&self.dir, &self.name, &self.display, request)?;
-        let sha256 = hex::encode(self.hash.clone().finalize());
-        if !request.sha256.is_empty() && !request.sha256.eq_ignore_ascii_case(&sha256) {
+        let sha256 = hex::encode(self.hash.settle().finalize());
+        let mismatch =
+            |expected: &str| !expected.is_empty() && !expected.eq_ignore_ascii_case(&sha256);
+        if mismatch(&request.sha256) || committed.is_some_and(mismatch) {
             return Err(FileFailure::new(
                 FileError::Checksum,
                 format!(
@@ -546,6 +625,14 @@ impl Upload {
     }
 }
 
+/// True for a sha256 as a `FileCommit` carries it: 64 lower-case hex digits.
+fn is_sha256(value: &str) -> bool {
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn sync_dir(dir: &OwnedFd) -> Result<(), Errno> {
     let fd = rustix::fs::openat(
         dir,
@@ -609,6 +696,8 @@ impl Incoming<'_> {
 pub struct WriteEnd {
     pub done: tokio::sync::watch::Sender<Option<FileWritten>>,
     pub slot: Option<OwnedMutexGuard<Option<Kept>>>,
+    /// The sha256 of the content from a `FileCommit`, which arrives before the end of input.
+    pub committed: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// Runs a write to its end: the content into the temporary file (or the tar unpacked),
@@ -663,16 +752,18 @@ fn write_file(mut upload: Upload, request: &FileWrite, incoming: &mut Incoming, 
     loop {
         match incoming.next() {
             Next::Data(bytes) => {
-                if !failed && let Err(failure) = upload.append(&bytes) {
+                let len = bytes.len();
+                if !failed && let Err(failure) = upload.append(bytes) {
                     discard(&upload);
                     failed = true;
                     end.done.send_replace(Some(refused(failure)));
                 }
-                incoming.input.wrote(bytes.len());
+                incoming.input.wrote(len);
             }
             Next::Eof if failed => return,
             Next::Eof => {
-                let verdict = match upload.commit(request) {
+                let committed = end.committed.borrow().clone();
+                let verdict = match upload.commit(request, committed.as_deref()) {
                     Ok(written) => written,
                     Err(failure) => {
                         if resumable && failure.kind != FileError::Checksum {
@@ -699,7 +790,9 @@ fn write_file(mut upload: Upload, request: &FileWrite, incoming: &mut Incoming, 
     }
 }
 
-fn keep(upload: Upload, request: &FileWrite, end: &mut WriteEnd) {
+fn keep(mut upload: Upload, request: &FileWrite, end: &mut WriteEnd) {
+    // A kept upload holds the hash of exactly its bytes, for the channel that resumes it.
+    upload.hash.settle();
     if let Some(slot) = end.slot.as_mut() {
         **slot = Some(Kept {
             upload,
