@@ -2,7 +2,9 @@
 //! and find. Each runs on a blocking thread; every path is opened beneath its root (see
 //! `resolve`) and every change to a name goes through its parent's handle (`*at` calls).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io::Read;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use globset::{GlobBuilder, GlobMatcher};
 use memchr::memmem;
 use nix::unistd::{Group, User};
-use rustix::fs::{AtFlags, Dir, Gid, Mode, OFlags, RenameFlags, Uid};
+use rustix::fs::{AtFlags, Dir, Gid, Mode, OFlags, RawDir, RenameFlags, Uid};
 use rustix::io::Errno;
 use zpanel_proto::{
     FileChmod, FileChown, FileCopy, FileDelete, FileError, FileFind, FileFound, FileInfo, FileList,
@@ -28,6 +30,8 @@ use super::{FileFailure, temp_name};
 /// Entries of a listing page when the request does not say, and at most.
 const LIST_DEFAULT: u32 = 1000;
 const LIST_MAX: u32 = 10_000;
+/// Bytes of directory entries a listing reads per system call.
+const LIST_READ_BUFFER: usize = 64 * 1024;
 /// Matches of a find when the request does not say, and at most.
 const FIND_DEFAULT: u32 = 100;
 const FIND_MAX: u32 = 10_000;
@@ -108,31 +112,41 @@ fn list(roots: &Roots, request: &FileList) -> Result<FileListing, FileFailure> {
         0 => LIST_DEFAULT,
         n => n.min(LIST_MAX),
     } as usize;
-    // The `limit + 1` smallest names after `after`: one more tells whether a page follows.
-    let mut page: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for entry in Dir::read_from(&dir).map_err(|e| at.failure(e))? {
+    // The `limit + 1` smallest names after `after` (one more tells whether a page follows),
+    // in a max-heap whose largest is replaced in place: names are compared as raw bytes (as
+    // shown, for the rare name that is not UTF-8) and only those that enter the page are
+    // copied, into buffers the heap reuses.
+    let keep = limit + 1;
+    let mut page: BinaryHeap<ListedName> = BinaryHeap::with_capacity(keep.min(1024));
+    let mut buffer = Vec::with_capacity(LIST_READ_BUFFER);
+    let mut entries_read = RawDir::new(&dir, buffer.spare_capacity_mut());
+    while let Some(entry) = entries_read.next() {
         let entry = entry.map_err(|e| at.failure(e))?;
-        let Some(name) = entry_name(entry.file_name()) else {
-            continue;
-        };
-        let shown_name = name.to_string_lossy().into_owned();
-        if shown_name.as_str() <= request.after.as_str() {
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." || *shown_bytes(name) <= *request.after.as_bytes() {
             continue;
         }
-        page.insert(shown_name, name);
-        if page.len() > limit + 1 {
-            page.pop_last();
+        if page.len() < keep {
+            page.push(ListedName(name.to_vec()));
+        } else if let Some(mut largest) = page.peek_mut()
+            && shown_cmp(name, &largest.0).is_lt()
+        {
+            largest.0.clear();
+            largest.0.extend_from_slice(name);
         }
     }
+    let page = page.into_sorted_vec();
     let more = page.len() > limit;
     let mut names = Names::default();
     let mut entries = Vec::with_capacity(limit.min(page.len()));
-    for (shown_name, name) in page.into_iter().take(limit) {
+    for ListedName(raw) in page.into_iter().take(limit) {
+        let name = Path::new(OsStr::from_bytes(&raw));
         // An entry removed since the directory was read is left out.
-        let Ok(entry) = Meta::at(&dir, &name) else {
+        let Ok(entry) = Meta::at(&dir, name) else {
             continue;
         };
-        entries.push(names.describe(shown_name, &entry, &dir, &name));
+        let shown_name = String::from_utf8_lossy(&raw).into_owned();
+        entries.push(names.describe(shown_name, &entry, &dir, name));
     }
     let next_after = match (more, entries.last()) {
         (true, Some(last)) => last.path.clone(),
@@ -143,6 +157,35 @@ fn list(roots: &Roots, request: &FileList) -> Result<FileListing, FileFailure> {
         entries,
         next_after,
     })
+}
+
+/// A name in a listing page, ordered as shown.
+#[derive(PartialEq, Eq)]
+struct ListedName(Vec<u8>);
+
+impl Ord for ListedName {
+    fn cmp(&self, other: &Self) -> Ordering {
+        shown_cmp(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for ListedName {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A name's bytes as shown: itself when it is UTF-8 (no copy), else its lossy form.
+fn shown_bytes(name: &[u8]) -> Cow<'_, [u8]> {
+    match String::from_utf8_lossy(name) {
+        Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+        Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+    }
+}
+
+/// Names in the order listings show them.
+fn shown_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    shown_bytes(a).cmp(&shown_bytes(b))
 }
 
 // === mkdir ===

@@ -626,6 +626,28 @@ async fn listings_come_in_name_order_by_pages() {
     assert_eq!(last.entries[5].symlink_target, "f00");
     // the default page holds everything here
     assert_eq!(fx.list(&path, "", 0).await.entries.len(), 26);
+
+    // pages of a larger directory, walked to the end, hold every name once in order
+    let dir = fx.root.join("more");
+    std::fs::create_dir(&dir).unwrap();
+    let mut expected: Vec<String> = (0..2000u32)
+        .map(|n| format!("{:x}", n.wrapping_mul(2_654_435_761)))
+        .collect();
+    for name in &expected {
+        std::fs::write(dir.join(name), b"").unwrap();
+    }
+    expected.sort();
+    let (path, mut after, mut seen) = (fx.at("more"), String::new(), Vec::new());
+    loop {
+        let page = fx.list(&path, &after, 300).await;
+        assert!(page.entries.len() <= 300);
+        seen.extend(page.entries.into_iter().map(|e| e.path));
+        if page.next_after.is_empty() {
+            break;
+        }
+        after = page.next_after;
+    }
+    assert_eq!(seen, expected);
 }
 
 #[tokio::test]
