@@ -29,6 +29,8 @@ use location::Remote;
 /// Entries asked for per page of a directory listing: the most a host gives. The host reads
 /// the directory again for each page, so a huge directory lists in as few pages as it can.
 pub const LIST_PAGE: u32 = 10_000;
+/// The first page is small, so the first lines show at once (and `| head` ends quickly).
+pub const FIRST_LIST_PAGE: u32 = 1_000;
 
 /// Why one connection's worth of a transfer ended early.
 enum Interrupted {

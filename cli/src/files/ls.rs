@@ -10,7 +10,7 @@ use zpanel_proto::{FileInfo, FileType};
 
 use super::download::OutputClosed;
 use super::location::Remote;
-use super::{LIST_PAGE, is_directory, list_page, refused, stat};
+use super::{FIRST_LIST_PAGE, LIST_PAGE, is_directory, list_page, refused, stat};
 use crate::client;
 use crate::config::Settings;
 
@@ -68,7 +68,12 @@ async fn list(settings: &Settings, remote: &Remote, options: &LsOptions) -> anyh
     }
     let mut after = String::new();
     loop {
-        let listing = list_page(&mut client, remote, after, LIST_PAGE)
+        let limit = if after.is_empty() {
+            FIRST_LIST_PAGE
+        } else {
+            LIST_PAGE
+        };
+        let listing = list_page(&mut client, remote, after, limit)
             .await
             .map_err(|status| refused(remote, &status))?;
         let directory = listing.directory.map(|d| d.path).unwrap_or_default();
