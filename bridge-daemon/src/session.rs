@@ -605,6 +605,17 @@ mod tests {
         }
     }
 
+    /// Picks a chunk of `channel_id`'s output (for `expect`).
+    fn chunk_on(channel_id: u64) -> impl FnMut(&Body) -> Option<StreamChunk> {
+        move |body| match body {
+            Body::Data(ChannelData {
+                channel_id: id,
+                chunk: Some(chunk),
+            }) if *id == channel_id => Some(chunk.clone()),
+            _ => None,
+        }
+    }
+
     /// Output of `channel_id` until it holds `needle`, acknowledging what arrives.
     async fn output_until(
         session: &DaemonSession,
@@ -614,14 +625,7 @@ mod tests {
     ) -> String {
         let mut text = String::new();
         while !text.contains(needle) {
-            let chunk = expect(frames, |body| match body {
-                Body::Data(ChannelData {
-                    channel_id: id,
-                    chunk: Some(chunk),
-                }) if *id == channel_id => Some(chunk.clone()),
-                _ => None,
-            })
-            .await;
+            let chunk = expect(frames, chunk_on(channel_id)).await;
             text.push_str(&String::from_utf8_lossy(&chunk.payload));
             let ack = StreamAck {
                 stream: StreamKind::Stdout as i32,
@@ -813,23 +817,9 @@ mod tests {
             expect(&mut frames, opened(3)).await.error(),
             OpenError::None
         );
-        let data = expect(&mut frames, |body| match body {
-            Body::Data(ChannelData {
-                channel_id: 3,
-                chunk: Some(chunk),
-            }) => Some(chunk.clone()),
-            _ => None,
-        })
-        .await;
+        let data = expect(&mut frames, chunk_on(3)).await;
         assert_eq!((data.offset, &data.payload[..]), (4, &b"456789"[..]));
-        let end = expect(&mut frames, |body| match body {
-            Body::Data(ChannelData {
-                channel_id: 3,
-                chunk: Some(chunk),
-            }) => Some(chunk.clone()),
-            _ => None,
-        })
-        .await;
+        let end = expect(&mut frames, chunk_on(3)).await;
         assert_eq!((end.offset, end.eof), (10, true));
         let ack = StreamAck {
             stream: StreamKind::Stdout as i32,

@@ -18,11 +18,8 @@
 // (the daemon's root, absolute), ZPANEL_USER (default admin), ZPANEL_SCREENSHOT (PNG path
 // prefix, optional), ZPANEL_CHROMIUM (default /usr/bin/chromium).
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+import { ask, currentStep, launchChromium, need, STEP_MS, step } from './harness.mjs';
 
 const url = need('ZPANEL_URL').replace(/\/$/, '');
 const password = need('ZPANEL_PASSWORD');
@@ -30,31 +27,8 @@ const hostName = need('ZPANEL_HOST');
 const root = need('ZPANEL_FILES_ROOT');
 const user = process.env.ZPANEL_USER || 'admin';
 const screenshot = process.env.ZPANEL_SCREENSHOT;
-/** How long one step may take. */
-const STEP_MS = 30_000;
-
-function need(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-}
-
-let currentStep = 'start';
-function step(text) {
-  currentStep = text;
-  console.log(`step: ${text}`);
-}
 
 // === talking to the Rust test ===
-
-const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-async function ask(command) {
-  console.log(`@@ ${command}`);
-  const { value, done } = await stdinLines.next();
-  if (done) throw new Error(`no answer to ${command}`);
-  return value;
-}
 
 /** ROOT/NAME's content on the host, or null. */
 async function readOnHost(name) {
@@ -100,26 +74,11 @@ async function shoot(page, name) {
 
 // === the test ===
 
-const profile = mkdtempSync(join(tmpdir(), 'zpanel-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.ZPANEL_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-  ],
-  ignoreHTTPSErrors: true, // the control plane's certificate comes from its own CA
+const { context, page, pageErrors, close } = await launchChromium({
   viewport: { width: 1200, height: 700 },
   acceptDownloads: true,
 });
 context.setDefaultTimeout(STEP_MS);
-const page = context.pages()[0] ?? (await context.newPage());
-const pageErrors = [];
-page.on('pageerror', (error) => pageErrors.push(error.message));
 try {
   step(`log in as ${user}`);
   await page.goto(url);
@@ -225,7 +184,6 @@ try {
   await shoot(page, 'failed').catch(() => {});
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(); // (stdin stays open)

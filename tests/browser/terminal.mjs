@@ -16,44 +16,15 @@
 
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:https';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { ask, currentStep, launchChromium, need, STEP_MS, step } from './harness.mjs';
 
 const url = need('ZPANEL_URL').replace(/\/$/, '');
 const password = need('ZPANEL_PASSWORD');
 const hostName = need('ZPANEL_HOST');
 const user = process.env.ZPANEL_USER || 'admin';
 const screenshot = process.env.ZPANEL_SCREENSHOT;
-/** How long one step may take; a control-plane restart includes the daemon reconnecting. */
-const STEP_MS = 30_000;
+/** How long a control-plane restart may take, the daemon reconnecting included. */
 const RESTART_MS = 90_000;
-
-function need(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-}
-
-let currentStep = 'start';
-function step(text) {
-  currentStep = text;
-  console.log(`step: ${text}`);
-}
-
-// === talking to the Rust test ===
-
-const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-/** Asks the Rust test to do something and waits until it says it has. */
-async function ask(command) {
-  console.log(`@@ ${command}`);
-  const { value, done } = await stdinLines.next();
-  if (done) throw new Error(`no answer to ${command}`);
-  return value;
-}
 
 // === the terminal on the page ===
 
@@ -123,24 +94,9 @@ function upgradeStatus(path, origin, cookie) {
 
 // === the test ===
 
-const profile = mkdtempSync(join(tmpdir(), 'zpanel-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.ZPANEL_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-  ],
-  ignoreHTTPSErrors: true, // the control plane's certificate comes from its own CA
+const { context, page, pageErrors, close } = await launchChromium({
   viewport: { width: 1100, height: 650 },
 });
-const page = context.pages()[0] ?? (await context.newPage());
-const pageErrors = [];
-page.on('pageerror', (error) => pageErrors.push(error.message));
 try {
   step('the page loads with a strict Content-Security-Policy');
   const response = await page.goto(url);
@@ -222,7 +178,6 @@ try {
   if (screenshot) await page.screenshot({ path: screenshot.replace(/(\.png)?$/, '-failed.png') }).catch(() => {});
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(); // (stdin stays open)

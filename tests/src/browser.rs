@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+use crate::ControlPlane;
+
 /// The folder holding the browser scripts and their `package.json`.
 pub fn scripts_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
@@ -138,9 +140,31 @@ impl BrowserScript {
         (status, transcript)
     }
 
+    /// Waits for the script to end and fails the test unless it passed and this side saw no
+    /// `failure`; the message holds everything the script printed and the end of `cp`'s log.
+    /// `test` names the test in that message.
+    pub async fn assert_passed(self, test: &str, failure: Option<String>, cp: &ControlPlane) {
+        let (status, transcript) = self.finish(Duration::from_secs(30)).await;
+        let passed = failure.is_none() && status.as_ref().is_ok_and(|s| s.success());
+        assert!(
+            passed,
+            "{test} failed ({}):\n{transcript}\n--- control plane log (last 40 lines) ---\n{}",
+            failure.unwrap_or_else(|| match &status {
+                Ok(status) => format!("node: {status}"),
+                Err(e) => format!("{e:#}"),
+            }),
+            last_lines(&cp.log(), 40),
+        );
+    }
+
     fn note(&self, line: &str) {
         let mut transcript = self.transcript.lock().expect("transcript");
         transcript.push_str(line);
         transcript.push('\n');
     }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

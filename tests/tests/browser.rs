@@ -56,20 +56,5 @@ async fn a_browser_terminal_survives_reload_and_control_plane_restart() {
             break;
         }
     }
-    let (status, transcript) = script.finish(Duration::from_secs(30)).await;
-    let passed = failure.is_none() && status.as_ref().is_ok_and(|s| s.success());
-    assert!(
-        passed,
-        "the browser test failed ({}):\n{transcript}\n--- control plane log (last 40 lines) ---\n{}",
-        failure.unwrap_or_else(|| match &status {
-            Ok(status) => format!("node: {status}"),
-            Err(e) => format!("{e:#}"),
-        }),
-        last_lines(&cp.log(), 40),
-    );
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    script.assert_passed("the browser test", failure, &cp).await;
 }

@@ -75,17 +75,9 @@ async fn a_browser_uploads_edits_and_settles_a_conflict() {
             break;
         }
     }
-    let (status, transcript) = script.finish(Duration::from_secs(30)).await;
-    let passed = failure.is_none() && status.as_ref().is_ok_and(|s| s.success());
-    assert!(
-        passed,
-        "the browser files test failed ({}):\n{transcript}\n--- control plane log (last 40 lines) ---\n{}",
-        failure.unwrap_or_else(|| match &status {
-            Ok(status) => format!("node: {status}"),
-            Err(e) => format!("{e:#}"),
-        }),
-        last_lines(&cp.log(), 40),
-    );
+    script
+        .assert_passed("the browser files test", failure, &cp)
+        .await;
 }
 
 /// The answer to one of the script's commands about files under `root`:
@@ -122,9 +114,4 @@ fn inside(root: &Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
         "the script named {name:?}, not a file name"
     );
     Ok(root.join(name))
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

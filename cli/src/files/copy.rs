@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::Code;
-use zpanel_proto::{FileCopy, FileMkdir, FileWrite, file_request};
+use zpanel_proto::{FileCopy, FileInfo, FileMkdir, FileWrite, file_request};
 
 use super::download::{self, Download};
 use super::location::{Location, Remote};
@@ -134,14 +134,7 @@ async fn download(
     from: &Remote,
     to: &Path,
 ) -> anyhow::Result<()> {
-    let mut client = client::connect(settings).await?;
-    let info = stat(&mut client, from)
-        .await
-        .map_err(|status| refused(from, &status))?;
-    let directory = is_directory(&mut client, from, &info).await;
-    if directory && !options.recursive {
-        anyhow::bail!("{from}: is a directory (use -r)");
-    }
+    let (_client, info, directory) = remote_source(settings, options, from).await?;
     let target = local_target(to, from, &info.path)?;
     let download = Download {
         settings,
@@ -181,12 +174,13 @@ fn local_target(to: &Path, from: &Remote, resolved: &str) -> anyhow::Result<Path
     Ok(to.join(name))
 }
 
-async fn between_hosts(
+/// Connects and looks the remote source `from` up: the client, what `from` is, and whether
+/// it is a directory (copied only with `-r`).
+async fn remote_source(
     settings: &Settings,
     options: &CopyOptions,
     from: &Remote,
-    to: &Remote,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Client, FileInfo, bool)> {
     let mut client = client::connect(settings).await?;
     let info = stat(&mut client, from)
         .await
@@ -195,6 +189,16 @@ async fn between_hosts(
     if directory && !options.recursive {
         anyhow::bail!("{from}: is a directory (use -r)");
     }
+    Ok((client, info, directory))
+}
+
+async fn between_hosts(
+    settings: &Settings,
+    options: &CopyOptions,
+    from: &Remote,
+    to: &Remote,
+) -> anyhow::Result<()> {
+    let (mut client, info, directory) = remote_source(settings, options, from).await?;
     let target = into_directory(&mut client, to, from).await?;
     if from.host == to.host {
         let op = file_request::Op::Copy(FileCopy {
