@@ -463,3 +463,96 @@ async fn changes_are_audited() {
     }
     assert!(rows.contains("renamed/w.txt (1 bytes"), "{rows}");
 }
+
+/// A tmpfs of `size` mounted on `dir` for the life of the value (the tests run as root).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount (the end-to-end tests run as root)");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs on {}",
+            dir.display()
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_leaves_the_old_file_and_a_growing_file_downloads_consistently() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("disk");
+    let _disk = SmallDisk::mount(&root, "2m");
+    std::fs::write(root.join("keep.txt"), "the old content\n").unwrap();
+    let cp = ControlPlane::start().await;
+    let cli = cp.admin_cli().await;
+    let _daemon = zpanel_tests::files::add_host_serving(&cp, &cli, "full", &[&root]).await;
+    let browser = Browser::login(&cp, "admin", &cp.admin_password())
+        .await
+        .unwrap();
+    let path = encode(root.join("keep.txt").to_str().unwrap());
+    let url = format!("/api/v1/hosts/full/files/content?path={path}");
+    let big = vec![b'x'; 4 * 1024 * 1024];
+    let full = browser
+        .call_with_body("PUT", &url, &[], &big)
+        .await
+        .unwrap();
+    assert_eq!(full.status, 507, "{full:?}");
+    assert!(full.json()["error"].as_str().is_some());
+    assert_eq!(
+        std::fs::read_to_string(root.join("keep.txt")).unwrap(),
+        "the old content\n"
+    );
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["keep.txt"], "a temporary file was left behind");
+
+    // A file that grows while it is downloaded ends where it was when the read began.
+    let growing = dir.path().join("growing.log");
+    std::fs::write(&growing, vec![b'a'; 32 * 1024 * 1024]).unwrap();
+    let whole = dir.path().to_path_buf();
+    let _served = zpanel_tests::files::add_host_serving(&cp, &cli, "grow", &[&whole]).await;
+    let writer = {
+        let growing = growing.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&growing)
+                .unwrap();
+            for _ in 0..200 {
+                file.write_all(&[b'b'; 64 * 1024]).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let url = format!(
+        "/api/v1/hosts/grow/files/content?path={}",
+        encode(growing.to_str().unwrap())
+    );
+    let read = browser.call("GET", &url, None).await.unwrap();
+    writer.join().unwrap();
+    assert_eq!(read.status, 200);
+    let length: usize = read.header("content-length").unwrap().parse().unwrap();
+    assert_eq!(
+        read.bytes.len(),
+        length,
+        "the body does not match its length"
+    );
+    let on_disk = std::fs::read(&growing).unwrap();
+    assert!(length >= 32 * 1024 * 1024 && on_disk.starts_with(&read.bytes));
+}
