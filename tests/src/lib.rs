@@ -314,25 +314,7 @@ pub fn authority_and_host(url: &str) -> anyhow::Result<(String, String)> {
 
 /// One GET over HTTPS trusting the pinned CA.
 pub async fn http_get(url: &str, path: &str, pin: &str) -> anyhow::Result<String> {
-    let (authority, host) = authority_and_host(url)?;
-    let tcp = tokio::net::TcpStream::connect(&authority).await?;
-    let config = zpanel_shared::tls::client_config(
-        zpanel_shared::tls::ServerTrust::Pin(pin.into()),
-        None,
-        &[b"http/1.1"],
-    )?;
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(rustls_pki_types::ServerName::try_from(host)?, tcp)
-        .await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut response).await;
-    let text = String::from_utf8_lossy(&response).to_string();
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or(text))
+    Ok(web::request(url, pin, "GET", path, &[], None).await?.body)
 }
 
 /// The `zpanel` CLI with its own config directory.
