@@ -114,20 +114,7 @@ impl Source {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| local_error(path, &e))?;
-        let mut prefix = file.take(offset);
-        let mut buf = vec![0u8; HASH_READ_BYTES];
-        let mut done = 0u64;
-        loop {
-            let n = prefix
-                .read(&mut buf)
-                .await
-                .map_err(|e| local_error(path, &e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            done += n as u64;
-        }
+        let done = hash_read(file.take(offset), hasher, path).await?;
         if done < offset {
             anyhow::bail!(
                 "{}: shorter than the {offset} bytes the host already holds (did the file change?)",
@@ -249,20 +236,32 @@ async fn send_content(
 
 /// The sha256 of a local file.
 pub async fn hash_file(path: &Path) -> anyhow::Result<String> {
-    let mut file = tokio::fs::File::open(path)
+    let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| local_error(path, &e))?;
     let mut hasher = Sha256::new();
+    hash_read(file, &mut hasher, path).await?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Feeds everything `reader` (reading `path`) gives into `hasher`; the number of bytes read.
+async fn hash_read(
+    mut reader: impl AsyncRead + Unpin,
+    hasher: &mut Sha256,
+    path: &Path,
+) -> anyhow::Result<u64> {
     let mut buf = vec![0u8; HASH_READ_BYTES];
+    let mut done = 0u64;
     loop {
-        let n = file
+        let n = reader
             .read(&mut buf)
             .await
             .map_err(|e| local_error(path, &e))?;
         if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
+            return Ok(done);
         }
         hasher.update(&buf[..n]);
+        done += n as u64;
     }
 }
 
