@@ -846,6 +846,16 @@ fn unpack(input: &mut impl Read, dir: &OwnedFd, display: &str) -> Result<(), Fil
         let shown_path = shown(&path.to_string_lossy());
         let display = super::ops::joined(display, &shown_path);
         let failure = |e: Errno| FileFailure::from_errno(&display, e);
+        let link_outside = |kind: &str, target: &Path| {
+            FileFailure::new(
+                FileError::OutsideRoots,
+                format!(
+                    "tar entry {shown_path} is a {kind} link to {} outside the target directory; \
+                     unpacking stopped there",
+                    shown(&target.to_string_lossy())
+                ),
+            )
+        };
         let Some(rel) = inside(&path) else {
             return Err(FileFailure::new(
                 FileError::OutsideRoots,
@@ -912,14 +922,7 @@ fn unpack(input: &mut impl Read, dir: &OwnedFd, display: &str) -> Result<(), Fil
             tar::EntryType::Symlink => {
                 let target = entry.link_name().map_err(bad_tar)?.unwrap_or_default();
                 if !link_stays_inside(&rel, &target) {
-                    return Err(FileFailure::new(
-                        FileError::OutsideRoots,
-                        format!(
-                            "tar entry {shown_path} is a symbolic link to {} outside the target \
-                             directory; unpacking stopped there",
-                            shown(&target.to_string_lossy())
-                        ),
-                    ));
+                    return Err(link_outside("symbolic", &target));
                 }
                 replace(&parent, name, |dir, name| {
                     rustix::fs::symlinkat(&*target, dir, name)
@@ -930,14 +933,7 @@ fn unpack(input: &mut impl Read, dir: &OwnedFd, display: &str) -> Result<(), Fil
                 let target = entry.link_name().map_err(bad_tar)?.unwrap_or_default();
                 let source = inside(&target).filter(|t| t.file_name().is_some());
                 let Some(source) = source else {
-                    return Err(FileFailure::new(
-                        FileError::OutsideRoots,
-                        format!(
-                            "tar entry {shown_path} is a hard link to {} outside the target \
-                             directory; unpacking stopped there",
-                            shown(&target.to_string_lossy())
-                        ),
-                    ));
+                    return Err(link_outside("hard", &target));
                 };
                 let source_dir = child(
                     dir,
