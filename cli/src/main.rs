@@ -292,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .create_join_token(CreateJoinTokenRequest {
                     ttl_seconds: ttl.as_secs(),
                     uses,
+                    workspace: String::new(),
                 })
                 .await
                 .map_err(call_failed)?

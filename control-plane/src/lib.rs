@@ -2,6 +2,7 @@
 //! store. `main.rs` parses flags and calls [`run`].
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod bridge;
 pub mod ca;
@@ -101,7 +102,7 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
         host_cert_ttl: args.host_cert_ttl,
         record_terminals: !args.no_terminal_recording,
         recordings: recording::Recordings::new(data_dir.clone()),
-        login_limits: Default::default(),
+        limits: Default::default(),
         web_session_ttl: args.web_session_ttl,
         ca,
     });
@@ -155,7 +156,10 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
 
 /// Gives the admin a random web password while it has none, in `path` (0600).
 async fn bootstrap_admin_password(store: &Store, path: &Path) -> anyhow::Result<()> {
-    let needs_password = matches!(store.user_password("admin").await?, Some((_, None)));
+    let needs_password = store
+        .credentials("admin")
+        .await?
+        .is_some_and(|admin| admin.password_hash.is_none());
     if !needs_password {
         return Ok(());
     }
@@ -312,13 +316,15 @@ async fn run_local_host(
         bridge.display()
     );
     if !dir.join("bridge.toml").exists() {
-        let system = store::Principal {
+        let system = access::Principal {
             user_id: "system".into(),
             user_name: "system".into(),
-            role: "admin".into(),
+            admin: true,
+            memberships: Default::default(),
+            token: None,
         };
         let token = state
-            .create_join_token(&system, Duration::from_secs(600), 1)
+            .create_join_token(&system, Duration::from_secs(600), 1, None)
             .await?;
         let name =
             std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "local".into());

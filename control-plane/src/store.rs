@@ -1,5 +1,15 @@
 //! Storage: the SQLite database (sqlx, migrations in `control-plane/migrations`). Only this
-//! module writes SQL. Every function is one statement or one short transaction.
+//! module and its children write SQL. Every function is one statement or one short
+//! transaction. Users, workspaces and tokens are in `access`, the audit chain in `audit`.
+
+mod access;
+mod audit;
+
+pub use access::{
+    ApiTokenRecord, Credentials, DEFAULT_WORKSPACE, NewApiToken, Quotas, UserRecord,
+    WebSessionRecord, WorkspaceRecord,
+};
+pub use audit::{AuditBreak, AuditEntry, AuditFilter, AuditRecord};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +28,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("host name {0:?} is already taken")]
     NameTaken(String),
+    #[error("{0}")]
+    Exists(String),
 }
 
 /// Why a join token was refused.
@@ -32,13 +44,6 @@ pub enum JoinTokenError {
 }
 
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: String,
-    pub user_name: String,
-    pub role: String,
-}
-
-#[derive(Debug, Clone)]
 pub struct HostRecord {
     pub id: String,
     pub name: String,
@@ -49,6 +54,7 @@ pub struct HostRecord {
     pub labels: BTreeMap<String, String>,
     pub enrolled_at: i64,
     pub last_seen: Option<i64>,
+    pub workspace_id: String,
 }
 
 /// What the daemon reports about its machine.
@@ -68,6 +74,7 @@ pub struct NewHost<'a> {
     pub facts: &'a HostFacts,
     pub cert_serial: &'a str,
     pub cert_expires_at: i64,
+    pub workspace_id: &'a str,
 }
 
 /// A terminal session opened through this control plane.
@@ -83,17 +90,11 @@ pub struct TerminalRecord {
     pub recorded_bytes: u64,
 }
 
-pub struct AuditEntry<'a> {
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub target: &'a str,
-    pub detail: &'a str,
-    pub outcome: &'a str,
-}
-
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Serialises audit appends, which read the chain's head and extend it.
+    audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 pub use zpanel_shared::unix_now as now;
@@ -123,132 +124,12 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
-    }
-
-    // === users and API tokens ===
-
-    /// Creates the admin user and returns a fresh admin API token, if no user exists yet.
-    pub async fn bootstrap_admin(&self) -> Result<Option<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&mut *tx)
-            .await?;
-        if users > 0 {
-            return Ok(None);
-        }
-        let user_id = uuid::Uuid::new_v4().to_string();
-        sqlx::query(
-            "INSERT INTO users (id, name, role, created_at) VALUES (?, 'admin', 'admin', ?)",
-        )
-        .bind(&user_id)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        let token = new_token("zpa");
-        sqlx::query(
-            "INSERT INTO api_tokens (id, user_id, token_hash, name, role, created_at) VALUES (?, ?, ?, 'admin-token', 'admin', ?)",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(&user_id)
-        .bind(token_hash(&token))
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(token))
-    }
-
-    /// The user behind a live API token.
-    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
-        let row = sqlx::query(
-            "SELECT u.id, u.name, t.role FROM api_tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.token_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)",
-        )
-        .bind(token_hash(token))
-        .bind(now())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| principal_from_row(&r)))
-    }
-
-    /// A user's id, role and password hash (None when no password is set).
-    pub async fn user_password(
-        &self,
-        name: &str,
-    ) -> Result<Option<(Principal, Option<String>)>, StoreError> {
-        let row = sqlx::query("SELECT id, name, role, password_hash FROM users WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| (principal_from_row(&r), r.get(3))))
-    }
-
-    /// Sets a user's password hash and ends the user's browser sessions; false when there
-    /// is no such user.
-    pub async fn set_password(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
-            .bind(hash)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "DELETE FROM web_sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(updated.rows_affected() == 1)
-    }
-
-    // === browser sessions ===
-
-    pub async fn create_web_session(
-        &self,
-        token: &str,
-        user_id: &str,
-        csrf: &str,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO web_sessions (id, token_hash, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(token_hash(token))
-        .bind(user_id)
-        .bind(csrf)
-        .bind(now())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The user behind a live browser session and the session's CSRF token.
-    pub async fn web_session(
-        &self,
-        token: &str,
-    ) -> Result<Option<(Principal, String)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT u.id, u.name, u.role, s.csrf FROM web_sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ? AND s.expires_at > ?",
-        )
-        .bind(token_hash(token))
-        .bind(now())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (principal_from_row(&r), r.get(3))))
-    }
-
-    pub async fn delete_web_session(&self, token: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM web_sessions WHERE token_hash = ? OR expires_at <= ?")
-            .bind(token_hash(token))
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let store = Store {
+            pool,
+            audit_lock: Default::default(),
+        };
+        store.seal_audit().await?;
+        Ok(store)
     }
 
     // === terminal sessions ===
@@ -306,10 +187,11 @@ impl Store {
         uses: u32,
         expires_at: i64,
         created_by: &str,
+        workspace_id: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO join_tokens (id, token_hash, uses_total, uses_left, expires_at, created_by, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO join_tokens (id, token_hash, uses_total, uses_left, expires_at, created_by, created_at, workspace_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(token_hash(token))
@@ -318,28 +200,29 @@ impl Store {
         .bind(expires_at)
         .bind(created_by)
         .bind(now())
+        .bind(workspace_id)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Takes one use of a join token in a single statement, so two racing joins cannot both
-    /// take the last use. Returns the token's id.
+    /// take the last use. Returns the token's id and the workspace its hosts join.
     pub async fn consume_join_token(
         &self,
         token: &str,
-    ) -> Result<Result<String, JoinTokenError>, StoreError> {
+    ) -> Result<Result<(String, String), JoinTokenError>, StoreError> {
         let hash = token_hash(token);
-        let taken: Option<String> = sqlx::query_scalar(
+        let taken = sqlx::query(
             "UPDATE join_tokens SET uses_left = uses_left - 1
-             WHERE token_hash = ? AND uses_left > 0 AND expires_at > ? RETURNING id",
+             WHERE token_hash = ? AND uses_left > 0 AND expires_at > ? RETURNING id, workspace_id",
         )
         .bind(&hash)
         .bind(now())
         .fetch_optional(&self.pool)
         .await?;
-        if let Some(id) = taken {
-            return Ok(Ok(id));
+        if let Some(row) = taken {
+            return Ok(Ok((row.get(0), row.get(1))));
         }
         let row = sqlx::query("SELECT uses_left, expires_at FROM join_tokens WHERE token_hash = ?")
             .bind(&hash)
@@ -373,8 +256,8 @@ impl Store {
 
     pub async fn insert_host(&self, host: NewHost<'_>) -> Result<(), StoreError> {
         let result = sqlx::query(
-            "INSERT INTO hosts (id, name, hostname, os, kernel, arch, daemon_version, labels, cert_serial, cert_expires_at, enrolled_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO hosts (id, name, hostname, os, kernel, arch, daemon_version, labels, cert_serial, cert_expires_at, enrolled_at, workspace_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(host.id)
         .bind(host.name)
@@ -387,6 +270,7 @@ impl Store {
         .bind(host.cert_serial)
         .bind(host.cert_expires_at)
         .bind(now())
+        .bind(host.workspace_id)
         .execute(&self.pool)
         .await;
         match result {
@@ -465,7 +349,7 @@ impl Store {
 
     pub async fn list_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen FROM hosts ORDER BY name",
+            "SELECT id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen, workspace_id FROM hosts ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -475,7 +359,7 @@ impl Store {
     /// A host by id, or by name when no id matches.
     pub async fn find_host(&self, id_or_name: &str) -> Result<Option<HostRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen FROM hosts
+            "SELECT id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen, workspace_id FROM hosts
              WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1",
         )
         .bind(id_or_name)
@@ -498,28 +382,56 @@ impl Store {
         Ok(())
     }
 
-    // === audit ===
-
-    pub async fn audit(&self, entry: AuditEntry<'_>) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_log (at, actor, action, target, detail, outcome) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(now())
-            .bind(entry.actor)
-            .bind(entry.action)
-            .bind(entry.target)
-            .bind(entry.detail)
-            .bind(entry.outcome)
+    /// Moves a host to another workspace.
+    pub async fn move_host(&self, host_id: &str, workspace_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE hosts SET workspace_id = ? WHERE id = ?")
+            .bind(workspace_id)
+            .bind(host_id)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
-}
 
-/// A principal from the first three columns of a row: user id, user name, role.
-fn principal_from_row(r: &sqlx::sqlite::SqliteRow) -> Principal {
-    Principal {
-        user_id: r.get(0),
-        user_name: r.get(1),
-        role: r.get(2),
+    pub async fn count_hosts(&self, workspace_id: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE workspace_id = ?")
+            .bind(workspace_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    // === execs ===
+
+    /// Records who started an exec (and forgets execs older than a day).
+    pub async fn insert_exec(
+        &self,
+        exec_id: &str,
+        host_id: &str,
+        user_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM execs WHERE created_at < ?")
+            .bind(now() - 24 * 3600)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO execs (id, host_id, user_id, created_at) VALUES (?, ?, ?, ?)")
+            .bind(exec_id)
+            .bind(host_id)
+            .bind(user_id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The host and user of an exec.
+    pub async fn exec_owner(&self, exec_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT host_id, user_id FROM execs WHERE id = ?")
+            .bind(exec_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 }
 
@@ -534,6 +446,7 @@ fn host_from_row(r: &sqlx::sqlite::SqliteRow) -> HostRecord {
         labels: serde_json::from_str(r.get::<&str, _>(6)).unwrap_or_default(),
         enrolled_at: r.get(7),
         last_seen: r.get(8),
+        workspace_id: r.get(9),
     }
 }
 
@@ -551,11 +464,11 @@ mod tests {
     async fn join_tokens_are_consumed_exactly_once() {
         let (store, dir) = store().await;
         store
-            .create_join_token("zpj_a", 2, now() + 60, "admin")
+            .create_join_token("zpj_a", 2, now() + 60, "admin", DEFAULT_WORKSPACE)
             .await
             .unwrap();
         store
-            .create_join_token("zpj_old", 1, now() - 1, "admin")
+            .create_join_token("zpj_old", 1, now() - 1, "admin", DEFAULT_WORKSPACE)
             .await
             .unwrap();
         let mut racers = Vec::new();
@@ -591,10 +504,41 @@ mod tests {
         assert!(store.bootstrap_admin().await.unwrap().is_none());
         let principal = store.authenticate(&token).await.unwrap().unwrap();
         assert_eq!(
-            (principal.user_name.as_str(), principal.role.as_str()),
-            ("admin", "admin")
+            (principal.user_name.as_str(), principal.global_role()),
+            ("admin", Some(crate::access::Role::Admin))
         );
         assert!(store.authenticate("zpa_wrong").await.unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_audit_chain_detects_edits_deletions_and_a_cut_tail() {
+        let (store, dir) = store().await;
+        for n in 0..5 {
+            let entry = AuditEntry::new("alice", "exec").detail(format!("echo {n}"));
+            store.audit(&entry).await.unwrap();
+        }
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(5));
+        let broken = |sql: &'static str| {
+            let store = store.clone();
+            async move {
+                sqlx::query(sql).execute(&store.pool).await.unwrap();
+                store.verify_audit().await.unwrap().unwrap_err()
+            }
+        };
+        assert_eq!(
+            broken("UPDATE audit_log SET detail = 'echo hidden' WHERE id = 3")
+                .await
+                .id,
+            3
+        );
+        sqlx::query("UPDATE audit_log SET detail = 'echo 2' WHERE id = 3")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(5));
+        assert_eq!(broken("DELETE FROM audit_log WHERE id = 5").await.id, 4);
+        assert_eq!(broken("DELETE FROM audit_log WHERE id = 2").await.id, 3);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

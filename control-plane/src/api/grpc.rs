@@ -1,5 +1,7 @@
 //! The operator gRPC API (`zpanel.v1.Operator`), used by the `zpanel` CLI.
 
+mod access;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +22,10 @@ use zpanel_proto::{
 };
 
 use crate::router::ChannelEvent;
+use crate::service::Principal;
 use crate::service::files::{FileReadChannel, FileWriteChannel};
 use crate::service::terminal::{TerminalChannel, TerminalEvent, TerminalRequest};
 use crate::service::{AppState, ExecChannel, ServiceError};
-use crate::store::Principal;
 
 /// Messages queued towards one exec client before the relay waits for it.
 const EXEC_CLIENT_QUEUE: usize = 64;
@@ -37,9 +39,11 @@ impl From<ServiceError> for Status {
                 Status::unauthenticated(message)
             }
             ServiceError::RateLimited(_) => Status::resource_exhausted(message),
-            ServiceError::PermissionDenied { .. } | ServiceError::Forbidden(_) => {
+            ServiceError::PermissionDenied(_) | ServiceError::Forbidden(_) => {
                 Status::permission_denied(message)
             }
+            ServiceError::TotpRequired => Status::unauthenticated(message),
+            ServiceError::QuotaExceeded(_) => Status::resource_exhausted(message),
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
             ServiceError::Conflict(_) => Status::already_exists(message),
@@ -67,11 +71,16 @@ impl OperatorApi {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        Ok(self.state.authenticate(token).await?)
+        let address = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |info| info.0.ip());
+        Ok(self.state.authenticate(token, address).await?)
     }
 }
 
 type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecServerMessage, Status>> + Send>>;
+type AuditStream = Pin<Box<dyn Stream<Item = Result<zpanel_proto::AuditEntry, Status>> + Send>>;
 type TerminalStream = Pin<Box<dyn Stream<Item = Result<TerminalServerMessage, Status>> + Send>>;
 type ReadFileStream = Pin<Box<dyn Stream<Item = Result<ReadFileResponse, Status>> + Send>>;
 type WriteFileStream = Pin<Box<dyn Stream<Item = Result<WriteFileResponse, Status>> + Send>>;
@@ -87,15 +96,253 @@ fn queued<T: Send + 'static>(
 
 #[tonic::async_trait]
 impl Operator for OperatorApi {
+    async fn add_user(
+        &self,
+        request: Request<zpanel_proto::AddUserRequest>,
+    ) -> Result<Response<zpanel_proto::User>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let user = self
+            .state
+            .users_add(
+                &principal,
+                &body.name,
+                access::role(&body.role)?,
+                access::optional(&body.workspace),
+                access::optional(&body.password),
+            )
+            .await?;
+        Ok(Response::new(access::user(user)))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<zpanel_proto::ListUsersRequest>,
+    ) -> Result<Response<zpanel_proto::ListUsersResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let users = self.state.users_list(&principal).await?;
+        Ok(Response::new(zpanel_proto::ListUsersResponse {
+            users: users.into_iter().map(access::user).collect(),
+        }))
+    }
+
+    async fn remove_user(
+        &self,
+        request: Request<zpanel_proto::RemoveUserRequest>,
+    ) -> Result<Response<zpanel_proto::RemoveUserResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let name = request.into_inner().name;
+        self.state.users_remove(&principal, &name).await?;
+        Ok(Response::new(zpanel_proto::RemoveUserResponse {}))
+    }
+
+    async fn set_user_role(
+        &self,
+        request: Request<zpanel_proto::SetUserRoleRequest>,
+    ) -> Result<Response<zpanel_proto::User>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let user = self
+            .state
+            .users_set_role(
+                &principal,
+                &body.name,
+                access::role(&body.role)?,
+                access::optional(&body.workspace),
+            )
+            .await?;
+        Ok(Response::new(access::user(user)))
+    }
+
+    async fn reset_user_totp(
+        &self,
+        request: Request<zpanel_proto::ResetUserTotpRequest>,
+    ) -> Result<Response<zpanel_proto::ResetUserTotpResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let name = request.into_inner().name;
+        self.state.users_reset_totp(&principal, &name).await?;
+        Ok(Response::new(zpanel_proto::ResetUserTotpResponse {}))
+    }
+
+    async fn create_workspace(
+        &self,
+        request: Request<zpanel_proto::CreateWorkspaceRequest>,
+    ) -> Result<Response<zpanel_proto::Workspace>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let quotas = access::quotas(body.quotas, Default::default());
+        let workspace = self
+            .state
+            .workspaces_create(&principal, &body.name, quotas)
+            .await?;
+        let role = principal.role_in(&workspace.id);
+        Ok(Response::new(access::workspace(workspace, role)))
+    }
+
+    async fn list_workspaces(
+        &self,
+        request: Request<zpanel_proto::ListWorkspacesRequest>,
+    ) -> Result<Response<zpanel_proto::ListWorkspacesResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let workspaces = self.state.workspaces_list(&principal).await?;
+        Ok(Response::new(zpanel_proto::ListWorkspacesResponse {
+            workspaces: workspaces
+                .into_iter()
+                .map(|(w, role)| access::workspace(w, role))
+                .collect(),
+        }))
+    }
+
+    async fn set_workspace_quota(
+        &self,
+        request: Request<zpanel_proto::SetWorkspaceQuotaRequest>,
+    ) -> Result<Response<zpanel_proto::Workspace>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let current = self.state.workspace(&body.workspace).await?;
+        let quotas = access::quotas(body.quotas, current.quotas);
+        let workspace = self
+            .state
+            .workspaces_set_quota(&principal, &current.id, quotas)
+            .await?;
+        let role = principal.role_in(&workspace.id);
+        Ok(Response::new(access::workspace(workspace, role)))
+    }
+
+    async fn add_workspace_host(
+        &self,
+        request: Request<zpanel_proto::AddWorkspaceHostRequest>,
+    ) -> Result<Response<zpanel_proto::AddWorkspaceHostResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        self.state
+            .workspaces_add_host(&principal, &body.workspace, &body.host)
+            .await?;
+        Ok(Response::new(zpanel_proto::AddWorkspaceHostResponse {}))
+    }
+
+    async fn add_workspace_member(
+        &self,
+        request: Request<zpanel_proto::AddWorkspaceMemberRequest>,
+    ) -> Result<Response<zpanel_proto::AddWorkspaceMemberResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        self.state
+            .workspaces_add_member(
+                &principal,
+                &body.workspace,
+                &body.user,
+                access::role(&body.role)?,
+            )
+            .await?;
+        Ok(Response::new(zpanel_proto::AddWorkspaceMemberResponse {}))
+    }
+
+    async fn remove_workspace_member(
+        &self,
+        request: Request<zpanel_proto::RemoveWorkspaceMemberRequest>,
+    ) -> Result<Response<zpanel_proto::RemoveWorkspaceMemberResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        self.state
+            .workspaces_remove_member(&principal, &body.workspace, &body.user)
+            .await?;
+        Ok(Response::new(
+            zpanel_proto::RemoveWorkspaceMemberResponse {},
+        ))
+    }
+
+    async fn create_api_token(
+        &self,
+        request: Request<zpanel_proto::CreateApiTokenRequest>,
+    ) -> Result<Response<zpanel_proto::CreateApiTokenResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let wanted = access::api_token_request(request.into_inner())?;
+        let created = self.state.api_tokens_create(&principal, wanted).await?;
+        Ok(Response::new(zpanel_proto::CreateApiTokenResponse {
+            token: created.token,
+            info: Some(access::api_token(created.record)),
+        }))
+    }
+
+    async fn list_api_tokens(
+        &self,
+        request: Request<zpanel_proto::ListApiTokensRequest>,
+    ) -> Result<Response<zpanel_proto::ListApiTokensResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let all = request.into_inner().all;
+        let tokens = self.state.api_tokens_list(&principal, all).await?;
+        Ok(Response::new(zpanel_proto::ListApiTokensResponse {
+            tokens: tokens.into_iter().map(access::api_token).collect(),
+        }))
+    }
+
+    async fn revoke_api_token(
+        &self,
+        request: Request<zpanel_proto::RevokeApiTokenRequest>,
+    ) -> Result<Response<zpanel_proto::RevokeApiTokenResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let id = request.into_inner().id;
+        self.state.api_tokens_revoke(&principal, &id).await?;
+        Ok(Response::new(zpanel_proto::RevokeApiTokenResponse {}))
+    }
+
+    type ListAuditStream = AuditStream;
+
+    async fn list_audit(
+        &self,
+        request: Request<zpanel_proto::ListAuditRequest>,
+    ) -> Result<Response<AuditStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let filter = access::audit_filter(request.get_ref());
+        let entries = self.state.audit_query(&principal, filter).await?;
+        let stream =
+            futures_util::stream::iter(entries.into_iter().map(|e| Ok(access::audit_entry(e))));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<zpanel_proto::VerifyAuditRequest>,
+    ) -> Result<Response<zpanel_proto::VerifyAuditResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let response = match self.state.audit_verify(&principal).await? {
+            Ok(entries) => zpanel_proto::VerifyAuditResponse {
+                ok: true,
+                entries,
+                ..Default::default()
+            },
+            Err(broken) => zpanel_proto::VerifyAuditResponse {
+                ok: false,
+                broken_at: broken.id,
+                reason: broken.reason,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+
     async fn who_am_i(
         &self,
         request: Request<WhoAmIRequest>,
     ) -> Result<Response<WhoAmIResponse>, Status> {
         let principal = self.principal(&request).await?;
+        let workspace = match principal
+            .token
+            .as_ref()
+            .and_then(|t| t.workspace.as_deref())
+        {
+            Some(id) => self.state.workspace(id).await?.name,
+            None => String::new(),
+        };
         Ok(Response::new(WhoAmIResponse {
+            role: principal
+                .top_role()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
             user: principal.user_name,
-            role: principal.role,
             server_version: zpanel_shared::VERSION.into(),
+            workspace,
         }))
     }
 
@@ -120,6 +367,7 @@ impl Operator for OperatorApi {
                 daemon_version: view.record.daemon_version,
                 labels: view.record.labels.into_iter().collect(),
                 enrolled_at: view.record.enrolled_at,
+                workspace: view.workspace,
             })
             .collect();
         Ok(Response::new(ListHostsResponse { hosts }))
@@ -145,7 +393,12 @@ impl Operator for OperatorApi {
         let body = request.into_inner();
         let created = self
             .state
-            .create_join_token(&principal, Duration::from_secs(body.ttl_seconds), body.uses)
+            .create_join_token(
+                &principal,
+                Duration::from_secs(body.ttl_seconds),
+                body.uses,
+                Some(body.workspace.as_str()).filter(|w| !w.is_empty()),
+            )
             .await?;
         Ok(Response::new(CreateJoinTokenResponse {
             token: created.token,

@@ -10,7 +10,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -61,13 +63,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status = match self {
-            ServiceError::Unauthenticated | ServiceError::BadCredentials => {
-                StatusCode::UNAUTHORIZED
-            }
+            ServiceError::Unauthenticated
+            | ServiceError::BadCredentials
+            | ServiceError::TotpRequired => StatusCode::UNAUTHORIZED,
             ServiceError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ServiceError::PermissionDenied { .. } | ServiceError::Forbidden(_) => {
-                StatusCode::FORBIDDEN
-            }
+            ServiceError::PermissionDenied(_)
+            | ServiceError::Forbidden(_)
+            | ServiceError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             ServiceError::Conflict(_) | ServiceError::Changed(_) => StatusCode::CONFLICT,
@@ -112,25 +114,29 @@ async fn ca_pem(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn enroll(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<EnrollResponse>, ServiceError> {
     let Json(request) = request.map_err(|e| {
         ServiceError::InvalidArgument(format!("bad enrolment request: {}", e.body_text()))
     })?;
     let enrolled = state
-        .enroll(crate::service::EnrollRequest {
-            token: request.token,
-            csr_pem: request.csr_pem,
-            name: request.name,
-            labels: request.labels,
-            facts: HostFacts {
-                hostname: request.hostname,
-                os: request.os,
-                kernel: request.kernel,
-                arch: request.arch,
-                daemon_version: request.daemon_version,
+        .enroll(
+            crate::service::EnrollRequest {
+                token: request.token,
+                csr_pem: request.csr_pem,
+                name: request.name,
+                labels: request.labels,
+                facts: HostFacts {
+                    hostname: request.hostname,
+                    os: request.os,
+                    kernel: request.kernel,
+                    arch: request.arch,
+                    daemon_version: request.daemon_version,
+                },
             },
-        })
+            peer.ip(),
+        )
         .await?;
     Ok(Json(EnrollResponse {
         host_id: enrolled.host_id,
@@ -156,7 +162,7 @@ struct HostJson {
 
 async fn host_list(
     state: &AppState,
-    principal: &crate::store::Principal,
+    principal: &crate::service::Principal,
 ) -> Result<Vec<HostJson>, ServiceError> {
     let hosts = state.list_hosts(principal).await?;
     Ok(hosts

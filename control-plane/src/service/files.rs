@@ -9,9 +9,9 @@ use zpanel_proto::{
     FileWritten, StreamAck, StreamKind, file_reply, file_request, open, open_result,
 };
 
-use super::{Action, AppState, ServiceError, authorize, route_error};
+use super::{Action, AppState, Principal, ServiceError, route_error};
 use crate::router::{Channel, ChannelEvent, HostRouter, InputQueue, RouteError};
-use crate::store::{HostRecord, Principal};
+use crate::store::{AuditEntry, HostRecord};
 
 /// Upload bytes a relay queues before it waits for the host's acknowledgements.
 const WRITE_QUEUE_BYTES: usize = 512 * 1024;
@@ -142,7 +142,8 @@ pub struct FileWriteChannel {
     early: Option<FileWritten>,
     /// The content's sha256 when the client learnt it while sending.
     sha256: Option<String>,
-    actor: String,
+    /// The audit entry written when the write ends.
+    audit: AuditEntry,
     path: String,
 }
 
@@ -227,7 +228,7 @@ impl FileWriteChannel {
             format!("failed: {}", outcome.message)
         };
         state
-            .audit(&self.actor, "file.write", &self.host.id, &detail, &result)
+            .audit(self.audit.clone().detail(detail).outcome(result))
             .await;
         self.channel.release();
         if error == FileError::None {
@@ -269,22 +270,16 @@ impl FileWatchChannel {
 impl AppState {
     async fn open_file_channel(
         &self,
-        principal: &Principal,
-        action: Action,
-        host: &str,
+        host: &HostRecord,
         request: open::Request,
-    ) -> Result<(HostRecord, Channel), ServiceError> {
-        authorize(principal, action)?;
-        let host = self.resolve_host(host).await?;
-        let channel = self
-            .router
+    ) -> Result<Channel, ServiceError> {
+        self.router
             .open_channel(&host.id, request)
             .await
-            .map_err(|e| route_error(&host, e))?;
-        Ok((host, channel))
+            .map_err(|e| route_error(host, e))
     }
 
-    /// A request answered at once. Changes are audited, refused ones too.
+    /// A request answered at once. Changes are audited, failed ones too.
     pub async fn file_op(
         &self,
         principal: &Principal,
@@ -295,19 +290,24 @@ impl AppState {
             ServiceError::InvalidArgument("empty file request: say what to do".into())
         })?;
         let (action, audit) = classify(op);
+        let host = self.host_for(principal, action, host).await?;
         let opened = self
-            .open_file_channel(principal, action, host, open::Request::File(request))
+            .open_file_channel(&host, open::Request::File(request))
             .await;
-        if let Some((name, detail)) = audit {
-            let (target, outcome) = match &opened {
-                Ok((host, _)) => (host.id.clone(), "ok".to_string()),
-                Err(e) => (host.to_string(), format!("failed: {e}")),
+        if let Some((name, target)) = audit {
+            let outcome = match &opened {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("failed: {e}"),
             };
-            self.audit(&principal.user_name, name, &target, &detail, &outcome)
-                .await;
+            self.audit(
+                self.entry(principal, name)
+                    .host(&host.id, &host.workspace_id)
+                    .target(target)
+                    .outcome(outcome),
+            )
+            .await;
         }
-        let (_, channel) = opened?;
-        match channel.opened.reply.clone() {
+        match opened?.opened.reply.clone() {
             Some(open_result::Reply::File(reply)) => Ok(reply),
             _ => Err(ServiceError::Internal(
                 "the host answered a file request without a result".into(),
@@ -323,13 +323,9 @@ impl AppState {
         read: FileRead,
     ) -> Result<FileReadChannel, ServiceError> {
         let next = read.offset;
-        let (host, channel) = self
-            .open_file_channel(
-                principal,
-                Action::ReadFiles,
-                host,
-                open::Request::FileRead(read),
-            )
+        let host = self.host_for(principal, Action::ReadFiles, host).await?;
+        let channel = self
+            .open_file_channel(&host, open::Request::FileRead(read))
             .await?;
         Ok(FileReadChannel {
             info: reply_info(&channel),
@@ -347,25 +343,18 @@ impl AppState {
         write: FileWrite,
     ) -> Result<FileWriteChannel, ServiceError> {
         let path = write.path.clone();
-        let opened = self
-            .open_file_channel(
-                principal,
-                Action::WriteFiles,
-                host,
-                open::Request::FileWrite(write),
-            )
-            .await;
-        let (host, channel) = match opened {
-            Ok(opened) => opened,
+        let host = self.host_for(principal, Action::WriteFiles, host).await?;
+        let audit = self
+            .entry(principal, "file.write")
+            .host(&host.id, &host.workspace_id)
+            .target(&path);
+        let channel = match self
+            .open_file_channel(&host, open::Request::FileWrite(write))
+            .await
+        {
+            Ok(channel) => channel,
             Err(e) => {
-                self.audit(
-                    &principal.user_name,
-                    "file.write",
-                    host,
-                    &path,
-                    &format!("failed: {e}"),
-                )
-                .await;
+                self.audit(audit.outcome(format!("failed: {e}"))).await;
                 return Err(e);
             }
         };
@@ -378,7 +367,7 @@ impl AppState {
             next: resume_offset,
             early: None,
             sha256: None,
-            actor: principal.user_name.clone(),
+            audit,
             path,
         })
     }
@@ -390,9 +379,9 @@ impl AppState {
         host: &str,
         path: String,
     ) -> Result<FileWatchChannel, ServiceError> {
-        let request = open::Request::FileWatch(FileWatch { path });
-        let (_, channel) = self
-            .open_file_channel(principal, Action::ReadFiles, host, request)
+        let host = self.host_for(principal, Action::ReadFiles, host).await?;
+        let channel = self
+            .open_file_channel(&host, open::Request::FileWatch(FileWatch { path }))
             .await?;
         Ok(FileWatchChannel { channel })
     }

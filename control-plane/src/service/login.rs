@@ -1,55 +1,22 @@
-//! Passwords and browser sessions: argon2id hashes, logins rate-limited per user name and
-//! per client address, and session tokens of which only hashes are stored.
+//! Passwords and browser sessions: argon2id hashes, an optional TOTP second factor, logins
+//! rate-limited per client address with a lockout per account, and session tokens of which
+//! only hashes are stored.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::{AppState, ServiceError};
-use crate::store::{Principal, Store};
+use crate::access::Principal;
+use crate::store::{AuditEntry, Store};
 
 /// Shortest password `zpanel-cp passwd` accepts.
 pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Longest password accepted anywhere (argon2 hashes any length, but a login request
 /// should not make the server hash megabytes).
 const MAX_PASSWORD_BYTES: usize = 1024;
-
-/// Login attempts allowed in a burst, and the pace they come back at, per user name and
-/// per client address.
-pub struct LoginLimits {
-    per_user: DefaultKeyedRateLimiter<String>,
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
-}
-
-impl Default for LoginLimits {
-    fn default() -> Self {
-        let quota = |burst: u32, every: Duration| {
-            Quota::with_period(every)
-                .expect("non-zero period")
-                .allow_burst(NonZeroU32::new(burst).expect("non-zero burst"))
-        };
-        LoginLimits {
-            per_user: RateLimiter::keyed(quota(5, Duration::from_secs(12))),
-            per_address: RateLimiter::keyed(quota(20, Duration::from_secs(3))),
-        }
-    }
-}
-
-impl LoginLimits {
-    /// Takes one attempt for `user` from `address`, or says how long to wait.
-    fn check(&self, user: &str, address: IpAddr) -> Result<(), Duration> {
-        let now = DefaultClock::default().now();
-        let wait = |denied: governor::NotUntil<_>| denied.wait_time_from(now);
-        self.per_address.check_key(&address).map_err(wait)?;
-        self.per_user.check_key(&user.to_string()).map_err(wait)?;
-        Ok(())
-    }
-}
 
 /// A logged-in browser: the cookie value, its CSRF token and who it is.
 pub struct WebSession {
@@ -85,17 +52,22 @@ pub fn generate_password() -> String {
         .collect()
 }
 
-/// Sets (or resets) a user's password; the user's browser sessions end.
-pub async fn set_password(store: &Store, user: &str, password: &str) -> Result<(), ServiceError> {
+/// Checks a new password's length and hashes it (on a blocking thread: argon2 is slow).
+pub async fn hash_checked(password: &str) -> Result<String, ServiceError> {
     if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
         return Err(ServiceError::InvalidArgument(format!(
             "a password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} characters long"
         )));
     }
     let password = password.to_string();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+    tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+}
+
+/// Sets (or resets) a user's password; the user's browser sessions end.
+pub async fn set_password(store: &Store, user: &str, password: &str) -> Result<(), ServiceError> {
+    let hash = hash_checked(password).await?;
     if store.set_password(user, &hash).await? {
         Ok(())
     } else {
@@ -104,26 +76,31 @@ pub async fn set_password(store: &Store, user: &str, password: &str) -> Result<(
 }
 
 impl AppState {
-    /// Checks a user name and password and opens a browser session.
+    /// Checks a user name, password and (when the user has one) TOTP code, and opens a
+    /// browser session.
     pub async fn login(
         &self,
         user: &str,
         password: &str,
+        totp_code: Option<&str>,
         address: IpAddr,
     ) -> Result<WebSession, ServiceError> {
-        if let Err(wait) = self.login_limits.check(user, address) {
-            self.audit(
-                user,
-                "login",
-                &address.to_string(),
-                "rate limited",
-                "refused",
-            )
-            .await;
+        let refused = |detail: &str| {
+            AuditEntry::new(user, "login")
+                .target(address.to_string())
+                .detail(detail)
+                .outcome("refused")
+        };
+        let limited = self
+            .limits
+            .login_attempt(address)
+            .and_then(|()| self.limits.account.check(user));
+        if let Err(wait) = limited {
+            self.audit(refused("rate limited or locked out")).await;
             return Err(ServiceError::RateLimited(wait.max(Duration::from_secs(1))));
         }
-        let account = self.store.user_password(user).await?;
-        let hash = account.as_ref().and_then(|(_, hash)| hash.clone());
+        let account = self.store.credentials(user).await?;
+        let hash = account.as_ref().and_then(|a| a.password_hash.clone());
         let password = password.to_string();
         // Without a stored hash, verify against a throwaway one anyway so a wrong user name
         // takes as long as a wrong password.
@@ -133,26 +110,45 @@ impl AppState {
         })
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let principal = match account {
-            Some((principal, Some(_))) if verified => principal,
+        let account = match account {
+            Some(account) if verified && account.password_hash.is_some() => account,
             _ => {
-                self.audit(user, "login", &address.to_string(), "", "refused")
+                self.login_failed(user, refused("wrong user name or password"))
                     .await;
                 return Err(ServiceError::BadCredentials);
             }
         };
+        let principal = account.principal;
+        if let Some(secret) = &account.totp_secret {
+            let Some(code) = totp_code.filter(|code| !code.is_empty()) else {
+                return Err(ServiceError::TotpRequired);
+            };
+            if !self
+                .take_totp_code(&principal.user_id, secret, code)
+                .await?
+            {
+                self.login_failed(user, refused("wrong or reused TOTP code"))
+                    .await;
+                return Err(ServiceError::BadCredentials);
+            }
+        }
+        self.limits.account.succeed(user);
         let token = crate::store::new_token("zps");
         let csrf = hex::encode(rand::random::<[u8; 16]>());
         let expires_at = crate::store::now() + self.web_session_ttl.as_secs() as i64;
         self.store
-            .create_web_session(&token, &principal.user_id, &csrf, expires_at)
+            .create_web_session(
+                &token,
+                &principal.user_id,
+                &csrf,
+                expires_at,
+                &address.to_string(),
+            )
             .await?;
         self.audit(
-            &principal.user_name,
-            "login",
-            &address.to_string(),
-            "",
-            "ok",
+            AuditEntry::new(&principal.user_name, "login")
+                .credential("password")
+                .target(address.to_string()),
         )
         .await;
         Ok(WebSession {
@@ -163,8 +159,25 @@ impl AppState {
         })
     }
 
-    /// The user behind a session cookie and the session's CSRF token.
-    pub async fn authenticate_web(&self, token: &str) -> Result<(Principal, String), ServiceError> {
+    /// Counts a failed login against the account and records it.
+    async fn login_failed(&self, user: &str, entry: AuditEntry) {
+        let locked = self.limits.account.fail(user);
+        self.audit(entry).await;
+        if locked {
+            self.audit(
+                AuditEntry::new(user, "login.lockout")
+                    .detail("too many failed logins; the account is locked for a while")
+                    .outcome("refused"),
+            )
+            .await;
+        }
+    }
+
+    /// The user behind a session cookie, the session's CSRF token and the session's id.
+    pub async fn authenticate_web(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, String, String), ServiceError> {
         self.store
             .web_session(token)
             .await?
@@ -173,8 +186,7 @@ impl AppState {
 
     pub async fn logout(&self, principal: &Principal, token: &str) -> Result<(), ServiceError> {
         self.store.delete_web_session(token).await?;
-        self.audit(&principal.user_name, "logout", "-", "", "ok")
-            .await;
+        self.audit(self.entry(principal, "logout")).await;
         Ok(())
     }
 }
@@ -196,16 +208,5 @@ mod tests {
         assert!(!verify_password("wrong", &a));
         assert!(!verify_password("x", DUMMY_HASH));
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
-    }
-
-    #[test]
-    fn limits_bursts_per_user_and_address() {
-        let limits = LoginLimits::default();
-        let address: IpAddr = [127, 0, 0, 1].into();
-        for _ in 0..5 {
-            assert!(limits.check("admin", address).is_ok());
-        }
-        assert!(limits.check("admin", address).is_err());
-        assert!(limits.check("other", address).is_ok());
     }
 }

@@ -10,10 +10,11 @@ use zpanel_proto::{
     open, open_result,
 };
 
-use super::{Action, AppState, ServiceError, authorize, route_error};
+use super::audit::check;
+use super::{Action, AppState, Principal, ServiceError, route_error};
 use crate::recording::{Recordings, SharedRecording};
 use crate::router::{Channel, ChannelEvent, HostRouter, InputQueue};
-use crate::store::{HostRecord, Principal, TerminalRecord};
+use crate::store::{HostRecord, TerminalRecord};
 
 /// Largest terminal, in columns and in rows.
 pub const MAX_TERMINAL_CELLS: u32 = 4096;
@@ -166,9 +167,8 @@ impl AppState {
         request: TerminalRequest,
         size: TerminalSize,
     ) -> Result<TerminalChannel, ServiceError> {
-        authorize(principal, Action::Terminal)?;
+        let host = self.host_for(principal, Action::Terminal, host).await?;
         let size = check_size(size.cols, size.rows)?;
-        let host = self.resolve_host(host).await?;
         match request {
             TerminalRequest::Open => self.terminal_open(principal, host, size).await,
             TerminalRequest::Attach {
@@ -188,6 +188,7 @@ impl AppState {
         host: HostRecord,
         size: TerminalSize,
     ) -> Result<TerminalChannel, ServiceError> {
+        self.check_terminal_quota(&host.workspace_id).await?;
         let session_id = uuid::Uuid::new_v4().to_string();
         let record = TerminalRecord {
             id: session_id.clone(),
@@ -216,11 +217,11 @@ impl AppState {
         };
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         self.audit(
-            &principal.user_name,
-            "terminal.open",
-            &host.id,
-            &detail,
-            outcome,
+            self.entry(principal, "terminal.open")
+                .host(&host.id, &host.workspace_id)
+                .target(&session_id)
+                .detail(detail)
+                .outcome(outcome),
         )
         .await;
         let channel = result.map_err(|e| route_error(&host, e))?;
@@ -252,12 +253,17 @@ impl AppState {
         if record.owner_id != principal.user_id {
             // Someone else's session: admins may watch it, nobody may type into it.
             if !watch {
-                return Err(ServiceError::PermissionDenied {
-                    role: principal.role.clone(),
-                    action: "type into another user's terminal (attach with watch to observe)",
-                });
+                return Err(ServiceError::PermissionDenied(
+                    "nobody may type into another user's terminal (attach with watch to observe)"
+                        .into(),
+                ));
             }
-            authorize(principal, Action::WatchAnyTerminal)?;
+            self.authorize(
+                principal,
+                Action::WatchAnyTerminal,
+                Some(&host.workspace_id),
+            )
+            .await?;
         }
         let deadline = tokio::time::Instant::now() + ATTACH_WAIT;
         while !self.router.is_online(&host.id) && tokio::time::Instant::now() < deadline {
@@ -286,11 +292,10 @@ impl AppState {
             if watch { "watch" } else { "control" }
         );
         self.audit(
-            &principal.user_name,
-            "terminal.attach",
-            &host.id,
-            &detail,
-            "ok",
+            self.entry(principal, "terminal.attach")
+                .host(&host.id, &host.workspace_id)
+                .target(session_id)
+                .detail(detail),
         )
         .await;
         self.viewer(channel, host, &record, watch)
@@ -340,27 +345,45 @@ impl AppState {
         host: &str,
         all: bool,
     ) -> Result<(HostRecord, Vec<TerminalInfo>), ServiceError> {
-        authorize(principal, Action::Terminal)?;
-        if all {
-            authorize(principal, Action::WatchAnyTerminal)?;
-        }
-        let host = self.resolve_host(host).await?;
+        let host = self.host_for(principal, Action::Terminal, host).await?;
         let owner_id = if all {
+            self.authorize(
+                principal,
+                Action::WatchAnyTerminal,
+                Some(&host.workspace_id),
+            )
+            .await?;
             String::new()
         } else {
             principal.user_id.clone()
         };
+        let sessions = self.sessions_on(&host, owner_id).await?;
+        Ok((host, sessions))
+    }
+
+    /// How many terminal sessions a host holds (0 when it cannot be asked).
+    pub(super) async fn terminal_count(&self, host: &HostRecord) -> u64 {
+        self.sessions_on(host, String::new())
+            .await
+            .map_or(0, |sessions| sessions.len() as u64)
+    }
+
+    /// The sessions on a host, of one owner or (with an empty id) of everyone.
+    async fn sessions_on(
+        &self,
+        host: &HostRecord,
+        owner_id: String,
+    ) -> Result<Vec<TerminalInfo>, ServiceError> {
         let request = open::Request::TerminalList(zpanel_proto::TerminalList { owner_id });
         let channel = self
             .router
             .open_channel(&host.id, request)
             .await
-            .map_err(|e| route_error(&host, e))?;
-        let sessions = match channel.opened.reply.clone() {
+            .map_err(|e| route_error(host, e))?;
+        Ok(match channel.opened.reply.clone() {
             Some(open_result::Reply::Terminals(listing)) => listing.sessions,
             _ => Vec::new(),
-        };
-        Ok((host, sessions))
+        })
     }
 
     /// Ends a terminal session: the caller's own, or anyone's for admins.
@@ -370,10 +393,13 @@ impl AppState {
         host: &str,
         session_id: &str,
     ) -> Result<(), ServiceError> {
-        authorize(principal, Action::Terminal)?;
-        let host = self.resolve_host(host).await?;
-        let owner_id = match authorize(principal, Action::WatchAnyTerminal) {
-            Ok(()) => String::new(),
+        let host = self.host_for(principal, Action::Terminal, host).await?;
+        let owner_id = match check(
+            principal,
+            Action::WatchAnyTerminal,
+            Some(&host.workspace_id),
+        ) {
+            Ok(_) => String::new(),
             Err(_) => principal.user_id.clone(),
         };
         let request = open::Request::TerminalKill(zpanel_proto::TerminalKill {
@@ -381,13 +407,11 @@ impl AppState {
             owner_id,
         });
         let result = self.router.open_channel(&host.id, request).await;
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
         self.audit(
-            &principal.user_name,
-            "terminal.kill",
-            &host.id,
-            &format!("session {session_id}"),
-            outcome,
+            self.entry(principal, "terminal.kill")
+                .host(&host.id, &host.workspace_id)
+                .target(session_id)
+                .outcome(if result.is_ok() { "ok" } else { "failed" }),
         )
         .await;
         result.map_err(|e| route_error(&host, e))?;

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
 use serde::{Deserialize, Serialize};
 
+use crate::service::Principal;
 use crate::service::{AppState, ServiceError};
-use crate::store::Principal;
 
 /// The browser session cookie.
 pub const SESSION_COOKIE: &str = "zpanel_session";
@@ -54,14 +54,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         if let Some(token) = bearer(&parts.headers) {
-            let principal = state.authenticate(Some(token)).await?;
+            let address = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |info| info.0.ip());
+            let principal = state.authenticate(Some(token), address).await?;
             return Ok(Caller {
                 principal,
                 browser: None,
             });
         }
         let cookie = session_cookie(&parts.headers).ok_or(ServiceError::Unauthenticated)?;
-        let (principal, csrf) = state.authenticate_web(&cookie).await?;
+        let (principal, csrf, _) = state.authenticate_web(&cookie).await?;
         Ok(Caller {
             principal,
             browser: Some((cookie, csrf)),
@@ -114,6 +118,9 @@ pub fn check_origin(headers: &HeaderMap, state: &AppState) -> Result<(), Service
 pub struct LoginBody {
     user: String,
     password: String,
+    /// The TOTP code, for accounts with a second factor.
+    #[serde(default)]
+    code: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -144,11 +151,22 @@ pub async fn login(
     let Json(body) = body.map_err(|e| {
         ServiceError::InvalidArgument(format!("bad login request: {}", e.body_text()))
     })?;
-    let session = state.login(&body.user, &body.password, peer.ip()).await?;
+    let session = match state
+        .login(&body.user, &body.password, body.code.as_deref(), peer.ip())
+        .await
+    {
+        Ok(session) => session,
+        // The page asks for the code, then sends the login again with it.
+        Err(e @ ServiceError::TotpRequired) => {
+            let body = serde_json::json!({ "error": e.to_string(), "totp_required": true });
+            return Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response());
+        }
+        Err(e) => return Err(e),
+    };
     let max_age = time::Duration::seconds(session.expires_at - crate::store::now());
     let json = SessionJson {
+        role: role_name(&session.principal),
         user: session.principal.user_name,
-        role: session.principal.role,
         csrf: session.csrf,
     };
     Ok(([cookie_header(session.token, max_age)], Json(json)).into_response())
@@ -169,8 +187,16 @@ pub async fn logout(
 
 pub async fn session(caller: Caller) -> Json<SessionJson> {
     Json(SessionJson {
+        role: role_name(&caller.principal),
         user: caller.principal.user_name,
-        role: caller.principal.role,
         csrf: caller.browser.map(|(_, csrf)| csrf).unwrap_or_default(),
     })
+}
+
+/// The caller's highest role, to show in the page ("" when they have none).
+pub fn role_name(principal: &Principal) -> String {
+    principal
+        .top_role()
+        .map(|role| role.to_string())
+        .unwrap_or_default()
 }

@@ -88,8 +88,9 @@ async fn fail(socket: &mut futures_util::stream::SplitSink<WebSocket, Message>, 
     let code = match e {
         ServiceError::NotFound(_) => 4004,
         ServiceError::Unauthenticated => 4001,
-        ServiceError::PermissionDenied { .. }
+        ServiceError::PermissionDenied(_)
         | ServiceError::Forbidden(_)
+        | ServiceError::QuotaExceeded(_)
         | ServiceError::InvalidArgument(_)
         | ServiceError::SpawnFailed(_) => 4003,
         _ => 4000,
