@@ -162,13 +162,16 @@ pub async fn post_login(
     .await
 }
 
-/// A logged-in browser: its session cookie and CSRF token.
+/// A logged-in browser (its session cookie and CSRF token), or a script calling the same
+/// API with an API token.
 #[derive(Clone)]
 pub struct Browser {
     pub url: String,
     pub pin: String,
     pub cookie: String,
     pub csrf: String,
+    /// Set for a script: sent as `Authorization: Bearer` instead of the cookie.
+    pub bearer: Option<String>,
 }
 
 pub type Socket = WebSocketStream<TlsStream<TcpStream>>;
@@ -189,7 +192,31 @@ impl Browser {
             pin: cp.pin.clone(),
             cookie,
             csrf: response.json()["csrf"].as_str().unwrap_or("").to_string(),
+            bearer: None,
         })
+    }
+
+    /// A script using an API token.
+    pub fn with_token(cp: &ControlPlane, token: &str) -> Browser {
+        Browser {
+            url: cp.url.clone(),
+            pin: cp.pin.clone(),
+            cookie: String::new(),
+            csrf: String::new(),
+            bearer: Some(format!("Bearer {token}")),
+        }
+    }
+
+    /// The credential headers: the cookie with our Origin and CSRF token, or the token.
+    fn credentials(&self) -> Vec<(&str, &str)> {
+        match &self.bearer {
+            Some(bearer) => vec![("Authorization", bearer.as_str())],
+            None => vec![
+                ("Cookie", self.cookie.as_str()),
+                ("Origin", self.url.as_str()),
+                ("X-CSRF-Token", self.csrf.as_str()),
+            ],
+        }
     }
 
     /// A request with the cookie, our Origin and the CSRF token.
@@ -199,11 +226,7 @@ impl Browser {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<HttpResponse> {
-        let headers = [
-            ("Cookie", self.cookie.as_str()),
-            ("Origin", self.url.as_str()),
-            ("X-CSRF-Token", self.csrf.as_str()),
-        ];
+        let headers = self.credentials();
         request(&self.url, &self.pin, method, path, &headers, body).await
     }
 
@@ -215,11 +238,7 @@ impl Browser {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> anyhow::Result<HttpResponse> {
-        let mut all = vec![
-            ("Cookie", self.cookie.as_str()),
-            ("Origin", self.url.as_str()),
-            ("X-CSRF-Token", self.csrf.as_str()),
-        ];
+        let mut all = self.credentials();
         all.extend_from_slice(headers);
         request_bytes(&self.url, &self.pin, method, path, &all, body).await
     }
@@ -264,7 +283,12 @@ impl Browser {
             self.url.replacen("https://", "wss://", 1)
         );
         let mut request = ws_url.into_client_request()?;
-        request.headers_mut().insert("Cookie", self.cookie.parse()?);
+        match &self.bearer {
+            Some(bearer) => request
+                .headers_mut()
+                .insert("Authorization", bearer.parse()?),
+            None => request.headers_mut().insert("Cookie", self.cookie.parse()?),
+        };
         request.headers_mut().insert("Origin", origin.parse()?);
         let tls = tls_connect(&self.url, &self.pin).await?;
         let (socket, _) = tokio_tungstenite::client_async(request, tls).await?;

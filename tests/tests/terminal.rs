@@ -249,7 +249,7 @@ async fn floods_and_stalled_viewers_stay_bounded() {
     type_text(&mut flood, "\x03").await;
 }
 
-/// Runs one SQL statement on the control plane's database (users have no API yet).
+/// Runs SQL statements on the control plane's database.
 fn sql(cp: &ControlPlane, statement: &str) {
     let out = std::process::Command::new("sqlite3")
         .arg(cp.data_dir().join("zpanel.db"))
@@ -271,7 +271,8 @@ async fn another_users_session_and_expired_logins_are_refused() {
 
     sql(
         &cp,
-        "INSERT INTO users (id, name, role, created_at) VALUES ('u-bob', 'bob', 'developer', 0)",
+        "INSERT INTO users (id, name, role, created_at) VALUES ('u-bob', 'bob', 'member', 0);
+         INSERT INTO workspace_members (workspace_id, user_id, role, created_at) VALUES ('default', 'u-bob', 'developer', 0)",
     );
     let mut passwd = tokio::process::Command::new(zpanel_tests::bin("zpanel-cp"))
         .args(["passwd", "bob", "--password-file", "-", "--data-dir"])
@@ -296,10 +297,7 @@ async fn another_users_session_and_expired_logins_are_refused() {
         read_until(&mut socket, &mut refused, WAIT, |s| s.closed.is_some()).await;
         assert_eq!(refused.closed, Some(4003), "{query}: {refused:?}");
         let error = &refused.messages[0]["message"];
-        assert!(
-            error.as_str().unwrap().contains("developer may not"),
-            "{error}"
-        );
+        assert!(error.as_str().unwrap().contains("may not"), "{error}");
         assert!(refused.output.is_empty());
     }
     let listed = bob

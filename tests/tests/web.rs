@@ -135,14 +135,14 @@ async fn state_changes_need_the_csrf_token_and_our_origin() {
 }
 
 #[tokio::test]
-async fn logins_are_rate_limited_per_user() {
+async fn repeated_failed_logins_lock_the_account() {
     let cp = ControlPlane::start().await;
     let mut statuses = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..11 {
         statuses.push(login_attempt(&cp, "admin", "wrong-password").await.0);
     }
-    assert_eq!(statuses[..5], [401; 5]);
-    assert_eq!(statuses[6], 429, "{statuses:?}");
+    assert_eq!(statuses[..10], [401; 10]);
+    assert_eq!(statuses[10], 429, "{statuses:?}");
     let response = post_login(&cp, &cp.url, "admin", &cp.admin_password())
         .await
         .unwrap();

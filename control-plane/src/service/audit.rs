@@ -26,7 +26,7 @@ pub fn check(
             "role {role} may not {verb}"
         ))),
         None if action.is_global() || workspace.is_none() => Err(ServiceError::PermissionDenied(
-            format!("only an admin (with an unscoped token) may {verb}"),
+            format!("you may not {verb}: that takes an admin (with a token for every workspace)"),
         )),
         None => Err(ServiceError::PermissionDenied(format!(
             "you have no role in this workspace, so you may not {verb}"
@@ -132,7 +132,13 @@ impl AppState {
                 .filter(|w| check(principal, Action::ReadAudit, Some(w)).is_ok())
                 .collect();
             if readable.is_empty() {
-                self.authorize(principal, Action::ReadAudit, None).await?;
+                let visible = principal.visible_workspaces().unwrap_or_default();
+                self.authorize(
+                    principal,
+                    Action::ReadAudit,
+                    visible.first().map(String::as_str),
+                )
+                .await?;
             }
             Some(readable)
         };

@@ -254,7 +254,7 @@ impl AppState {
             // Someone else's session: admins may watch it, nobody may type into it.
             if !watch {
                 return Err(ServiceError::PermissionDenied(
-                    "nobody may type into another user's terminal (attach with watch to observe)"
+                    "you may not type into another user's terminal (attach with watch to observe)"
                         .into(),
                 ));
             }

@@ -508,7 +508,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT t.id, u.name, t.name, COALESCE(w.name, ''), t.role, t.created_at, t.expires_at, t.revoked_at, t.last_used_at
              FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN workspaces w ON w.id = t.workspace_id
-             WHERE ?1 IS NULL OR t.user_id = ?1 ORDER BY t.created_at DESC, t.id",
+             WHERE ?1 IS NULL OR t.user_id = ?1 ORDER BY t.created_at DESC, t.rowid DESC",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
