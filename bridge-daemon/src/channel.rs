@@ -9,10 +9,11 @@ use tokio::sync::{mpsc, watch};
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
     ChannelAck, ChannelData, ExecExited, OpenError, OpenResult, ProcessExit, StreamAck,
-    StreamChunk, StreamKind, TerminalSize, open_result,
+    StreamChunk, StreamKind, TerminalSize, open, open_result,
 };
 use zpanel_shared::replay::{SharedReplay, StreamSender};
 
+use crate::config::{Capability, Policy};
 use crate::exec::{ExecError, ExecJob};
 use crate::files::FileChannel;
 use crate::terminal::{TerminalError, Viewer};
@@ -194,6 +195,49 @@ impl Attached {
 
 /// A refused open: the error and its one-line message.
 pub(crate) type Refusal = (OpenError, String);
+
+/// Whether the host's policy lets a channel open, with `open_now` channels already open on
+/// the session: the one check of `[policy]` in `bridge.toml`, made before anything starts.
+pub(crate) fn admit(
+    policy: &Policy,
+    request: &open::Request,
+    open_now: usize,
+) -> Result<(), Refusal> {
+    let capability = capability_of(request);
+    if !policy.offers(capability) {
+        let message = format!(
+            "this host's policy does not offer {} ({:?} is not in bridge.toml [policy] capabilities)",
+            capability.offers(),
+            capability.name()
+        );
+        return Err((OpenError::Forbidden, message));
+    }
+    if open_now >= policy.max_channels {
+        let max = policy.max_channels;
+        let channels = if max == 1 { "channel" } else { "channels" };
+        let message = format!(
+            "this host already has {max} {channels} open, the most its policy allows \
+             (bridge.toml [policy] max_channels)"
+        );
+        return Err((OpenError::Refused, message));
+    }
+    Ok(())
+}
+
+/// What an open request uses of what the host offers.
+fn capability_of(request: &open::Request) -> Capability {
+    match request {
+        open::Request::ExecStart(_) | open::Request::ExecAttach(_) => Capability::Exec,
+        open::Request::TerminalOpen(_)
+        | open::Request::TerminalAttach(_)
+        | open::Request::TerminalList(_)
+        | open::Request::TerminalKill(_) => Capability::Terminal,
+        open::Request::File(_)
+        | open::Request::FileRead(_)
+        | open::Request::FileWrite(_)
+        | open::Request::FileWatch(_) => Capability::Files,
+    }
+}
 
 pub(crate) fn exec_refusal(e: ExecError) -> Refusal {
     let error = match e {

@@ -1,7 +1,7 @@
 //! The daemon's configuration: what `join` stores in the config directory (identity and
 //! where the control plane is) and the runtime flags of `run`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -133,6 +133,94 @@ pub struct Settings {
     /// Which directories the file service serves (written by hand; `join` leaves it out).
     #[serde(default, skip_serializing_if = "FileRoots::is_default")]
     pub files: FileRoots,
+    /// What the host offers through its session (written by hand; `join` leaves it out).
+    #[serde(default, skip_serializing_if = "Policy::is_default")]
+    pub policy: Policy,
+}
+
+/// `[policy]` in `bridge.toml`: what this host offers, whatever the control plane asks.
+/// Absent: every capability and 256 channels. Read once at start; a restart applies changes.
+/// Unknown keys are refused: a misspelt key must not quietly leave everything offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    pub capabilities: BTreeSet<Capability>,
+    /// Channels open at once on the session, at most (at least 1).
+    #[serde(deserialize_with = "at_least_one_channel")]
+    pub max_channels: usize,
+}
+
+/// What a host can offer through its session, by its name in `[policy] capabilities`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    /// Commands (`zpanel exec`).
+    Exec,
+    /// Terminal sessions (`zpanel shell`, the browser's terminals).
+    Terminal,
+    /// The file service (`zpanel ls`, `cp`, the browser's file manager).
+    Files,
+    /// Containers: not served yet; accepted so configurations written now keep working.
+    Docker,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 4] = [
+        Capability::Exec,
+        Capability::Terminal,
+        Capability::Files,
+        Capability::Docker,
+    ];
+
+    /// Its name in `bridge.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Exec => "exec",
+            Capability::Terminal => "terminal",
+            Capability::Files => "files",
+            Capability::Docker => "docker",
+        }
+    }
+
+    /// What it offers, for a refusal.
+    pub fn offers(self) -> &'static str {
+        match self {
+            Capability::Exec => "commands",
+            Capability::Terminal => "terminals",
+            Capability::Files => "files",
+            Capability::Docker => "containers",
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            capabilities: Capability::ALL.into(),
+            max_channels: 256,
+        }
+    }
+}
+
+impl Policy {
+    pub fn offers(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+
+    fn is_default(&self) -> bool {
+        self == &Policy::default()
+    }
+}
+
+fn at_least_one_channel<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<usize, D::Error> {
+    match usize::deserialize(deserializer)? {
+        0 => Err(serde::de::Error::custom(
+            "max_channels must be at least 1 (to offer nothing, set capabilities = [])",
+        )),
+        max => Ok(max),
+    }
 }
 
 /// `[files]` in `bridge.toml`: the directories served. Absent: `/` for a daemon running as
@@ -181,6 +269,45 @@ impl TerminalAccounts {
     }
 }
 
+/// The hand-written tables of `bridge.toml`, which `join` keeps (they may be written before
+/// the host enrols).
+#[derive(Debug, Default, Deserialize)]
+pub struct HandWritten {
+    #[serde(default)]
+    pub terminal: TerminalAccounts,
+    #[serde(default)]
+    pub files: FileRoots,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+impl HandWritten {
+    /// The tables of `bridge.toml` in `dir`; none when there is no such file yet.
+    pub fn load(dir: &Path) -> anyhow::Result<HandWritten> {
+        let path = dir.join(SETTINGS_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| invalid_settings(&path, &text, &e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HandWritten::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+}
+
+/// One line for a `bridge.toml` that does not parse: the file, the line and what is wrong
+/// (serde's message names a bad value and the allowed ones).
+fn invalid_settings(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let line = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| format!(" line {}:", before.matches('\n').count() + 1));
+    anyhow::anyhow!(
+        "{} is not valid:{} {}",
+        path.display(),
+        line.unwrap_or_default(),
+        e.message().trim_end()
+    )
+}
+
 impl Settings {
     pub fn load(dir: &Path) -> anyhow::Result<Settings> {
         let path = dir.join(SETTINGS_FILE);
@@ -190,7 +317,7 @@ impl Settings {
                 path.display()
             )
         })?;
-        toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+        toml::from_str(&text).map_err(|e| invalid_settings(&path, &text, &e))
     }
 
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
@@ -226,6 +353,70 @@ mod tests {
         );
         let off: Settings = toml::from_str(&format!("{old}[files]\nroots = []\n")).unwrap();
         assert!(off.files.roots().is_empty());
+    }
+
+    #[test]
+    fn policy_defaults_to_everything_and_names_what_is_wrong() {
+        let old = "host_id = \"h\"\nname = \"n\"\nserver_url = \"https://s\"\nbridge_url = \"https://b\"\n";
+        let settings: Settings = toml::from_str(old).unwrap();
+        assert_eq!(settings.policy, Policy::default());
+        assert!(Capability::ALL.iter().all(|c| settings.policy.offers(*c)));
+        assert_eq!(settings.policy.max_channels, 256);
+
+        let text =
+            format!("{old}[policy]\ncapabilities = [\"terminal\", \"docker\"]\nmax_channels = 4\n");
+        let settings: Settings = toml::from_str(&text).unwrap();
+        assert!(settings.policy.offers(Capability::Terminal));
+        assert!(!settings.policy.offers(Capability::Exec));
+        assert_eq!(settings.policy.max_channels, 4);
+        let saved: Settings = toml::from_str(&toml::to_string(&settings).unwrap()).unwrap();
+        assert_eq!(saved.policy, settings.policy);
+
+        let dir = tempfile::tempdir().unwrap();
+        let load = |policy: &str| {
+            std::fs::write(dir.path().join(SETTINGS_FILE), format!("{old}{policy}")).unwrap();
+            Settings::load(dir.path()).unwrap_err().to_string()
+        };
+        let path = dir.path().join(SETTINGS_FILE).display().to_string();
+        assert_eq!(
+            load("[policy]\ncapabilities = [\"exec\", \"shell\"]\n"),
+            format!(
+                "{path} is not valid: line 6: unknown variant `shell`, \
+                 expected one of `exec`, `terminal`, `files`, `docker`"
+            )
+        );
+        assert_eq!(
+            load("[policy]\nmax_channels = 0\n"),
+            format!(
+                "{path} is not valid: line 6: \
+                 max_channels must be at least 1 (to offer nothing, set capabilities = [])"
+            )
+        );
+        // a misspelt key must not leave every capability offered
+        assert!(
+            load("[policy]\ncapabilites = [\"exec\"]\n").contains("unknown field `capabilites`")
+        );
+    }
+
+    #[test]
+    fn join_keeps_the_hand_written_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = HandWritten::load(dir.path()).unwrap();
+        assert_eq!(kept.policy, Policy::default());
+        let text = "[policy]\ncapabilities = [\"files\"]\n\n[files]\nroots = [\"/srv\"]\n";
+        std::fs::write(dir.path().join(SETTINGS_FILE), text).unwrap();
+        let kept = HandWritten::load(dir.path()).unwrap();
+        assert_eq!(
+            kept.policy.capabilities,
+            BTreeSet::from([Capability::Files])
+        );
+        assert_eq!(kept.files.roots(), [PathBuf::from("/srv")]);
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "[policy]\nmax_channels = -1\n",
+        )
+        .unwrap();
+        assert!(HandWritten::load(dir.path()).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use zpanel_shared::enroll::{CA_PATH, ENROLL_PATH, EnrollRequest, EnrollResponse,
 use zpanel_shared::fsutil::write_atomic;
 use zpanel_shared::tls::{ServerTrust, ca_pin, certs_from_pem, parse_pin};
 
-use crate::config::{CA_FILE, CERT_FILE, JoinArgs, KEY_FILE, Settings};
+use crate::config::{CA_FILE, CERT_FILE, HandWritten, JoinArgs, KEY_FILE, Settings};
 use crate::{hostinfo, http};
 
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
@@ -18,6 +18,9 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         .context("cannot read the join token")?;
     let server = args.server.trim_end_matches('/').to_string();
     let trust = ServerTrust::Pin(pin.clone());
+    // A host enrolled again (or configured before it enrolls) keeps its hand-written
+    // tables; a file that does not parse stops here, before the token is spent.
+    let kept = HandWritten::load(&args.config_dir)?;
 
     let (status, body) = http::request(
         Method::GET,
@@ -85,17 +88,14 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     write_atomic(&dir.join(KEY_FILE), key.serialize_pem().as_bytes(), 0o600)?;
     write_atomic(&dir.join(CERT_FILE), enrolled.cert_pem.as_bytes(), 0o644)?;
     write_atomic(&dir.join(CA_FILE), enrolled.ca_pem.as_bytes(), 0o644)?;
-    // A host enrolled again keeps its hand-written terminal accounts and file roots.
-    let (terminal, files) = Settings::load(dir)
-        .map(|old| (old.terminal, old.files))
-        .unwrap_or_default();
     Settings {
         host_id: enrolled.host_id.clone(),
         name: enrolled.name.clone(),
         server_url: server,
         bridge_url: enrolled.bridge_url,
-        terminal,
-        files,
+        terminal: kept.terminal,
+        files: kept.files,
+        policy: kept.policy,
     }
     .save(dir)?;
     println!(

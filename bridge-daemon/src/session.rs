@@ -27,8 +27,10 @@ use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
 use zpanel_shared::replay::DEFAULT_WINDOW_BYTES;
 use zpanel_shared::transport::{self, SessionEnd};
 
-use crate::channel::{Attached, Refusal, Target, exec_refusal, serve_channel, terminal_refusal};
-use crate::config::{RunArgs, Settings};
+use crate::channel::{
+    Attached, Refusal, Target, admit, exec_refusal, serve_channel, terminal_refusal,
+};
+use crate::config::{Policy, RunArgs, Settings};
 use crate::exec::Jobs;
 use crate::files::{self, FileChannel, Files};
 use crate::terminal::{TerminalLimits, Terminals};
@@ -53,7 +55,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(terminals.clone().reap_forever());
     let files = Files::new(&settings.files.roots()).map_err(anyhow::Error::msg)?;
     tokio::spawn(files.clone().reap_forever());
-    tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, "zpanel-bridge starting");
+    let policy = Arc::new(settings.policy.clone());
+    tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, capabilities = ?policy.capabilities, max_channels = policy.max_channels, "zpanel-bridge starting");
     let mut backoff = Backoff::new(args.reconnect_base, args.reconnect_max);
     loop {
         let started = Instant::now();
@@ -68,6 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     jobs: jobs.clone(),
                     terminals: terminals.clone(),
                     files: files.clone(),
+                    policy: policy.clone(),
                 };
                 let end = serve(ws, work, &args.config_dir, &settings.name).await;
                 tracing::warn!("session ended: {end:#}");
@@ -152,13 +156,15 @@ fn tls_failure(e: &std::io::Error) -> anyhow::Error {
     }
 }
 
-/// What outlives sessions: the exec jobs and terminal sessions channels attach to, and the
-/// file service (with its interrupted uploads).
+/// What outlives sessions: the exec jobs and terminal sessions channels attach to, the
+/// file service (with its interrupted uploads), and the policy every session is served
+/// under (read at start).
 #[derive(Clone)]
 struct Work {
     jobs: Arc<Jobs>,
     terminals: Arc<Terminals>,
     files: Arc<Files>,
+    policy: Arc<Policy>,
 }
 
 /// Runs one session after the hello: waits for the welcome, then serves frames.
@@ -184,6 +190,7 @@ async fn serve(mut ws: Ws, work: Work, config_dir: &Path, name: &str) -> anyhow:
         outbound: outbound.clone(),
         work,
         attachments: Arc::default(),
+        answering: Arc::default(),
         renewed,
     };
     let renewal = tokio::spawn(certificate::renew(
@@ -243,6 +250,9 @@ struct DaemonSession {
     work: Work,
     /// Shared with the tasks of file channels, which drop their attachment when refused.
     attachments: Attachments,
+    /// Held by each task answering a file request: a channel open on the control plane's
+    /// side with nothing attached here. The clones beyond this one are those channels.
+    answering: Arc<()>,
     /// Answers to certificate renewals, for the renewal task.
     renewed: mpsc::Sender<CertificateRenewed>,
 }
@@ -250,6 +260,11 @@ struct DaemonSession {
 impl DaemonSession {
     fn attachments(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Attachment>> {
         lock(&self.attachments)
+    }
+
+    /// Channels open on this session, for `[policy] max_channels`.
+    fn open_channels(&self) -> usize {
+        self.attachments().len() + (Arc::strong_count(&self.answering) - 1)
     }
 
     fn target(&self, channel_id: u64) -> Option<Arc<Target>> {
@@ -340,9 +355,16 @@ impl DaemonSession {
 
     fn open(&self, open: Open) {
         let channel_id = open.channel_id;
+        let Some(request) = open.request else {
+            let message = "unknown open request: this daemon may be older than the control plane";
+            return self.answer(channel_id, Err((OpenError::BadRequest, message.into())));
+        };
+        if let Err(refusal) = admit(&self.work.policy, &request, self.open_channels()) {
+            return self.answer(channel_id, Err(refusal));
+        }
         let (jobs, terminals) = (&self.work.jobs, &self.work.terminals);
-        let attached = match open.request {
-            Some(open::Request::ExecStart(start)) => jobs
+        let attached = match request {
+            open::Request::ExecStart(start) => jobs
                 .start(
                     &start.exec_id,
                     &start.argv,
@@ -350,7 +372,7 @@ impl DaemonSession {
                 )
                 .map(|job| Attached::exec(job, 0, 0))
                 .map_err(exec_refusal),
-            Some(open::Request::ExecAttach(attach)) => jobs
+            open::Request::ExecAttach(attach) => jobs
                 .get(&attach.exec_id)
                 .and_then(|job| {
                     job.resume_from(attach.stdout_offset, attach.stderr_offset)?;
@@ -361,44 +383,43 @@ impl DaemonSession {
                     ))
                 })
                 .map_err(exec_refusal),
-            Some(open::Request::TerminalOpen(request)) => terminals
+            open::Request::TerminalOpen(request) => terminals
                 .open(&request)
                 .map(Attached::terminal)
                 .map_err(terminal_refusal),
-            Some(open::Request::TerminalAttach(request)) => terminals
+            open::Request::TerminalAttach(request) => terminals
                 .attach(&request)
                 .map(Attached::terminal)
                 .map_err(terminal_refusal),
-            Some(open::Request::TerminalList(list)) => {
+            open::Request::TerminalList(list) => {
                 let sessions = terminals.list(&list.owner_id);
                 let reply = open_result::Reply::Terminals(TerminalListing { sessions });
                 return self.answer(channel_id, Ok(Some(reply)));
             }
-            Some(open::Request::TerminalKill(kill)) => {
+            open::Request::TerminalKill(kill) => {
                 let killed = terminals.kill(&kill.session_id, &kill.owner_id);
                 return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
             }
-            Some(open::Request::File(request)) => {
+            open::Request::File(request) => {
                 let (files, outbound) = (self.work.files.clone(), self.outbound.clone());
+                let answering = self.answering.clone();
                 tokio::spawn(async move {
                     let answer = files::answer(channel_id, files.request(request).await);
-                    outbound.send(Body::OpenResult(answer)).await
+                    let sent = outbound.send(Body::OpenResult(answer)).await;
+                    drop(answering);
+                    sent
                 });
                 return;
             }
-            Some(open::Request::FileRead(read)) => {
+            open::Request::FileRead(read) => {
                 return self.open_file(channel_id, FileChannel::read(&self.work.files, read));
             }
-            Some(open::Request::FileWrite(write)) => {
+            open::Request::FileWrite(write) => {
                 return self.open_file(channel_id, FileChannel::write(&self.work.files, write));
             }
-            Some(open::Request::FileWatch(watch)) => {
+            open::Request::FileWatch(watch) => {
                 return self.open_file(channel_id, FileChannel::watch(&self.work.files, watch));
             }
-            None => Err((
-                OpenError::BadRequest,
-                "unknown open request: this daemon may be older than the control plane".into(),
-            )),
         };
         let Attached {
             target,
@@ -552,6 +573,14 @@ mod tests {
 
     /// A session whose file service serves `roots`.
     fn session_serving(roots: &[std::path::PathBuf]) -> (DaemonSession, mpsc::Receiver<Body>) {
+        session_with(roots, Policy::default())
+    }
+
+    /// A session whose file service serves `roots`, under `policy`.
+    fn session_with(
+        roots: &[std::path::PathBuf],
+        policy: Policy,
+    ) -> (DaemonSession, mpsc::Receiver<Body>) {
         let (outbound, frames) = mpsc::channel(1024);
         let limits = TerminalLimits {
             window: DEFAULT_WINDOW_BYTES,
@@ -565,8 +594,10 @@ mod tests {
                 jobs: Jobs::new(DEFAULT_WINDOW_BYTES, Duration::from_secs(600)),
                 terminals: Terminals::new(limits, TerminalAccounts::default()),
                 files: Files::new(roots).unwrap(),
+                policy: Arc::new(policy),
             },
             attachments: Arc::default(),
+            answering: Arc::default(),
             renewed: mpsc::channel(1).0,
         };
         (session, frames)
@@ -661,6 +692,69 @@ mod tests {
         })
         .await;
         assert_eq!(exit.code, 0);
+    }
+
+    #[tokio::test]
+    async fn the_policy_refuses_what_it_does_not_offer_and_more_channels_than_it_allows() {
+        use crate::config::Capability;
+        use zpanel_proto::{FileRequest, FileStat, file_request};
+        let policy = Policy {
+            capabilities: [Capability::Exec].into(),
+            max_channels: 1,
+        };
+        let (session, mut frames) = session_with(&[std::env::temp_dir()], policy);
+        let stat = FileRequest {
+            op: Some(file_request::Op::Stat(FileStat { path: "/".into() })),
+        };
+        open(&session, 1, open::Request::File(stat));
+        let refused = expect(&mut frames, opened(1)).await;
+        assert_eq!(
+            (refused.error(), refused.message.as_str()),
+            (
+                OpenError::Forbidden,
+                "this host's policy does not offer files (\"files\" is not in bridge.toml [policy] capabilities)"
+            )
+        );
+
+        let start = |exec_id: &str| {
+            open::Request::ExecStart(ExecStart {
+                exec_id: exec_id.into(),
+                argv: vec!["cat".into()],
+                timeout_ms: 0,
+            })
+        };
+        open(&session, 2, start("e1"));
+        assert_eq!(
+            expect(&mut frames, opened(2)).await.error(),
+            OpenError::None
+        );
+        open(&session, 3, start("e2"));
+        let refused = expect(&mut frames, opened(3)).await;
+        assert_eq!(
+            (refused.error(), refused.message.as_str()),
+            (
+                OpenError::Refused,
+                "this host already has 1 channel open, the most its policy allows (bridge.toml [policy] max_channels)"
+            )
+        );
+        assert!(
+            session.work.jobs.get("e2").is_err(),
+            "a refused exec started"
+        );
+
+        session
+            .on_frame(Body::Close(Close {
+                channel_id: 2,
+                reason: String::new(),
+                release: true,
+                superseded: false,
+            }))
+            .unwrap();
+        open(&session, 4, start("e3"));
+        assert_eq!(
+            expect(&mut frames, opened(4)).await.error(),
+            OpenError::None
+        );
     }
 
     #[tokio::test]

@@ -493,13 +493,36 @@ impl Daemon {
     /// Makes the (not yet started) daemon serve files under these roots only
     /// (`[files] roots` in its `bridge.toml`).
     pub fn set_file_roots(&self, roots: &[&Path]) {
-        let path = self.config_dir.path().join("bridge.toml");
-        let mut settings = std::fs::read_to_string(&path).expect("bridge.toml");
         let roots: Vec<String> = roots
             .iter()
             .map(|root| format!("{:?}", root.to_str().expect("utf-8 root")))
             .collect();
-        settings.push_str(&format!("\n[files]\nroots = [{}]\n", roots.join(", ")));
+        self.append_settings(&format!("[files]\nroots = [{}]\n", roots.join(", ")));
+    }
+
+    /// Sets the (not yet started) daemon's `[policy]` in its `bridge.toml`: the capabilities
+    /// it offers (every one when `None`) and the channels it allows at once (256 when `None`).
+    pub fn set_policy(&self, capabilities: Option<&[&str]>, max_channels: Option<usize>) {
+        let mut table = String::from("[policy]\n");
+        if let Some(capabilities) = capabilities {
+            let names: Vec<String> = capabilities
+                .iter()
+                .map(|name| format!("{name:?}"))
+                .collect();
+            table.push_str(&format!("capabilities = [{}]\n", names.join(", ")));
+        }
+        if let Some(max_channels) = max_channels {
+            table.push_str(&format!("max_channels = {max_channels}\n"));
+        }
+        self.append_settings(&table);
+    }
+
+    /// Appends a table to the daemon's `bridge.toml`.
+    fn append_settings(&self, table: &str) {
+        let path = self.config_dir.path().join("bridge.toml");
+        let mut settings = std::fs::read_to_string(&path).expect("bridge.toml");
+        settings.push('\n');
+        settings.push_str(table);
         std::fs::write(&path, settings).expect("write bridge.toml");
     }
 
