@@ -1,14 +1,20 @@
-//! The `zpanel` CLI's pieces: settings, the gRPC connection, `exec` and `shell` (streaming
-//! with resume), `sessions`, files on hosts, and the local terminal.
+//! The `zpanel` CLI's pieces: settings, the gRPC connection, `hosts`, `exec` and `shell`
+//! (streaming with resume), `sessions`, files on hosts, the local terminal, and the access
+//! commands: `users`, `api-tokens`, `workspaces` and `audit`.
 #![forbid(unsafe_code)]
 
+pub mod api_tokens;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod display;
 pub mod escape;
 pub mod exec;
 pub mod files;
+pub mod hosts;
 pub mod sessions;
 pub mod shell;
 pub mod streaming;
 pub mod tty;
+pub mod users;
+pub mod workspaces;

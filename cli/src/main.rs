@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use zpanel_cli::api_tokens::{self, NewApiToken};
+use zpanel_cli::audit::{self, AuditFormat, AuditQuery};
 use zpanel_cli::client::{self, call_failed, status_message};
 use zpanel_cli::config::Settings;
 use zpanel_cli::display::rfc3339;
@@ -17,9 +18,10 @@ use zpanel_cli::files::download::cat;
 use zpanel_cli::files::edit::{EditOptions, edit};
 use zpanel_cli::files::location::Remote;
 use zpanel_cli::files::ls::{LsOptions, ls};
-use zpanel_cli::sessions;
 use zpanel_cli::shell::{ShellOptions, shell};
-use zpanel_proto::{CreateJoinTokenRequest, DeleteHostRequest, ListHostsRequest, WhoAmIRequest};
+use zpanel_cli::users::{self, NewUser};
+use zpanel_cli::{hosts, sessions, workspaces};
+use zpanel_proto::{CreateJoinTokenRequest, Quotas, WhoAmIRequest};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -170,6 +172,215 @@ enum Command {
         #[arg(value_name = "HOST:PATH")]
         path: String,
     },
+    /// Users and their roles (admins).
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+    /// API tokens: create one for yourself (or, as an admin, for a user), list, revoke.
+    ApiTokens {
+        #[command(subcommand)]
+        action: ApiTokensAction,
+    },
+    /// Workspaces: their hosts, members and quotas.
+    Workspaces {
+        #[command(subcommand)]
+        action: WorkspacesAction,
+    },
+    /// Read the audit log (oldest first, the newest at the bottom), export it, or verify its
+    /// hash chain.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersAction {
+    /// Add a user with a role: admin (global), or operator, developer or viewer in a workspace.
+    Add {
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// The workspace of a non-admin role (default: "default").
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+        /// Read the password from the first line of stdin; without it the user signs in with
+        /// API tokens only.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users: roles, whether they have a password and TOTP.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user with their API tokens and browser sessions.
+    Remove { name: String },
+    /// Set a user's role: admin makes a global admin; another role is set in the workspace.
+    SetRole {
+        name: String,
+        role: String,
+        /// The workspace of a non-admin role (default: "default").
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// Turn off a user's TOTP second factor (a lost phone).
+    ResetTotp { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiTokensAction {
+    /// Create an API token; it is printed once, alone on stdout.
+    Create {
+        /// Whose token (admins; default: yours).
+        #[arg(long, value_name = "U")]
+        user: Option<String>,
+        /// The one workspace it works in (default: the user's only one).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+        /// The role it acts with, at most the user's (default: the user's role there).
+        #[arg(long, value_name = "R")]
+        role: Option<String>,
+        /// How long it lives, e.g. 12h, 30d (default: 90d).
+        #[arg(long, value_name = "D", value_parser = api_tokens::parse_ttl)]
+        ttl: Option<Duration>,
+        /// A name to recognise it by in the list.
+        #[arg(long, value_name = "N")]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your API tokens (everyone's with --all, admins).
+    List {
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API token: it fails from now on.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspacesAction {
+    /// Create a workspace (quotas left out are unlimited).
+    Create {
+        name: String,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the workspaces you have a role in (all of them for admins).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a workspace's quotas; the ones left out keep their value.
+    #[command(group(
+        ArgGroup::new("change")
+            .args(["max_hosts", "max_terminals", "max_api_tokens"])
+            .required(true)
+            .multiple(true)
+    ))]
+    SetQuota {
+        workspace: String,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+    },
+    /// Move a host into a workspace.
+    AddHost { workspace: String, host: String },
+    /// Make a user a member of a workspace (or change their role there).
+    AddMember {
+        workspace: String,
+        user: String,
+        /// operator, developer or viewer.
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a user from a workspace.
+    RemoveMember { workspace: String, user: String },
+}
+
+#[derive(Debug, Args)]
+struct QuotaArgs {
+    /// Most hosts in the workspace (0: unlimited).
+    #[arg(long, value_name = "N")]
+    max_hosts: Option<u64>,
+    /// Most terminal sessions open at once on its hosts (0: unlimited).
+    #[arg(long, value_name = "N")]
+    max_terminals: Option<u64>,
+    /// Most live API tokens working in it (0: unlimited).
+    #[arg(long, value_name = "N")]
+    max_api_tokens: Option<u64>,
+}
+
+impl From<QuotaArgs> for Quotas {
+    fn from(q: QuotaArgs) -> Self {
+        Quotas {
+            max_hosts: q.max_hosts,
+            max_terminals: q.max_terminals,
+            max_api_tokens: q.max_api_tokens,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AuditArgs {
+    #[command(subcommand)]
+    action: Option<AuditAction>,
+    #[command(flatten)]
+    filters: AuditFilters,
+    /// Print a JSON array of the entries, with all their fields.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Print every matching entry as JSON lines, oldest first.
+    Export(AuditFilters),
+    /// Check the whole hash chain: exits 1 naming the first entry that does not verify.
+    Verify,
+}
+
+#[derive(Debug, Args)]
+struct AuditFilters {
+    /// Entries about this host (name or id).
+    #[arg(long, value_name = "H")]
+    host: Option<String>,
+    /// Entries by this user.
+    #[arg(long, value_name = "U")]
+    user: Option<String>,
+    /// This action or its sub-actions ("file" matches "file.write").
+    #[arg(long, value_name = "A")]
+    action: Option<String>,
+    /// Since a duration ago (1h, 7d) or an RFC 3339 time.
+    #[arg(long, value_name = "D", value_parser = audit::parse_since)]
+    since: Option<i64>,
+    /// The newest N matching entries (default: 100, and for export the server's most, which
+    /// 0 also asks for).
+    #[arg(long, value_name = "N")]
+    limit: Option<u32>,
+}
+
+impl AuditFilters {
+    fn query(self, default_limit: u32) -> AuditQuery {
+        AuditQuery {
+            host: self.host.unwrap_or_default(),
+            user: self.user.unwrap_or_default(),
+            action: self.action.unwrap_or_default(),
+            since: self.since.unwrap_or(0),
+            limit: self.limit.unwrap_or(default_limit),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +428,9 @@ enum TokensAction {
         ttl: Duration,
         #[arg(long, default_value_t = 1)]
         uses: u32,
+        /// The workspace the hosts join (default: "default").
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -269,22 +483,21 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 path.display()
             );
         }
-        Command::Hosts(HostsArgs { action: None, json }) => hosts(json).await?,
+        Command::Hosts(HostsArgs { action: None, json }) => {
+            hosts::list(&Settings::load()?, json).await?;
+        }
         Command::Hosts(HostsArgs {
             action: Some(HostsAction::Rm { host }),
             ..
-        }) => {
-            let settings = Settings::load()?;
-            let mut client = client::connect(&settings).await?;
-            let deleted = client
-                .delete_host(DeleteHostRequest { host })
-                .await
-                .map_err(call_failed)?
-                .into_inner();
-            println!("deleted host {}", deleted.id);
-        }
+        }) => hosts::delete(&Settings::load()?, host).await?,
         Command::Tokens {
-            action: TokensAction::Create { ttl, uses, json },
+            action:
+                TokensAction::Create {
+                    ttl,
+                    uses,
+                    workspace,
+                    json,
+                },
         } => {
             let settings = Settings::load()?;
             let mut client = client::connect(&settings).await?;
@@ -292,7 +505,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .create_join_token(CreateJoinTokenRequest {
                     ttl_seconds: ttl.as_secs(),
                     uses,
-                    workspace: String::new(),
+                    workspace: workspace.clone().unwrap_or_default(),
                 })
                 .await
                 .map_err(call_failed)?
@@ -315,6 +528,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     if created.uses == 1 { "" } else { "s" }
                 );
                 println!("CA pin:     {}", created.ca_pin);
+                if let Some(workspace) = workspace {
+                    println!("workspace:  {workspace}");
+                }
                 println!(
                     "\nRun this on the host to add it:\n\n  {}",
                     created.install_command
@@ -422,68 +638,109 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Mkdir { parents, path } => {
             files::mkdir(&Settings::load()?, &Remote::parse(&path)?, parents).await?;
         }
+        Command::Users { action } => users_command(&Settings::load()?, action).await?,
+        Command::ApiTokens { action } => api_tokens_command(&Settings::load()?, action).await?,
+        Command::Workspaces { action } => workspaces_command(&Settings::load()?, action).await?,
+        Command::Audit(AuditArgs {
+            action: Some(AuditAction::Verify),
+            ..
+        }) => return audit::verify(&Settings::load()?).await,
+        Command::Audit(AuditArgs {
+            action: Some(AuditAction::Export(filters)),
+            ..
+        }) => {
+            let query = filters.query(0);
+            audit::list(&Settings::load()?, query, AuditFormat::JsonLines).await?;
+        }
+        Command::Audit(AuditArgs {
+            action: None,
+            filters,
+            json,
+        }) => {
+            let format = if json {
+                AuditFormat::Json
+            } else {
+                AuditFormat::Table
+            };
+            audit::list(&Settings::load()?, filters.query(100), format).await?;
+        }
     }
     Ok(0)
 }
 
-#[derive(Serialize)]
-struct HostJson {
-    id: String,
-    name: String,
-    status: &'static str,
-    last_seen: Option<String>,
-    os: String,
-    kernel: String,
-    arch: String,
-    daemon_version: String,
-    labels: std::collections::BTreeMap<String, String>,
+async fn users_command(settings: &Settings, action: UsersAction) -> anyhow::Result<()> {
+    match action {
+        UsersAction::Add {
+            name,
+            role,
+            workspace,
+            password_stdin,
+            json,
+        } => {
+            let new = NewUser {
+                name,
+                role,
+                workspace,
+                password_stdin,
+                json,
+            };
+            users::add(settings, new).await
+        }
+        UsersAction::List { json } => users::list(settings, json).await,
+        UsersAction::Remove { name } => users::remove(settings, name).await,
+        UsersAction::SetRole {
+            name,
+            role,
+            workspace,
+        } => users::set_role(settings, name, role, workspace).await,
+        UsersAction::ResetTotp { name } => users::reset_totp(settings, name).await,
+    }
 }
 
-async fn hosts(json: bool) -> anyhow::Result<()> {
-    let settings = Settings::load()?;
-    let mut client = client::connect(&settings).await?;
-    let hosts = client
-        .list_hosts(ListHostsRequest {})
-        .await
-        .map_err(call_failed)?
-        .into_inner()
-        .hosts;
-    let rows: Vec<HostJson> = hosts
-        .into_iter()
-        .map(|h| HostJson {
-            id: h.id,
-            name: h.name,
-            status: if h.online { "online" } else { "offline" },
-            last_seen: (h.last_seen > 0).then(|| rfc3339(h.last_seen)),
-            os: h.os,
-            kernel: h.kernel,
-            arch: h.arch,
-            daemon_version: h.daemon_version,
-            labels: h.labels.into_iter().collect(),
-        })
-        .collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).context("cannot encode hosts")?
-        );
-        return Ok(());
+async fn api_tokens_command(settings: &Settings, action: ApiTokensAction) -> anyhow::Result<()> {
+    match action {
+        ApiTokensAction::Create {
+            user,
+            workspace,
+            role,
+            ttl,
+            name,
+            json,
+        } => {
+            let new = NewApiToken {
+                user,
+                workspace,
+                role,
+                ttl,
+                name,
+                json,
+            };
+            api_tokens::create(settings, new).await
+        }
+        ApiTokensAction::List { all, json } => api_tokens::list(settings, all, json).await,
+        ApiTokensAction::Revoke { id } => api_tokens::revoke(settings, id).await,
     }
-    println!(
-        "{:<36}  {:<20}  {:<7}  {:<20}  {:<32}  LABELS",
-        "ID", "NAME", "STATUS", "LAST SEEN", "OS"
-    );
-    for h in rows {
-        let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
-            "{:<36}  {:<20}  {:<7}  {:<20}  {:<32}  {}",
-            h.id,
-            h.name,
-            h.status,
-            h.last_seen.as_deref().unwrap_or("never"),
-            h.os,
-            labels.join(",")
-        );
+}
+
+async fn workspaces_command(settings: &Settings, action: WorkspacesAction) -> anyhow::Result<()> {
+    match action {
+        WorkspacesAction::Create { name, quotas, json } => {
+            workspaces::create(settings, name, quotas.into(), json).await
+        }
+        WorkspacesAction::List { json } => workspaces::list(settings, json).await,
+        WorkspacesAction::SetQuota { workspace, quotas } => {
+            workspaces::set_quota(settings, workspace, quotas.into()).await
+        }
+        WorkspacesAction::AddHost { workspace, host } => {
+            workspaces::add_host(settings, workspace, host).await
+        }
+        WorkspacesAction::AddMember {
+            workspace,
+            user,
+            role,
+        } => workspaces::add_member(settings, workspace, user, role).await,
+        WorkspacesAction::RemoveMember { workspace, user } => {
+            workspaces::remove_member(settings, workspace, user).await
+        }
     }
-    Ok(())
 }

@@ -1,13 +1,12 @@
 //! `zpanel sessions`: a host's terminal sessions (yours, or everyone's with `--all`), and
 //! ending one.
 
-use anyhow::Context;
 use serde::Serialize;
 use zpanel_proto::{KillTerminalRequest, ListTerminalsRequest, TerminalInfo};
 
 use crate::client::{self, call_failed};
 use crate::config::Settings;
-use crate::display::{ago, rfc3339};
+use crate::display::{self, ago, rfc3339};
 
 #[derive(Debug, Serialize)]
 struct SessionJson {
@@ -56,9 +55,7 @@ pub async fn list(settings: &Settings, host: String, all: bool, json: bool) -> a
     sessions.sort_by(|a, b| (a.created_at, &a.session_id).cmp(&(b.created_at, &b.session_id)));
     if json {
         let rows: Vec<SessionJson> = sessions.iter().map(SessionJson::from).collect();
-        let text = serde_json::to_string_pretty(&rows).context("cannot encode sessions")?;
-        println!("{text}");
-        return Ok(());
+        return display::print_json(&rows, "sessions");
     }
     if sessions.is_empty() {
         println!("no sessions on {host}");
@@ -83,44 +80,30 @@ pub async fn kill(settings: &Settings, host: String, id: String) -> anyhow::Resu
 }
 
 fn table(sessions: &[TerminalInfo], now: i64) -> String {
-    let mut rows = vec![[
-        "ID".to_string(),
-        "OWNER".into(),
-        "USER".into(),
-        "CREATED".into(),
-        "SIZE".into(),
-        "VIEWERS".into(),
-        "LAST ACTIVITY".into(),
-    ]];
-    rows.extend(sessions.iter().map(|s| {
-        let size = s.size.unwrap_or_default();
-        [
-            s.session_id.clone(),
-            s.owner_name.clone(),
-            s.local_user.clone(),
-            ago(s.created_at, now),
-            format!("{}x{}", size.cols, size.rows),
-            s.viewers.to_string(),
-            ago(s.last_activity, now),
-        ]
-    }));
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    let header = [
+        "ID",
+        "OWNER",
+        "USER",
+        "CREATED",
+        "SIZE",
+        "VIEWERS",
+        "LAST ACTIVITY",
+    ];
+    display::table(
+        header,
+        sessions.iter().map(|s| {
+            let size = s.size.unwrap_or_default();
+            [
+                s.session_id.clone(),
+                s.owner_name.clone(),
+                s.local_user.clone(),
+                ago(s.created_at, now),
+                format!("{}x{}", size.cols, size.rows),
+                s.viewers.to_string(),
+                ago(s.last_activity, now),
+            ]
+        }),
+    )
 }
 
 #[cfg(test)]
