@@ -14,6 +14,8 @@ use crate::display::{self, rfc3339};
 /// How much of a host id and of an entry's detail a table shows.
 const HOST_ID_CHARS: usize = 8;
 const DETAIL_CHARS: usize = 60;
+/// Entries asked for at once when reading the whole log (the server's most per call).
+const PAGE: u32 = 10_000;
 
 /// Which entries to read; empty strings and 0 mean no filter.
 #[derive(Debug, Default)]
@@ -99,21 +101,34 @@ pub async fn list(
     format: AuditFormat,
 ) -> anyhow::Result<()> {
     let mut client = client::connect(settings).await?;
-    let mut entries: Vec<AuditEntry> = client
-        .list_audit(ListAuditRequest {
-            host: query.host,
-            user: query.user,
-            action: query.action,
-            since: query.since,
-            limit: query.limit,
-            before_id: 0,
-        })
-        .await
-        .map_err(call_failed)?
-        .into_inner()
-        .try_collect()
-        .await
-        .map_err(call_failed)?;
+    // The server answers at most a page at a time; without a limit, read page after page
+    // (newest first) until the log is exhausted.
+    let mut entries: Vec<AuditEntry> = Vec::new();
+    let mut before_id = 0;
+    loop {
+        let asked = if query.limit == 0 { PAGE } else { query.limit };
+        let page: Vec<AuditEntry> = client
+            .list_audit(ListAuditRequest {
+                host: query.host.clone(),
+                user: query.user.clone(),
+                action: query.action.clone(),
+                since: query.since,
+                limit: asked,
+                before_id,
+            })
+            .await
+            .map_err(call_failed)?
+            .into_inner()
+            .try_collect()
+            .await
+            .map_err(call_failed)?;
+        let full = page.len() == asked as usize;
+        before_id = page.last().map_or(0, |e| e.id);
+        entries.extend(page);
+        if query.limit != 0 || !full || before_id <= 1 {
+            break;
+        }
+    }
     entries.reverse();
     match format {
         AuditFormat::Json => {

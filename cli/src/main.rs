@@ -365,8 +365,7 @@ struct AuditFilters {
     /// Since a duration ago (1h, 7d) or an RFC 3339 time.
     #[arg(long, value_name = "D", value_parser = audit::parse_since)]
     since: Option<i64>,
-    /// The newest N matching entries (default: 100, and for export the server's most, which
-    /// 0 also asks for).
+    /// The newest N matching entries (default: 100; for export, and with 0, every match).
     #[arg(long, value_name = "N")]
     limit: Option<u32>,
 }
