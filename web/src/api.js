@@ -12,7 +12,10 @@ export class ApiError extends Error {
   }
 }
 
-/** The signed-in user: {user, role, csrf}, or null. */
+/**
+ * The signed-in user: {user, role, csrf, admin, totp, workspaces: [{id, name, role}]}, or
+ * null. `role` is the highest one anywhere.
+ */
 export const session = { current: null };
 
 /**
@@ -86,4 +89,20 @@ export async function checkSession() {
     }
     return 'unreachable';
   }
+}
+
+/** `path?name=value&…` with the parameters that have a value (not '', null or undefined). */
+export function withQuery(path, params) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== '' && value !== null && value !== undefined) query.set(name, String(value));
+  }
+  const text = query.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+/** Whether the signed-in user may read the audit log (an operator somewhere, or an admin). */
+export function canReadAudit() {
+  const role = session.current?.role;
+  return role === 'operator' || role === 'admin';
 }

@@ -47,6 +47,49 @@ export function ask({ name, title, label, value = '', ok = 'OK', selectUntil = n
   });
 }
 
+/**
+ * A small form: `fields` are {id, label, type: 'text'|'number'|'password'|'select', value,
+ * options: [{value, label}] (for selects), placeholder}. Resolves {id: value, …} (strings),
+ * or null.
+ */
+export function formDialog({ name, title, message, fields, ok = 'OK' }) {
+  const inputs = {};
+  return modal(name, (close) => {
+    const rows = fields.map((field) => {
+      const input = field.type === 'select'
+        ? h('select', { 'data-field': field.id },
+          field.options.map((o) => h('option', { value: o.value, selected: o.value === field.value }, o.label)))
+        : h('input', {
+          'data-field': field.id,
+          type: field.type ?? 'text',
+          value: field.value ?? '',
+          placeholder: field.placeholder,
+          min: field.type === 'number' ? '0' : null,
+          spellcheck: 'false',
+          autocomplete: 'off',
+        });
+      inputs[field.id] = input;
+      return h('label', {}, field.label, input);
+    });
+    requestAnimationFrame(() => rows[0]?.querySelector('input, select')?.focus());
+    return h('form', {
+      method: 'dialog',
+      onsubmit: (event) => {
+        event.preventDefault();
+        close(Object.fromEntries(Object.entries(inputs).map(([id, input]) => [id, input.value.trim()])));
+      },
+    },
+      h('h3', {}, title),
+      message ? h('p', { class: 'message' }, message) : null,
+      rows,
+      h('div', { class: 'buttons' },
+        h('button', { type: 'button', 'data-choice': 'cancel', onclick: () => close(null) }, 'Cancel'),
+        h('button', { type: 'submit', class: 'primary', 'data-choice': 'ok' }, ok),
+      ),
+    );
+  });
+}
+
 /** The permission bits of `info` as checkboxes and an octal field. Resolves the new mode, or null. */
 export function chmodDialog(info) {
   let mode = info.mode & 0o7777;

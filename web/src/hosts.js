@@ -75,7 +75,7 @@ export class HostsView {
     const hosts = [...this.hosts].sort((a, b) => a.name.localeCompare(b.name));
     body.replaceChildren(...hosts.map((host) => this.row(host)));
     if (hosts.length === 0) {
-      body.append(h('tr', {}, h('td', { colspan: 7, class: 'muted' },
+      body.append(h('tr', {}, h('td', { colspan: 8, class: 'muted' },
         'No hosts yet. `zpanel tokens create` prints the command that enrols one.')));
     }
     $('#hosts-count').textContent = `${hosts.filter((x) => x.status === 'online').length} of ${hosts.length} online`;
@@ -83,8 +83,9 @@ export class HostsView {
 
   row(host) {
     const online = host.status === 'online';
-    return h('tr', { dataset: { host: host.id, name: host.name, status: host.status } },
+    return h('tr', { dataset: { host: host.id, name: host.name, status: host.status, workspace: host.workspace } },
       h('td', { class: 'name' }, host.name, h('div', { class: 'muted mono small', title: host.id }, host.id.slice(0, 8))),
+      h('td', { class: 'workspace' }, host.workspace || '—'),
       h('td', {}, h('span', { class: `status ${host.status}` }, host.status)),
       h('td', { title: dateTime(host.last_seen) }, online ? 'now' : ago(host.last_seen)),
       h('td', {}, host.os || '—'),

@@ -1,15 +1,19 @@
 // Zpanel's page: routes between the login form, the hosts page (#/hosts), the terminal
-// page (#/terminals) and the file manager (#/files/HOST?path=DIR or ?edit=FILE). Talks only
-// to the control plane's own origin.
+// page (#/terminals), the file manager (#/files/HOST?path=DIR or ?edit=FILE), the audit log
+// (#/audit), the user's account (#/account) and users and workspaces (#/team, admins).
+// Talks only to the control plane's own origin.
 
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
-import { api, checkSession, session } from './api.js';
+import { AccountView } from './account.js';
+import { api, canReadAudit, checkSession, session } from './api.js';
+import { AuditView } from './audit.js';
 import { $ } from './dom.js';
 import { FilesView } from './files.js';
 import { filesHash } from './files-ui.js';
 import { HostsView } from './hosts.js';
 import { focusLogin, setUpLogin } from './login.js';
+import { TeamView } from './team.js';
 import { TerminalsView } from './terminals.js';
 
 const terminals = new TerminalsView({
@@ -29,7 +33,12 @@ const hosts = new HostsView({
   onOpenFiles: (host) => (location.hash = filesHash(host.id)),
   onUnauthenticated: signedOut,
 });
-let shown = null; // the view on screen: 'login' | 'hosts' | 'terminals' | 'files'
+const audit = new AuditView({ onUnauthenticated: signedOut });
+const account = new AccountView({ onUnauthenticated: signedOut, onSignedOut: loggedOut });
+const team = new TeamView({ onUnauthenticated: signedOut });
+/** The views shown by `route` other than login, each with show() and hide(). */
+const VIEWS = { hosts, terminals, files, audit, account, team };
+let shown = null; // the view on screen: 'login' or a name in VIEWS
 let tabsRestored = false; // the tabs kept from before a reload are reopened once signed in
 let routedHash = location.hash; // the address last routed to
 
@@ -38,7 +47,7 @@ function parseHash() {
   const [route, query = ''] = location.hash.replace(/^#\/?/, '').split('?');
   const [name, host] = route.split('/');
   const params = new URLSearchParams(query);
-  const view = ['terminals', 'files'].includes(name) ? name : 'hosts';
+  const view = Object.hasOwn(VIEWS, name) ? name : 'hosts';
   return { view, host: host ? decodeURIComponent(host) : null, path: params.get('path'), edit: params.get('edit') };
 }
 
@@ -49,19 +58,15 @@ function route() {
   const view = session.current ? wanted.view : 'login';
   if (view === 'files') files.navigate(wanted);
   if (view === shown) return;
-  if (shown === 'hosts') hosts.hide();
-  if (shown === 'terminals') terminals.hide();
-  if (shown === 'files') files.hide();
+  if (Object.hasOwn(VIEWS, shown ?? '')) VIEWS[shown].hide();
   shown = view;
-  for (const name of ['login', 'hosts', 'terminals', 'files']) $(`#view-${name}`).hidden = name !== view;
+  for (const name of ['login', ...Object.keys(VIEWS)]) $(`#view-${name}`).hidden = name !== view;
   $('#bar').hidden = view === 'login';
   for (const link of document.querySelectorAll('#bar nav a')) {
     link.classList.toggle('current', link.getAttribute('href').startsWith(`#/${view}`));
   }
   if (view === 'login') focusLogin();
-  if (view === 'hosts') hosts.show();
-  if (view === 'terminals') terminals.show();
-  if (view === 'files') files.show();
+  else VIEWS[view].show();
 }
 
 /** Leaving an editor with unsaved edits asks first (and stays when the user says so). */
@@ -79,7 +84,10 @@ async function onHashChange() {
 
 function signedIn() {
   $('#user').textContent = session.current.user;
-  $('#user').title = `role: ${session.current.role}`;
+  $('#user').title = `role: ${session.current.role || 'none'}`;
+  // The server refuses what the role does not allow either way; these only tidy the bar.
+  $('#nav-audit').hidden = !canReadAudit();
+  $('#nav-team').hidden = !session.current.admin;
   if (tabsRestored) {
     terminals.resumeAll();
   } else {
@@ -103,11 +111,16 @@ $('#logout').addEventListener('click', async () => {
   } catch {
     // Signed out either way, as far as this page is concerned.
   }
+  loggedOut();
+});
+
+/** This browser's session ended on purpose: close what is open, back to the form. */
+function loggedOut() {
   terminals.closeAll();
   files.closeEditor();
   session.current = null;
   route();
-});
+}
 
 window.addEventListener('hashchange', onHashChange);
 // Closing or reloading the page with unsaved edits: the browser asks.

@@ -1,7 +1,9 @@
 //! The web API (axum): health, Prometheus metrics, enrolment, the CA certificate, the
-//! browser's API (login, hosts and their live status, terminals) and the page itself. Only
-//! this module and its children know JSON on the control plane.
+//! browser's API (login, hosts and their live status, terminals, files, the account, the
+//! audit log, users and workspaces) and the page itself. Only this module and its children
+//! know JSON on the control plane.
 
+mod access;
 mod auth;
 mod files;
 mod terminal;
@@ -16,7 +18,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Serialize;
@@ -37,6 +39,49 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/login", post(auth::login))
         .route("/api/v1/logout", post(auth::logout))
         .route("/api/v1/session", get(auth::session))
+        .route("/api/v1/account/sessions", get(access::sessions))
+        .route(
+            "/api/v1/account/sessions/{id}",
+            delete(access::revoke_session),
+        )
+        .route("/api/v1/account/totp", post(access::totp_begin))
+        .route("/api/v1/account/totp/confirm", post(access::totp_confirm))
+        .route("/api/v1/account/totp/disable", post(access::totp_disable))
+        .route(
+            "/api/v1/account/api-tokens",
+            get(access::api_tokens).post(access::create_api_token),
+        )
+        .route(
+            "/api/v1/account/api-tokens/{id}",
+            delete(access::revoke_api_token),
+        )
+        .route("/api/v1/audit", get(access::audit))
+        .route("/api/v1/audit/export", get(access::audit_export))
+        .route("/api/v1/audit/verify", get(access::audit_verify))
+        .route("/api/v1/users", get(access::users).post(access::add_user))
+        .route("/api/v1/users/{name}", delete(access::remove_user))
+        .route("/api/v1/users/{name}/role", put(access::set_user_role))
+        .route("/api/v1/users/{name}/totp", delete(access::reset_user_totp))
+        .route(
+            "/api/v1/workspaces",
+            get(access::workspaces).post(access::create_workspace),
+        )
+        .route(
+            "/api/v1/workspaces/{workspace}/quota",
+            put(access::set_workspace_quota),
+        )
+        .route(
+            "/api/v1/workspaces/{workspace}/hosts",
+            post(access::add_workspace_host),
+        )
+        .route(
+            "/api/v1/workspaces/{workspace}/members",
+            post(access::add_workspace_member),
+        )
+        .route(
+            "/api/v1/workspaces/{workspace}/members/{user}",
+            delete(access::remove_workspace_member),
+        )
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/hosts/events", get(host_events))
         .route("/api/v1/hosts/{host}/terminal", get(terminal::socket))
@@ -158,6 +203,8 @@ struct HostJson {
     kernel: String,
     arch: String,
     daemon_version: String,
+    /// The name of the host's workspace.
+    workspace: String,
 }
 
 async fn host_list(
@@ -176,6 +223,7 @@ async fn host_list(
             kernel: view.record.kernel,
             arch: view.record.arch,
             daemon_version: view.record.daemon_version,
+            workspace: view.workspace,
         })
         .collect())
 }

@@ -74,6 +74,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 impl Caller {
+    /// The session cookie's value, when the caller came with one.
+    pub fn session_cookie(&self) -> Option<&str> {
+        self.browser.as_ref().map(|(cookie, _)| cookie.as_str())
+    }
+
     /// Refuses a state-changing request from a browser unless it carries the session's
     /// CSRF token and comes from our own origin. API-token callers pass.
     pub fn check_change(&self, headers: &HeaderMap, state: &AppState) -> Result<(), ServiceError> {
@@ -123,11 +128,52 @@ pub struct LoginBody {
     code: Option<String>,
 }
 
+/// Who is signed in, as the page needs it.
 #[derive(Serialize)]
 pub struct SessionJson {
     user: String,
+    /// The highest role anywhere ("" for none).
     role: String,
     csrf: String,
+    /// A global admin (users, workspaces, the whole audit log).
+    admin: bool,
+    /// Whether the user signs in with a TOTP code.
+    totp: bool,
+    workspaces: Vec<WorkspaceRoleJson>,
+}
+
+#[derive(Serialize)]
+pub struct WorkspaceRoleJson {
+    id: String,
+    name: String,
+    /// The caller's role there ("" for none).
+    role: String,
+}
+
+async fn session_json(
+    state: &AppState,
+    principal: Principal,
+    csrf: String,
+) -> Result<SessionJson, ServiceError> {
+    let (_, totp) = state.store.totp_secrets(&principal.user_id).await?;
+    let workspaces = state
+        .workspaces_list(&principal)
+        .await?
+        .into_iter()
+        .map(|(workspace, role)| WorkspaceRoleJson {
+            id: workspace.id,
+            name: workspace.name,
+            role: role.map(|r| r.to_string()).unwrap_or_default(),
+        })
+        .collect();
+    Ok(SessionJson {
+        role: role_name(&principal),
+        admin: principal.global_role().is_some(),
+        totp: totp.is_some(),
+        workspaces,
+        user: principal.user_name,
+        csrf,
+    })
 }
 
 fn cookie_header(value: String, max_age: time::Duration) -> (header::HeaderName, String) {
@@ -164,11 +210,7 @@ pub async fn login(
         Err(e) => return Err(e),
     };
     let max_age = time::Duration::seconds(session.expires_at - crate::store::now());
-    let json = SessionJson {
-        role: role_name(&session.principal),
-        user: session.principal.user_name,
-        csrf: session.csrf,
-    };
+    let json = session_json(&state, session.principal, session.csrf).await?;
     Ok(([cookie_header(session.token, max_age)], Json(json)).into_response())
 }
 
@@ -185,12 +227,12 @@ pub async fn logout(
     Ok((StatusCode::NO_CONTENT, [clear]).into_response())
 }
 
-pub async fn session(caller: Caller) -> Json<SessionJson> {
-    Json(SessionJson {
-        role: role_name(&caller.principal),
-        user: caller.principal.user_name,
-        csrf: caller.browser.map(|(_, csrf)| csrf).unwrap_or_default(),
-    })
+pub async fn session(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<SessionJson>, ServiceError> {
+    let csrf = caller.browser.map(|(_, csrf)| csrf).unwrap_or_default();
+    Ok(Json(session_json(&state, caller.principal, csrf).await?))
 }
 
 /// The caller's highest role, to show in the page ("" when they have none).
