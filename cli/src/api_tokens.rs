@@ -144,7 +144,8 @@ pub async fn list(settings: &Settings, all: bool, json: bool) -> anyhow::Result<
         .map_err(call_failed)?
         .into_inner()
         .tokens;
-    tokens.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    // The server lists newest first (in creation order, even within a second).
+    tokens.reverse();
     let now = zpanel_shared::unix_now();
     if json {
         let rows: Vec<ApiTokenJson> = tokens.iter().map(|t| ApiTokenJson::new(t, now)).collect();

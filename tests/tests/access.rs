@@ -549,7 +549,8 @@ async fn tokens_are_scoped_expire_and_are_revoked() {
     let listed = dev.cli.run(&["api-tokens", "list", "--json"]).await;
     let listed: Vec<serde_json::Value> = serde_json::from_str(&ok(&listed, "list")).unwrap();
     assert_eq!(listed.len(), 2);
-    for token in &listed {
+    // Oldest first: the token this CLI uses goes last.
+    for token in listed.iter().rev() {
         let id = token["id"].as_str().unwrap();
         ok(&dev.cli.run(&["api-tokens", "revoke", id]).await, "revoke");
     }
