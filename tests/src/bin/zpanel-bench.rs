@@ -121,6 +121,15 @@ struct Args {
     /// Leave out the file benchmark.
     #[arg(long)]
     skip_files: bool,
+    /// Timed requests and logins per kind in the access benchmark.
+    #[arg(long, default_value_t = 200)]
+    access_runs: usize,
+    /// Audited requests sent (16 at a time) before the audit chain is verified.
+    #[arg(long, default_value_t = 20_000)]
+    audit_entries: usize,
+    /// Leave out the access benchmark.
+    #[arg(long)]
+    skip_access: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -439,6 +448,13 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
         )
     };
 
+    // === access ===
+    let access_report = if args.skip_access {
+        None
+    } else {
+        Some(access(&args, &cp, &cli).await.context("access")?)
+    };
+
     // Quiet the machine for the sessions test.
     drop(daemon);
     drop(cli);
@@ -462,7 +478,135 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     if let Some(terminals) = terminal_report {
         println!("\nTerminals:\n\n{}", terminals.render());
     }
+    if let Some(access) = access_report {
+        println!("\nAccess:\n\n{}", access.render());
+    }
     Ok(())
+}
+
+/// Timed logins: fewer than the burst of logins one address may make at once.
+const LOGIN_RUNS: usize = 15;
+
+/// What authorisation and the audit chain cost: an authorised request as an admin and as a
+/// workspace member, a login (argon2id), how many audited requests a second the control
+/// plane takes, and how fast `zpanel audit verify` walks the chain.
+async fn access(args: &Args, cp: &ControlPlane, cli: &Cli) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let run = |what: &str, out: std::process::Output| succeeded(what, &out);
+    run(
+        "users add",
+        cli.run_with_stdin(
+            &[
+                "users",
+                "add",
+                "bench-dev",
+                "--role",
+                "developer",
+                "--password-stdin",
+            ],
+            b"bench password 123\n",
+        )
+        .await,
+    )?;
+    let out = cli
+        .run(&["api-tokens", "create", "--user", "bench-dev", "--json"])
+        .await;
+    run("api-tokens create", out.clone())?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let developer = Browser::with_token(cp, created["token"].as_str().context("token")?);
+    let admin = Browser::with_token(cp, &cp.admin_token);
+
+    // Authorised requests, each on a fresh TLS connection, interleaved.
+    let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for _ in 0..args.access_runs {
+        for (name, caller) in [("admin", &admin), ("developer", &developer)] {
+            let started = Instant::now();
+            let response = caller.call("GET", "/api/v1/hosts", None).await?;
+            ensure!(response.status == 200, "GET /api/v1/hosts: {response:?}");
+            times.entry(name).or_default().push(started.elapsed());
+        }
+    }
+    // Logins, within the per-address burst the control plane allows.
+    for _ in 0..LOGIN_RUNS {
+        let started = Instant::now();
+        let login =
+            zpanel_tests::web::post_login(cp, &cp.url, "bench-dev", "bench password 123").await?;
+        ensure!(login.status == 200, "login: {login:?}");
+        times.entry("login").or_default().push(started.elapsed());
+    }
+    let admin_stats = Stats::of(&times["admin"]);
+    let developer_stats = Stats::of(&times["developer"]);
+    let login_stats = Stats::of(&times["login"]);
+    let in_ms = |v: f64| format!("{v:.2} ms");
+    report.versus(
+        "GET /api/v1/hosts with a member's token (fresh TLS connection), median",
+        ms(developer_stats.median),
+        Some(("admin token", ms(admin_stats.median))),
+        in_ms,
+        "~1.0x (the membership check is cheap)",
+        Some(developer_stats.median.as_secs_f64() < 1.5 * admin_stats.median.as_secs_f64()),
+    );
+    report.row(
+        &format!("login with a password (argon2id, then a session), median of {LOGIN_RUNS}"),
+        in_ms(ms(login_stats.median)),
+        None,
+        None,
+        "(information)",
+        None,
+    );
+
+    // Audited refusals (a developer may not read the audit log), 16 clients at a time.
+    let clients = 16;
+    let per_client = args.audit_entries.div_ceil(clients);
+    let started = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..clients {
+        let developer = developer.clone();
+        workers.spawn(async move {
+            for _ in 0..per_client {
+                let response = developer.call("GET", "/api/v1/audit", None).await?;
+                ensure!(response.status == 403, "{response:?}");
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    let sent = clients * per_client;
+    let rate = sent as f64 / started.elapsed().as_secs_f64();
+    report.row(
+        &format!("audited refusals per second, {clients} clients"),
+        format!("{rate:.0} /s"),
+        None,
+        None,
+        "(information)",
+        None,
+    );
+
+    let started = Instant::now();
+    let out = cli.run(&["audit", "verify"]).await;
+    let took = started.elapsed();
+    run("audit verify", out.clone())?;
+    let verified = String::from_utf8_lossy(&out.stdout);
+    let entries: f64 = verified
+        .split_whitespace()
+        .find_map(|word| word.parse().ok())
+        .context("audit verify printed no count")?;
+    report.row(
+        &format!("`zpanel audit verify` over {entries:.0} entries"),
+        format!(
+            "{:.0} ms ({:.0} entries/s)",
+            ms(took),
+            entries / took.as_secs_f64()
+        ),
+        None,
+        None,
+        "(information)",
+        None,
+    );
+    println!("access: {}", report.render());
+    Ok(report)
 }
 
 // === measurements ===
