@@ -2,8 +2,8 @@
 //! latency, exec throughput with the memory of all three binaries, idle daemon memory, many
 //! idle bridge sessions held by one control plane, files: `zpanel cp` against scp both ways
 //! and the first page of a huge directory against `ls` over ssh, and terminals: keystroke
-//! echo and output throughput against `ssh -tt` and terminado) and prints tables of medians
-//! and ratios.
+//! echo and output throughput against `ssh -tt` and terminado; access: what authorisation,
+//! logins and the audit chain cost) and prints tables of medians and ratios.
 //! Build and run: `cargo build --release --workspace && target/release/zpanel-bench`.
 #![forbid(unsafe_code)]
 
