@@ -109,6 +109,30 @@ impl BrowserScript {
             .with_context(|| format!("the browser script was silent for {timeout:?}"))?
     }
 
+    /// Answers each command the script sends with `answer` until the script is done; the
+    /// first failure (the script silent for `silence`, an answer that failed, a reply that
+    /// could not be sent), if any.
+    pub async fn serve<F, Fut>(&mut self, silence: Duration, mut answer: F) -> Option<String>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<String>>,
+    {
+        loop {
+            let reply = match self.next_command(silence).await {
+                Ok(Some(command)) => answer(command).await,
+                Ok(None) => return None,
+                Err(e) => Err(e),
+            };
+            let sent = match reply {
+                Ok(reply) => self.reply(&reply).await.context("cannot answer the script"),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                return Some(format!("{e:#}"));
+            }
+        }
+    }
+
     /// Answers the last command, letting the script go on.
     pub async fn reply(&mut self, line: &str) -> anyhow::Result<()> {
         self.note(&format!("(test: {line})"));

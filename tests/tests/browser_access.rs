@@ -89,25 +89,12 @@ async fn a_browser_turns_on_totp_reads_the_audit_log_and_makes_a_token() {
     )
     .expect("the browser script starts");
 
-    let mut failure = None;
-    loop {
-        let answer = match script.next_command(SCRIPT_SILENCE).await {
-            Ok(Some(command)) => answer(&cp, &command).await,
-            Ok(None) => break,
-            Err(e) => Err(e),
-        };
-        let reply = match answer {
-            Ok(reply) => reply,
-            Err(e) => {
-                failure = Some(format!("{e:#}"));
-                break;
-            }
-        };
-        if let Err(e) = script.reply(&reply).await {
-            failure = Some(format!("cannot answer the script: {e:#}"));
-            break;
-        }
-    }
+    let cp_ref = &cp;
+    let failure = script
+        .serve(SCRIPT_SILENCE, |command| async move {
+            answer(cp_ref, &command).await
+        })
+        .await;
     script
         .assert_passed("the browser access test", failure, &cp)
         .await;

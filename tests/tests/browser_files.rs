@@ -56,25 +56,12 @@ async fn a_browser_uploads_edits_and_settles_a_conflict() {
     )
     .expect("the browser script starts");
 
-    let mut failure = None;
-    loop {
-        let answer = match script.next_command(SCRIPT_SILENCE).await {
-            Ok(Some(command)) => answer(&root, &command),
-            Ok(None) => break,
-            Err(e) => Err(e),
-        };
-        let reply = match answer {
-            Ok(reply) => reply,
-            Err(e) => {
-                failure = Some(format!("{e:#}"));
-                break;
-            }
-        };
-        if let Err(e) = script.reply(&reply).await {
-            failure = Some(format!("cannot answer the script: {e:#}"));
-            break;
-        }
-    }
+    let failure = script
+        .serve(SCRIPT_SILENCE, |command| {
+            let reply = answer(&root, &command);
+            async move { reply }
+        })
+        .await;
     script
         .assert_passed("the browser files test", failure, &cp)
         .await;
