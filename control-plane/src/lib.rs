@@ -201,6 +201,11 @@ pub async fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
     let password = password.trim_end_matches(['\r', '\n']);
     let store = Store::open(&db).await.context("cannot open the database")?;
     service::login::set_password(&store, &args.user, password).await?;
+    let entry = store::AuditEntry::new("zpanel-cp passwd", "user.password")
+        .credential("local: access to the data directory")
+        .target(&args.user)
+        .detail("password set; browser sessions ended");
+    store.audit(&entry).await?;
     let generated = args.data_dir.join(ADMIN_PASSWORD_FILE);
     if args.user == "admin" && generated.exists() {
         std::fs::remove_file(&generated)

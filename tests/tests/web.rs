@@ -196,6 +196,14 @@ async fn passwd_resets_a_password_and_ends_sessions() {
             .await
             .is_ok()
     );
+    // The reset is in the audit log, and the chain still holds.
+    let admin = cp.admin_cli().await;
+    let audit = admin
+        .run(&["audit", "--action", "user.password", "--json"])
+        .await;
+    let entries: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(entries[0]["target"], "admin", "{entries}");
+    assert!(admin.run(&["audit", "verify"]).await.status.success());
 }
 
 #[tokio::test]

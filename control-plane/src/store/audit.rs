@@ -142,6 +142,12 @@ impl Store {
     pub async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let _chain = self.audit_lock.lock().await;
         let mut tx = self.pool.begin().await?;
+        // A write first, so the transaction holds the database's write lock before it reads
+        // the head: another process appending (`zpanel-cp passwd`) waits instead of forking
+        // the chain.
+        sqlx::query("INSERT INTO audit_head (id, last_id, hash) VALUES (1, 0, '') ON CONFLICT (id) DO NOTHING")
+            .execute(&mut *tx)
+            .await?;
         let head = sqlx::query("SELECT last_id, hash FROM audit_head WHERE id = 1")
             .fetch_optional(&mut *tx)
             .await?;
