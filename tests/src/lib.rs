@@ -8,6 +8,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 pub mod browser;
+pub mod docker;
 pub mod files;
 pub mod pty;
 pub mod web;
@@ -284,6 +285,16 @@ impl ControlPlane {
         daemon
     }
 
+    /// Enrols and starts a daemon named `name` that manages the test Docker engine
+    /// ([`docker::endpoint`]), and waits until the host is online.
+    pub async fn add_docker_host(&self, cli: &Cli, name: &str) -> Daemon {
+        let endpoint = docker::endpoint();
+        self.add_online_host_with(cli, name, &[], |daemon| {
+            daemon.set_docker_endpoint(&endpoint)
+        })
+        .await
+    }
+
     /// Enrols and starts a daemon named `name`.
     pub async fn add_host(&self, cli: &Cli, name: &str) -> Daemon {
         let token = cli.join_token(1).await;
@@ -515,6 +526,11 @@ impl Daemon {
             table.push_str(&format!("max_channels = {max_channels}\n"));
         }
         self.append_settings(&table);
+    }
+
+    /// Points the daemon at a Docker engine (`[docker] endpoint`).
+    pub fn set_docker_endpoint(&self, endpoint: &str) {
+        self.append_settings(&format!("[docker]\nendpoint = {endpoint:?}\n"));
     }
 
     /// Appends a table to the daemon's `bridge.toml`.

@@ -3,7 +3,9 @@
 //! idle bridge sessions held by one control plane, files: `zpanel cp` against scp both ways
 //! and the first page of a huge directory against `ls` over ssh, and terminals: keystroke
 //! echo and output throughput against `ssh -tt` and terminado; access: what authorisation,
-//! logins and the audit chain cost) and prints tables of medians and ratios.
+//! logins and the audit chain cost; Docker: `ps` against the docker CLI and the throughput of
+//! following a container's logs against `docker logs -f`) and prints tables of medians and
+//! ratios.
 //! Build and run: `cargo build --release --workspace && target/release/zpanel-bench`.
 #![forbid(unsafe_code)]
 
@@ -130,6 +132,26 @@ struct Args {
     /// Leave out the access benchmark.
     #[arg(long)]
     skip_access: bool,
+    /// The Docker engine the daemon manages in the Docker benchmark (default: the
+    /// `ZPANEL_TEST_DOCKER_HOST` or `DOCKER_HOST` environment variable).
+    #[arg(long)]
+    docker_endpoint: Option<String>,
+    /// Timed `ps` listings per peer in the Docker benchmark (after 3 warm-up runs each).
+    #[arg(long, default_value_t = 30)]
+    docker_runs: usize,
+    /// Containers that exist (created, not running) while `ps -a` is timed.
+    #[arg(long, default_value_t = 20)]
+    docker_containers: usize,
+    /// Bytes a container prints as fast as it can while its logs are followed (K, M, G
+    /// suffixes as above).
+    #[arg(long, default_value = "100M", value_parser = parse_size)]
+    docker_log_bytes: u64,
+    /// Log-follow runs per peer; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    docker_log_runs: usize,
+    /// Leave out the Docker benchmark.
+    #[arg(long)]
+    skip_docker: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -455,6 +477,13 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
         Some(access(&args, &cp, &cli).await.context("access")?)
     };
 
+    // === docker ===
+    let docker_report = if args.skip_docker {
+        None
+    } else {
+        Some(docker(&args, &cp, &cli).await.context("docker")?)
+    };
+
     // Quiet the machine for the sessions test.
     drop(daemon);
     drop(cli);
@@ -481,7 +510,185 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     if let Some(access) = access_report {
         println!("\nAccess:\n\n{}", access.render());
     }
+    if let Some(docker) = docker_report {
+        println!("\nDocker:\n\n{}", docker.render());
+    }
     Ok(())
+}
+
+/// The host the Docker benchmark targets.
+const DOCKER_HOST_NAME: &str = "bench-docker";
+/// The image the Docker benchmark's containers run (built offline by `scripts/test`).
+const DOCKER_IMAGE: &str = zpanel_tests::docker::TEST_IMAGE;
+
+/// `zpanel docker HOST ps -a` against `docker ps -a` on the same engine, and the throughput of
+/// following the logs of a container that prints as fast as it can, through zpanel and with
+/// `docker logs -f`.
+async fn docker(args: &Args, cp: &ControlPlane, cli: &Cli) -> anyhow::Result<Report> {
+    ensure!(
+        args.docker_runs > 0 && args.docker_log_runs > 0,
+        "--docker-runs and --docker-log-runs must be at least 1 (or pass --skip-docker)"
+    );
+    let endpoint = args
+        .docker_endpoint
+        .clone()
+        .or_else(|| std::env::var(zpanel_tests::docker::ENDPOINT_VARIABLE).ok())
+        .or_else(|| std::env::var("DOCKER_HOST").ok())
+        .context("no Docker engine: pass --docker-endpoint unix:///PATH (or --skip-docker)")?;
+    let docker_cli = |args: &[&str]| {
+        let mut command = Command::new("docker");
+        command.arg("-H").arg(&endpoint).args(args);
+        command
+    };
+    let mut report = Report::default();
+    let token = cli.join_token(1).await;
+    let daemon = zpanel_tests::Daemon::join(cp, &token, DOCKER_HOST_NAME).await?;
+    daemon.set_docker_endpoint(&endpoint);
+    let _daemon = daemon.start().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cli.host_status(DOCKER_HOST_NAME).await.as_deref() != Some("online") {
+        ensure!(
+            Instant::now() < deadline,
+            "{DOCKER_HOST_NAME} never came online"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Containers to list (created, never started), removed at the end.
+    let prefix = format!("zp-bench-{}", std::process::id());
+    let mut names: Vec<String> = (0..args.docker_containers)
+        .map(|i| format!("{prefix}-{i}"))
+        .collect();
+    for name in &names {
+        let out = quiet_output(docker_cli(&[
+            "create",
+            "--name",
+            name,
+            DOCKER_IMAGE,
+            "true",
+        ]))
+        .await?;
+        succeeded("docker create", &out)?;
+    }
+    let result = docker_measure(args, cli, &docker_cli, &prefix, &mut names, &mut report).await;
+    let mut remove = vec!["rm", "-f"];
+    remove.extend(names.iter().map(String::as_str));
+    let _ = quiet_output(docker_cli(&remove)).await;
+    result?;
+    println!("docker: {}", report.render());
+    Ok(report)
+}
+
+async fn docker_measure(
+    args: &Args,
+    cli: &Cli,
+    docker_cli: &impl Fn(&[&str]) -> Command,
+    prefix: &str,
+    names: &mut Vec<String>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // `ps -a`, interleaved, so noise hits both peers alike.
+    let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for run in 0..WARMUP_RUNS + args.docker_runs {
+        for name in ["zpanel", "docker"] {
+            let command = match name {
+                "zpanel" => cli.command(&["docker", DOCKER_HOST_NAME, "ps", "-a"]),
+                _ => docker_cli(&["ps", "-a"]),
+            };
+            let took = timed(command)
+                .await
+                .with_context(|| format!("{name} ps -a"))?;
+            if run >= WARMUP_RUNS {
+                times.entry(name).or_default().push(took);
+            }
+        }
+    }
+    let zp = Stats::of(&times["zpanel"]);
+    let peer = Stats::of(&times["docker"]);
+    let in_ms = |v: f64| format!("{v:.1} ms");
+    report.versus(
+        &format!(
+            "`ps -a` with {} containers, median of {}",
+            args.docker_containers, args.docker_runs
+        ),
+        ms(zp.median),
+        Some(("docker ps -a, local socket", ms(peer.median))),
+        in_ms,
+        "<= 2.0x docker (one more hop over the network)",
+        Some(zp.median.as_secs_f64() <= 2.0 * peer.median.as_secs_f64()),
+    );
+    report.versus(
+        "`ps -a`, p90",
+        ms(zp.p90),
+        Some(("docker ps -a", ms(peer.p90))),
+        in_ms,
+        "-",
+        None,
+    );
+
+    // Log follow: a fresh container per run and peer prints `bytes` as fast as it can while
+    // the peer follows its logs from the start until it exits.
+    let bytes = args.docker_log_bytes;
+    let script = format!(
+        "yes 'zpanel benchmark log line: 0123456789abcdefghijklmnopqrstuvwxyz' | head -c {bytes}"
+    );
+    let mut runs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for run in 1..=args.docker_log_runs {
+        for peer in ["zpanel", "docker"] {
+            let name = format!("{prefix}-logs-{peer}-{run}");
+            names.push(name.clone());
+            let out = quiet_output(docker_cli(&[
+                "run",
+                "-d",
+                "--name",
+                &name,
+                DOCKER_IMAGE,
+                "sh",
+                "-c",
+                &script,
+            ]))
+            .await?;
+            succeeded("docker run", &out)?;
+            let command = match peer {
+                "zpanel" => cli.command(&["docker", DOCKER_HOST_NAME, "logs", "-f", &name]),
+                _ => docker_cli(&["logs", "-f", &name]),
+            };
+            let streamed = stream(command, bytes, &[])
+                .await
+                .with_context(|| format!("{peer}: logs -f"))?;
+            println!(
+                "docker logs -f run {run}, {peer}: {:.0} MB/s",
+                streamed.mb_per_s
+            );
+            runs.entry(peer).or_default().push(streamed.mb_per_s);
+        }
+    }
+    report.notes.push(format!(
+        "Log-follow runs (MB/s, in order): zpanel {}; docker {}.",
+        list_runs(&runs["zpanel"]),
+        list_runs(&runs["docker"])
+    ));
+    let zp = median_f64(&runs["zpanel"]);
+    let peer = median_f64(&runs["docker"]);
+    report.versus(
+        &format!(
+            "follow the logs of a container printing {} as fast as it can, median of {}",
+            human_bytes(bytes),
+            args.docker_log_runs
+        ),
+        zp,
+        Some(("docker logs -f, local socket", peer)),
+        in_mb_per_s,
+        ">= 0.8x docker",
+        Some(zp >= 0.8 * peer),
+    );
+    Ok(())
+}
+
+/// Runs a command to completion with its output captured.
+async fn quiet_output(mut command: Command) -> anyhow::Result<std::process::Output> {
+    command.stdin(Stdio::null());
+    Ok(command.output().await?)
 }
 
 /// Timed logins: fewer than the burst of logins one address may make at once.
