@@ -26,17 +26,11 @@ export async function api(method, path, body) {
   const headers = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET' && session.current) headers['x-csrf-token'] = session.current.csrf;
-  let response;
-  try {
-    response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: 'same-origin',
-    });
-  } catch {
-    throw new ApiError(0, 'cannot reach the control plane');
-  }
+  const response = await request(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   if (response.status === 204) return null;
   const text = await response.text();
   let json = null;
@@ -47,6 +41,15 @@ export async function api(method, path, body) {
   }
   if (!response.ok) throw errorOf(response, json);
   return json;
+}
+
+/** `fetch` with the session cookie; rejects with an ApiError when the server cannot be reached. */
+export async function request(url, options = {}) {
+  try {
+    return await fetch(url, { credentials: 'same-origin', ...options });
+  } catch {
+    throw new ApiError(0, 'cannot reach the control plane');
+  }
 }
 
 /** The ApiError of a failed response whose body (`json`, maybe null) was already read. */
@@ -105,4 +108,59 @@ export function withQuery(path, params) {
 export function canReadAudit() {
   const role = session.current?.role;
   return role === 'operator' || role === 'admin';
+}
+
+/** The roles from least to most (ARCHITECTURE.md, "Access"). */
+const ROLE_RANK = { viewer: 1, developer: 2, operator: 3, admin: 4 };
+
+/** Whether `role` (a name, or null for none) is `wanted` or higher. */
+export function atLeast(role, wanted) {
+  return (ROLE_RANK[role] ?? 0) >= ROLE_RANK[wanted];
+}
+
+/**
+ * The signed-in user's role on `host` (an entry of `GET /api/v1/hosts`): admin for a global
+ * admin, else the role in the host's workspace, or null. It only tidies the page: the server
+ * decides either way.
+ */
+export function roleOn(host) {
+  if (session.current?.admin) return 'admin';
+  return session.current?.workspaces?.find((w) => w.name === host.workspace)?.role ?? null;
+}
+
+/** The host named by id or name, from `GET /api/v1/hosts`; null when the caller sees none. */
+export async function findHost(host) {
+  const hosts = await api('GET', '/api/v1/hosts');
+  return hosts.find((x) => x.id === host || x.name === host) ?? null;
+}
+
+/**
+ * Sends `body` (a File, Blob or bytes) with upload progress (fetch cannot report it,
+ * XMLHttpRequest can): `onProgress(sentBytes)`. Adds the CSRF token. Resolves to the parsed
+ * JSON answer; rejects with an ApiError; `abort()` on the returned promise cancels.
+ */
+export function sendWithProgress(method, url, body, { headers = {}, onProgress = () => {} } = {}) {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise((resolve, reject) => {
+    xhr.open(method, url);
+    for (const [name, value] of Object.entries({ ...csrfHeaders(), ...headers })) xhr.setRequestHeader(name, value);
+    xhr.upload.onprogress = (event) => onProgress(event.loaded);
+    xhr.onload = () => {
+      let json = null;
+      try {
+        json = JSON.parse(xhr.responseText);
+      } catch {
+        // Not JSON: the status says it.
+      }
+      if (xhr.status >= 200 && xhr.status < 300) return resolve(json);
+      const error = new ApiError(xhr.status, (json && json.error) || `${xhr.status} ${xhr.statusText}`);
+      error.body = json;
+      reject(error);
+    };
+    xhr.onerror = () => reject(new ApiError(0, 'cannot reach the control plane'));
+    xhr.onabort = () => reject(new ApiError(0, 'cancelled'));
+    xhr.send(body);
+  });
+  done.abort = () => xhr.abort();
+  return done;
 }

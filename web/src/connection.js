@@ -40,14 +40,17 @@ export class TerminalConnection {
    * @param {object} options
    * @param {string} options.host            host id (or name)
    * @param {string|null} options.session    session id to attach to; null opens a new session
+   * @param {string|null} [options.container] a new session is a shell in this container
+   *                                          (id or name) rather than on the host
    * @param {import('@xterm/xterm').Terminal} options.term
    * @param {(state: string, detail?: string) => void} options.onState
    * @param {(attached: object) => void} options.onAttached  the server's "attached" message
    * @param {() => Promise<string>} options.checkSession     'ok' | 'unauthenticated' | 'unreachable'
    */
-  constructor({ host, session, term, onState, onAttached, checkSession }) {
+  constructor({ host, session, container = null, term, onState, onAttached, checkSession }) {
     this.host = host;
     this.session = session;
+    this.container = container;
     this.term = term;
     this.onState = onState;
     this.onAttached = onAttached;
@@ -90,6 +93,7 @@ export class TerminalConnection {
     const params = new URLSearchParams();
     if (this.session) params.set('session', this.session);
     if (this.session && this.received !== null) params.set('offset', String(this.received));
+    if (!this.session && this.container) params.set('container', this.container);
     params.set('cols', String(this.term.cols));
     params.set('rows', String(this.term.rows));
     this.connectedSize = { cols: this.term.cols, rows: this.term.rows };

@@ -32,3 +32,16 @@ export function ago(unixSeconds) {
 export function dateTime(unixSeconds) {
   return unixSeconds ? new Date(unixSeconds * 1000).toLocaleString() : '';
 }
+
+/** "4.2 KiB" */
+export function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = -1;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}

@@ -3,7 +3,7 @@
 // modified_ms, target, version}. Every function rejects with an ApiError carrying the
 // server's one line.
 
-import { ApiError, api, csrfHeaders, errorFrom } from './api.js';
+import { api, csrfHeaders, errorFrom, request, sendWithProgress } from './api.js';
 
 /** Entries asked for per page of a directory. */
 export const PAGE_SIZE = 200;
@@ -55,8 +55,8 @@ export class HostFiles {
   }
 
   /** `{op: 'mkdir'|'rename'|'copy'|'delete'|'chmod'|'chown', ...}` → info. */
-  op(request) {
-    return api('POST', `${this.base}/op`, request);
+  op(operation) {
+    return api('POST', `${this.base}/op`, operation);
   }
 
   /** The address that downloads a file (or, for a folder, its tar). */
@@ -97,43 +97,13 @@ export class HostFiles {
    * `onProgress(sentBytes)`. Resolves to info; `abort()` on the returned promise cancels.
    */
   upload(path, file, { createOnly = true, onProgress = () => {} } = {}) {
-    const xhr = new XMLHttpRequest();
-    const done = new Promise((resolve, reject) => {
-      xhr.open('PUT', this.url('/content', { path }));
-      for (const [name, value] of Object.entries(csrfHeaders())) xhr.setRequestHeader(name, value);
-      xhr.setRequestHeader('content-type', 'application/octet-stream');
-      if (createOnly) xhr.setRequestHeader('if-none-match', '*');
-      xhr.upload.onprogress = (event) => onProgress(event.loaded);
-      xhr.onload = () => {
-        let json = null;
-        try {
-          json = JSON.parse(xhr.responseText);
-        } catch {
-          // Not JSON: the status says it.
-        }
-        if (xhr.status >= 200 && xhr.status < 300) return resolve(json);
-        const error = new ApiError(xhr.status, (json && json.error) || `${xhr.status} ${xhr.statusText}`);
-        error.body = json;
-        reject(error);
-      };
-      xhr.onerror = () => reject(new ApiError(0, 'cannot reach the control plane'));
-      xhr.onabort = () => reject(new ApiError(0, 'cancelled'));
-      xhr.send(file);
-    });
-    done.abort = () => xhr.abort();
-    return done;
+    const headers = { 'content-type': 'application/octet-stream' };
+    if (createOnly) headers['if-none-match'] = '*';
+    return sendWithProgress('PUT', this.url('/content', { path }), file, { headers, onProgress });
   }
 
-  /** The live changes in a folder: an EventSource with `change` events. */
-  watch(path) {
-    return new EventSource(this.url('/watch', { path }));
-  }
-}
-
-async function request(url, options) {
-  try {
-    return await fetch(url, { credentials: 'same-origin', ...options });
-  } catch {
-    throw new ApiError(0, 'cannot reach the control plane');
+  /** The address of a folder's live changes (Server-Sent Events, event `change`). */
+  watchUrl(path) {
+    return this.url('/watch', { path });
   }
 }

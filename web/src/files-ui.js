@@ -23,19 +23,6 @@ export function icon(type) {
   return span;
 }
 
-/** "4.2 KiB" */
-export function formatSize(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = -1;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
 /** "drwxr-xr-x" */
 export function modeString(info) {
   let text = { directory: 'd', symlink: 'l', file: '-' }[info.type] ?? '?';

@@ -4,17 +4,17 @@
 // (open, download, rename, permissions, delete, new file or folder) and live updates from
 // the folder's watch (`files/watch`, Server-Sent Events).
 
-import { api, checkSession } from './api.js';
+import { api, findHost } from './api.js';
 import { ask, chmodDialog, choose, closeMenu, contextMenu } from './dialogs.js';
-import { $, h } from './dom.js';
+import { $, formatSize, h } from './dom.js';
 import { FileEditor } from './editor.js';
 import { HostFiles, baseName, joinPath, normalizePath, parentOf } from './files-api.js';
 import { TreeNode } from './files-tree.js';
-import { filesHash, formatSize, icon, modeString } from './files-ui.js';
+import { filesHash, icon, modeString } from './files-ui.js';
+import { hostChoices } from './hosts.js';
+import { LiveEvents } from './live-events.js';
 import { Uploads, droppedFiles } from './uploads.js';
 
-/** Wait before reopening a watch the browser gave up on. */
-const RETRY_MS = 3_000;
 /** Changes to one path within this long are handled once. */
 const CHANGE_DEBOUNCE_MS = 100;
 
@@ -49,8 +49,7 @@ export class FilesView {
     this.rootPath = null; // the folder the tree starts at (the host's first root)
     this.treeNodes = new Map(); // path → TreeNode
     this.editor = null; // FileEditor while a file is open
-    this.watch = null;
-    this.watchRetry = null;
+    this.watch = null; // LiveEvents of the folder listed
     this.pendingChanges = new Map(); // path → timer
     this.uploads = new Uploads({
       panel: $('#files-uploads'),
@@ -121,8 +120,7 @@ export class FilesView {
 
   async loadHostName(host) {
     try {
-      const hosts = await api('GET', '/api/v1/hosts');
-      const found = hosts.find((x) => x.id === host || x.name === host);
+      const found = await findHost(host);
       if (found && this.host === host) {
         this.hostName = found.name;
         $('#files-host').textContent = found.name;
@@ -144,14 +142,7 @@ export class FilesView {
     } catch (e) {
       return this.showError(e);
     }
-    hosts.sort((a, b) => a.name.localeCompare(b.name));
-    picker.replaceChildren(
-      h('h2', {}, 'Files'),
-      h('p', { class: 'muted' }, 'Choose a host:'),
-      h('div', { class: 'host-choices' }, hosts.map((host) =>
-        h('a', { class: `button ${host.status}`, href: filesHash(host.id) },
-          h('span', { class: `status ${host.status}` }), host.name))),
-    );
+    picker.replaceChildren(...hostChoices('Files', hosts, (host) => filesHash(host.id)));
   }
 
   // === the folder listed ===
@@ -375,38 +366,20 @@ export class FilesView {
 
   startWatch() {
     this.stopWatch();
-    const dir = this.dir;
-    const source = this.files.watch(dir);
-    this.watch = source;
-    let failed = false;
-    this.setLive('connecting');
-    source.onopen = () => {
-      this.setLive('live');
+    this.watch = new LiveEvents({
+      url: this.files.watchUrl(this.dir),
+      events: { change: (change) => this.onChange(change) },
+      badge: $('#files-live'),
       // After a dropped stream, changes may have been missed: list again.
-      if (failed) {
-        failed = false;
-        this.refresh();
-      }
-    };
-    source.addEventListener('change', (event) => {
-      const change = JSON.parse(event.data);
-      this.onChange(change);
+      onReopen: () => this.refresh(),
+      onUnauthenticated: this.onUnauthenticated,
     });
-    source.onerror = async () => {
-      if (source !== this.watch) return;
-      failed = true;
-      this.setLive('reconnecting');
-      if (source.readyState !== EventSource.CLOSED) return; // the browser retries by itself
-      if ((await checkSession()) === 'unauthenticated') return this.onUnauthenticated();
-      if (source === this.watch) this.watchRetry = setTimeout(() => this.startWatch(), RETRY_MS);
-    };
+    this.watch.open();
   }
 
   stopWatch() {
-    clearTimeout(this.watchRetry);
     this.watch?.close();
     this.watch = null;
-    this.setLive('');
     for (const timer of this.pendingChanges.values()) clearTimeout(timer);
     this.pendingChanges.clear();
   }
@@ -433,13 +406,6 @@ export class FilesView {
       else this.forget(name);
       if (wasFolder || info?.type === 'directory') this.refreshTreeNode(dir);
     }, CHANGE_DEBOUNCE_MS));
-  }
-
-  setLive(state) {
-    const badge = $('#files-live');
-    badge.dataset.state = state;
-    badge.textContent = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…' }[state] ?? '';
-    badge.hidden = !state;
   }
 
   // === the editor ===

@@ -1,13 +1,12 @@
 // The hosts page: the host table, kept live by the server's event stream
-// (`GET /api/v1/hosts/events`, event `hosts`, data = the whole list).
+// (`GET /api/v1/hosts/events`, event `hosts`, data = the whole list), with a way from each
+// host to its terminals, files and Docker page; and the host picker other pages share.
 
-import { checkSession } from './api.js';
 import { $, ago, dateTime, h } from './dom.js';
+import { LiveEvents } from './live-events.js';
 
 /** How often "last seen" times are redrawn while the page is shown. */
 const REDRAW_MS = 15_000;
-/** Wait before opening a new event stream after the browser gave up on one. */
-const RETRY_MS = 3_000;
 
 export class HostsView {
   /**
@@ -15,58 +14,37 @@ export class HostsView {
    * @param {(host: object) => void} callbacks.onOpenTerminal   a new session on the host
    * @param {(host: object) => void} callbacks.onShowSessions   list the host's sessions
    * @param {(host: object) => void} callbacks.onOpenFiles      the host's file manager
+   * @param {(host: object) => void} callbacks.onOpenDocker     the host's Docker page
    * @param {() => void} callbacks.onUnauthenticated
    */
-  constructor({ onOpenTerminal, onShowSessions, onOpenFiles, onUnauthenticated }) {
+  constructor({ onOpenTerminal, onShowSessions, onOpenFiles, onOpenDocker, onUnauthenticated }) {
     this.onOpenTerminal = onOpenTerminal;
     this.onShowSessions = onShowSessions;
     this.onOpenFiles = onOpenFiles;
-    this.onUnauthenticated = onUnauthenticated;
+    this.onOpenDocker = onOpenDocker;
     this.hosts = null; // the last list received
-    this.source = null;
-    this.retryTimer = null;
     this.redrawTimer = null;
+    this.events = new LiveEvents({
+      url: '/api/v1/hosts/events',
+      events: {
+        hosts: (hosts) => {
+          this.hosts = hosts;
+          this.render();
+        },
+      },
+      badge: $('#hosts-live'),
+      onUnauthenticated,
+    });
   }
 
   show() {
-    this.connect();
+    this.events.open();
     this.redrawTimer = setInterval(() => this.render(), REDRAW_MS);
   }
 
   hide() {
     clearInterval(this.redrawTimer);
-    clearTimeout(this.retryTimer);
-    this.source?.close();
-    this.source = null;
-  }
-
-  connect() {
-    clearTimeout(this.retryTimer);
-    this.source?.close();
-    const source = new EventSource('/api/v1/hosts/events');
-    this.source = source;
-    this.setLive('connecting');
-    source.onopen = () => this.setLive('live');
-    source.addEventListener('hosts', (event) => {
-      this.hosts = JSON.parse(event.data);
-      this.setLive('live');
-      this.render();
-    });
-    source.onerror = async () => {
-      if (source !== this.source) return;
-      this.setLive('reconnecting');
-      // While CONNECTING the browser retries by itself (a dropped stream). CLOSED means the
-      // server answered with an error, such as 401 when the login expired.
-      if (source.readyState !== EventSource.CLOSED) return;
-      if ((await checkSession()) === 'unauthenticated') return this.onUnauthenticated();
-      if (source === this.source) this.retryTimer = setTimeout(() => this.connect(), RETRY_MS);
-    };
-  }
-
-  setLive(state) {
-    const badge = $('#hosts-live');
-    badge.dataset.state = state;
-    badge.textContent = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…' }[state];
+    this.events.close();
   }
 
   render() {
@@ -107,7 +85,26 @@ export class HostsView {
           title: online ? 'Browse and edit files' : 'The host is offline',
           onclick: () => this.onOpenFiles(host),
         }, 'Files'),
+        h('button', {
+          type: 'button',
+          class: 'docker',
+          disabled: !online,
+          title: online ? 'Containers, images, volumes and networks' : 'The host is offline',
+          onclick: () => this.onOpenDocker(host),
+        }, 'Docker'),
       ),
     );
   }
+}
+
+/** A page's heading and the hosts as links to `hrefOf(host)` (`#/files` alone, `#/docker` alone). */
+export function hostChoices(title, hosts, hrefOf) {
+  const sorted = [...hosts].sort((a, b) => a.name.localeCompare(b.name));
+  return [
+    h('h2', {}, title),
+    h('p', { class: 'muted' }, 'Choose a host:'),
+    h('div', { class: 'host-choices' }, sorted.map((host) =>
+      h('a', { class: `button ${host.status}`, href: hrefOf(host), dataset: { name: host.name } },
+        h('span', { class: `status ${host.status}` }), host.name))),
+  ];
 }

@@ -1,14 +1,18 @@
 // Zpanel's page: routes between the login form, the hosts page (#/hosts), the terminal
-// page (#/terminals), the file manager (#/files/HOST?path=DIR or ?edit=FILE), the audit log
-// (#/audit), the user's account (#/account) and users and workspaces (#/team, admins).
+// page (#/terminals), the file manager (#/files/HOST?path=DIR or ?edit=FILE), a host's
+// Docker page (#/docker/HOST?tab=NAME or ?container=ID), the audit log (#/audit), the
+// user's account (#/account) and users and workspaces (#/team, admins).
 // Talks only to the control plane's own origin.
 
 import '@xterm/xterm/css/xterm.css';
+import 'uplot/dist/uPlot.min.css';
 import './style.css';
 import { AccountView } from './account.js';
 import { api, canReadAudit, checkSession, session } from './api.js';
 import { AuditView } from './audit.js';
 import { $ } from './dom.js';
+import { DockerView } from './docker.js';
+import { dockerHash } from './docker-ui.js';
 import { FilesView } from './files.js';
 import { filesHash } from './files-ui.js';
 import { HostsView } from './hosts.js';
@@ -21,6 +25,13 @@ const terminals = new TerminalsView({
   onOpenFiles: (host) => (location.hash = filesHash(host)),
 });
 const files = new FilesView({ onUnauthenticated: signedOut });
+const docker = new DockerView({
+  onUnauthenticated: signedOut,
+  onOpenShell: (tab) => {
+    terminals.open(tab);
+    location.hash = '#/terminals';
+  },
+});
 const hosts = new HostsView({
   onOpenTerminal: (host) => {
     terminals.open({ host: host.id, hostName: host.name });
@@ -31,24 +42,34 @@ const hosts = new HostsView({
     terminals.showSessions({ id: host.id, name: host.name });
   },
   onOpenFiles: (host) => (location.hash = filesHash(host.id)),
+  onOpenDocker: (host) => (location.hash = dockerHash(host.id)),
   onUnauthenticated: signedOut,
 });
 const audit = new AuditView({ onUnauthenticated: signedOut });
 const account = new AccountView({ onUnauthenticated: signedOut, onSignedOut: loggedOut });
 const team = new TeamView({ onUnauthenticated: signedOut });
 /** The views shown by `route` other than login, each with show() and hide(). */
-const VIEWS = { hosts, terminals, files, audit, account, team };
+const VIEWS = { hosts, terminals, files, docker, audit, account, team };
 let shown = null; // the view on screen: 'login' or a name in VIEWS
 let tabsRestored = false; // the tabs kept from before a reload are reopened once signed in
 let routedHash = location.hash; // the address last routed to
 
-/** The address as {view, host, path, edit}: `#/files/HOST?path=DIR`, `#/terminals`, … */
+/**
+ * The address as {view, host, path, edit, query}: `#/files/HOST?path=DIR`, `#/terminals`,
+ * `#/docker/HOST?container=ID`, … (`query`: all of its parameters).
+ */
 function parseHash() {
   const [route, query = ''] = location.hash.replace(/^#\/?/, '').split('?');
   const [name, host] = route.split('/');
   const params = new URLSearchParams(query);
   const view = Object.hasOwn(VIEWS, name) ? name : 'hosts';
-  return { view, host: host ? decodeURIComponent(host) : null, path: params.get('path'), edit: params.get('edit') };
+  return {
+    view,
+    host: host ? decodeURIComponent(host) : null,
+    path: params.get('path'),
+    edit: params.get('edit'),
+    query: params,
+  };
 }
 
 /** Shows the view the address names, or the login form when nobody is signed in. */
@@ -57,6 +78,7 @@ function route() {
   const wanted = parseHash();
   const view = session.current ? wanted.view : 'login';
   if (view === 'files') files.navigate(wanted);
+  if (view === 'docker') docker.navigate(wanted);
   if (view === shown) return;
   if (Object.hasOwn(VIEWS, shown ?? '')) VIEWS[shown].hide();
   shown = view;

@@ -1,5 +1,5 @@
-// The terminal page: one tab per session (host + session id), each an xterm.js terminal on a
-// TerminalConnection. The open tabs are kept in sessionStorage, so a reload reattaches each
+// The terminal page: one tab per session (host + session id, and the container for a shell
+// inside one), each an xterm.js terminal on a TerminalConnection. The open tabs are kept in sessionStorage, so a reload reattaches each
 // of them and the server replays its recent screen.
 
 import { Terminal } from '@xterm/xterm';
@@ -83,14 +83,17 @@ export class TerminalsView {
     if (!this.active && this.tabs.length > 0) this.activate(this.tabs[0]);
   }
 
-  /** Opens a tab on `host`: a new session, or `session` if given (focusing its tab if open). */
-  open({ host, hostName, session = null }, { activate = true } = {}) {
+  /**
+   * Opens a tab on `host`: a new session (a shell in `container` when given), or `session`
+   * if given (focusing its tab if open).
+   */
+  open({ host, hostName, session = null, container = null }, { activate = true } = {}) {
     const existing = session && this.tabs.find((t) => t.host === host && t.session === session);
     if (existing) {
       this.activate(existing);
       return existing;
     }
-    const tab = new Tab(this, { host, hostName, session });
+    const tab = new Tab(this, { host, hostName, session, container });
     this.tabs.push(tab);
     $('#tabs').append(tab.tabElement);
     $('#panes').append(tab.pane);
@@ -145,7 +148,13 @@ export class TerminalsView {
   save() {
     const entries = this.tabs
       .filter((t) => t.session && t.connection.state !== 'ended')
-      .map((t) => ({ host: t.host, hostName: t.hostName, session: t.session, active: t === this.active }));
+      .map((t) => ({
+        host: t.host,
+        hostName: t.hostName,
+        session: t.session,
+        container: t.container,
+        active: t === this.active,
+      }));
     sessionStorage.setItem(STORAGE_KEY, JSON.stringify(entries));
   }
 
@@ -181,7 +190,7 @@ export class TerminalsView {
         h('tr', {},
           h('td', { class: 'mono', title: s.id }, s.id.slice(0, 8)),
           h('td', {}, s.owner),
-          h('td', {}, s.local_user),
+          h('td', {}, s.container ? `${s.local_user || 'default user'} in ${s.container}` : s.local_user),
           h('td', { title: dateTime(s.created_at) }, ago(s.created_at)),
           h('td', { title: dateTime(s.last_activity) }, ago(s.last_activity)),
           h('td', {}, `${s.cols}×${s.rows}`),
@@ -191,7 +200,7 @@ export class TerminalsView {
               type: 'button',
               onclick: () => {
                 this.hideSessions();
-                this.open({ host: host.id, hostName: host.name, session: s.id });
+                this.open({ host: host.id, hostName: host.name, session: s.id, container: s.container });
               },
             }, 'Attach'),
             h('button', { type: 'button', class: 'danger', onclick: () => this.kill(host, s.id) }, 'Kill'),
@@ -227,11 +236,12 @@ export class TerminalsView {
 
 /** One session: its tab button, its pane (terminal + state overlay) and its connection. */
 class Tab {
-  constructor(view, { host, hostName, session }) {
+  constructor(view, { host, hostName, session, container }) {
     this.view = view;
     this.host = host;
     this.hostName = hostName || host;
     this.session = session;
+    this.container = container || null; // the container the shell runs in, if any
 
     this.label = h('span', { class: 'label' });
     this.tabElement = h('div', { class: 'tab', role: 'tab', onclick: () => view.activate(this) },
@@ -273,12 +283,14 @@ class Tab {
     this.connection = new TerminalConnection({
       host,
       session,
+      container: this.container,
       term: this.term,
       checkSession,
       onState: (state, detail) => this.onState(state, detail),
       onAttached: (message) => {
         this.session = message.session;
         this.hostName = message.host_name || this.hostName;
+        this.container = message.container || this.container;
         this.updateLabel();
         view.save();
       },
@@ -322,7 +334,7 @@ class Tab {
     const text = STATE_TEXT[state] ?? state;
     this.overlayText.textContent = detail && state !== 'connecting' ? `${text} ${detail}` : text;
     this.overlay.hidden = !text;
-    this.tabElement.title = `${this.hostName} · session ${this.session ?? '(new)'}${text ? ` · ${text}` : ''}`;
+    this.tabElement.title = `${this.where()} · session ${this.session ?? '(new)'}${text ? ` · ${text}` : ''}`;
     if (state === 'paused') this.view.onUnauthenticated();
     if (state === 'ended') {
       this.term.options.cursorBlink = false;
@@ -331,10 +343,16 @@ class Tab {
     }
   }
 
+  /** "host", or "host · container" for a shell in a container. */
+  where() {
+    return this.container ? `${this.hostName} · ${this.container}` : this.hostName;
+  }
+
   updateLabel() {
-    this.label.textContent = `${this.hostName} · ${this.session ? this.session.slice(0, 8) : 'new'}`;
+    this.label.textContent = `${this.where()} · ${this.session ? this.session.slice(0, 8) : 'new'}`;
     this.tabElement.dataset.host = this.host;
     this.tabElement.dataset.session = this.session ?? '';
+    this.tabElement.dataset.container = this.container ?? '';
   }
 
   setActive(active) {

@@ -2,9 +2,8 @@
 // bar each. A file is created with `If-None-Match: *`, so an existing one is never replaced
 // without asking. A dropped folder is walked and its subfolders made first.
 
-import { h } from './dom.js';
+import { formatSize, h } from './dom.js';
 import { baseName, joinPath, parentOf } from './files-api.js';
-import { formatSize } from './files-ui.js';
 
 /** Finished rows leave the panel this long after the last upload. */
 const DONE_LINGER_MS = 4000;
