@@ -1,6 +1,6 @@
 //! How the CLI's output reads: aligned tables, pretty JSON, and times (RFC 3339 in the JSON of
-//! hosts and sessions, unix seconds in the access commands' JSON as in the API, "5m ago" and
-//! "in 3d" in tables).
+//! hosts and sessions, unix seconds in the access and docker commands' JSON as in the API, "5m
+//! ago" and "in 3d" in tables).
 
 use anyhow::Context;
 use serde::Serialize;
@@ -56,11 +56,16 @@ pub fn table<const N: usize>(
     header: [&str; N],
     rows: impl IntoIterator<Item = [String; N]>,
 ) -> String {
-    let rows: Vec<[String; N]> = std::iter::once(header.map(String::from))
-        .chain(rows)
-        .collect();
-    let mut widths = [0usize; N];
+    columns(&header.map(String::from), rows.into_iter().map(Vec::from))
+}
+
+/// [`table`] for columns known only when the rows come (`docker top`): a row may have more
+/// cells than the header, or fewer.
+pub fn columns(header: &[String], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = std::iter::once(header.to_vec()).chain(rows).collect();
+    let mut widths: Vec<usize> = Vec::new();
     for row in &rows {
+        widths.resize(widths.len().max(row.len()), 0);
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -69,8 +74,8 @@ pub fn table<const N: usize>(
     for row in rows {
         let cells: Vec<String> = row
             .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
+            .zip(&widths)
+            .map(|(cell, &width)| format!("{cell:<width$}"))
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
@@ -137,6 +142,21 @@ mod tests {
             "ID  OWNER  NOTE\n\
              a1  admin\n\
              b   x      long cell\n"
+        );
+    }
+
+    #[test]
+    fn columns_take_as_many_cells_as_a_row_has() {
+        let header = ["PID".to_string(), "CMD".into()];
+        let rows = [
+            vec!["1".to_string(), "sh".into()],
+            vec!["22".to_string(), "sleep".into(), "60".into()],
+        ];
+        assert_eq!(
+            columns(&header, rows),
+            "PID  CMD\n\
+             1    sh\n\
+             22   sleep  60\n"
         );
     }
 

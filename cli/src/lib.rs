@@ -1,6 +1,6 @@
 //! The `zpanel` CLI's pieces: settings, the gRPC connection, `hosts`, `exec` and `shell`
-//! (streaming with resume), `sessions`, files on hosts, the local terminal, and the access
-//! commands: `users`, `api-tokens`, `workspaces` and `audit`.
+//! (streaming with resume), `sessions`, files on hosts, Docker on hosts, the local terminal,
+//! and the access commands: `users`, `api-tokens`, `workspaces` and `audit`.
 #![forbid(unsafe_code)]
 
 pub mod api_tokens;
@@ -8,6 +8,7 @@ pub mod audit;
 pub mod client;
 pub mod config;
 pub mod display;
+pub mod docker;
 pub mod escape;
 pub mod exec;
 pub mod files;

@@ -11,6 +11,9 @@ use zpanel_cli::audit::{self, AuditFormat, AuditQuery};
 use zpanel_cli::client::{self, call_failed, status_message};
 use zpanel_cli::config::Settings;
 use zpanel_cli::display::rfc3339;
+use zpanel_cli::docker::containers::{self, Launch};
+use zpanel_cli::docker::stats::{self, StatsOptions};
+use zpanel_cli::docker::{engine, images, logs, parse};
 use zpanel_cli::exec::{ExecOptions, exec};
 use zpanel_cli::files;
 use zpanel_cli::files::copy::{CopyOptions, cp};
@@ -18,10 +21,13 @@ use zpanel_cli::files::download::cat;
 use zpanel_cli::files::edit::{EditOptions, edit};
 use zpanel_cli::files::location::Remote;
 use zpanel_cli::files::ls::{LsOptions, ls};
-use zpanel_cli::shell::{ShellOptions, shell};
+use zpanel_cli::shell::{ContainerShell, ShellOptions, shell};
 use zpanel_cli::users::{self, NewUser};
 use zpanel_cli::{hosts, sessions, workspaces};
-use zpanel_proto::{CreateJoinTokenRequest, Quotas, WhoAmIRequest};
+use zpanel_proto::{
+    ContainerAction, ContainerSpec, ContainerVerb, CreateJoinTokenRequest, DockerLogs,
+    NetworkCreate, PortBinding, PruneKind, Quotas, VolumeCreate, WhoAmIRequest,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -190,6 +196,358 @@ enum Command {
     /// Read the audit log (oldest first, the newest at the bottom), export it, or verify its
     /// hash chain.
     Audit(AuditArgs),
+    /// Docker on a host: zpanel docker HOST ps | run | logs -f | stats | exec -it | images |
+    /// pull | volumes | networks | ...
+    Docker(DockerArgs),
+}
+
+#[derive(Debug, Args)]
+struct DockerArgs {
+    /// The host (name or id).
+    host: String,
+    #[command(subcommand)]
+    command: DockerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DockerCommand {
+    /// List the running containers (all of them with -a).
+    Ps {
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a container's inspect document (JSON).
+    Inspect { container: String },
+    /// Create and start a container; without -d, follow its logs until it ends and exit with
+    /// its code.
+    Run {
+        /// Print its id and leave it running.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Create a container without starting it; prints its id.
+    Create {
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Start containers.
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after the grace time.
+    Stop {
+        #[command(flatten)]
+        grace: GraceArgs,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers.
+    Restart {
+        #[command(flatten)]
+        grace: GraceArgs,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send containers a signal (SIGKILL unless -s says another).
+    Kill {
+        /// The signal's name or number (KILL, SIGHUP, 15).
+        #[arg(short = 's', long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Pause every process in containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Resume paused containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Remove running containers too (killing them).
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Remove their anonymous volumes too.
+        #[arg(short = 'v', long)]
+        volumes: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename { container: String, name: String },
+    /// Print a container's logs: its stdout on stdout, its stderr on stderr.
+    Logs {
+        /// Keep printing what it writes until it stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+        /// Start each line with the engine's RFC 3339 time.
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        /// Only lines since a duration ago (10m, 2h), a unix time or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN", value_parser = parse::since)]
+        since: Option<i64>,
+        container: String,
+    },
+    /// CPU, memory, network and block I/O of containers (the running ones unless named),
+    /// refreshed every second until Ctrl-C.
+    Stats {
+        /// One sample, then exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// Print JSON (one line per sample while streaming).
+        #[arg(long)]
+        json: bool,
+        containers: Vec<String>,
+    },
+    /// List a container's processes.
+    Top { container: String },
+    /// Run a command (default sh) in a container in a terminal session: raw mode, resizes,
+    /// ~. to detach (it keeps running; zpanel shell HOST --attach ID), its exit code.
+    Exec {
+        /// Accepted as docker has it: the command always gets stdin.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Accepted as docker has it: the command always runs in a terminal.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The user in the container (default: the image's).
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        /// Keep trying to re-attach this long when the connection drops.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        resume_for: Duration,
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List images (with intermediate ones with -a).
+    Images {
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull an image from its registry; progress on stderr, then its id.
+    Pull { image: String },
+    /// Make an image from a root file system tarball (- for stdin); prints its id.
+    Import {
+        #[arg(value_name = "FILE|-")]
+        file: std::path::PathBuf,
+        #[arg(value_name = "REPO[:TAG]")]
+        image: String,
+    },
+    /// Remove images.
+    Rmi {
+        /// Remove them even if tagged more than once or used by a stopped container.
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove what is unused: stopped containers, dangling images (every unused one with
+    /// -a), unused volumes or networks.
+    Prune {
+        what: PruneWhat,
+        /// Images: every unused image, not only dangling ones.
+        #[arg(short = 'a', long)]
+        all: bool,
+    },
+    /// List volumes, or create or remove one.
+    Volumes(VolumesArgs),
+    /// List networks, or create or remove one.
+    Networks(NetworksArgs),
+    /// The engine: version, system, counts.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `create` and `run` make, with docker's flags.
+#[derive(Debug, Args)]
+struct SpecArgs {
+    /// The container's name (default: one the engine picks).
+    #[arg(long)]
+    name: Option<String>,
+    /// An environment variable: KEY=VALUE, or KEY for its value here.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse::env)]
+    env: Vec<String>,
+    /// Publish a port: [IP:]HOST:CONTAINER[/tcp|udp|sctp], or CONTAINER for any host port.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = parse::port)]
+    publish: Vec<PortBinding>,
+    /// Mount a volume or a host path: SOURCE:TARGET[:ro].
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    volume: Vec<String>,
+    /// Restart policy: no, always, unless-stopped, on-failure or on-failure:N.
+    #[arg(long, value_name = "POLICY", value_parser = parse::restart)]
+    restart: Option<String>,
+    /// Memory limit: 64m, 1g, ... (at least 6m).
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse::memory)]
+    memory: Option<u64>,
+    /// CPU limit in CPUs: 0.5, 1.5, ...
+    #[arg(long, value_name = "N", value_parser = parse::cpus)]
+    cpus: Option<f64>,
+    /// A label: KEY=VALUE.
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE", value_parser = parse::label)]
+    label: Vec<(String, String)>,
+    /// The working directory inside (default: the image's).
+    #[arg(short = 'w', long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// The user inside (default: the image's).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// The network to connect to (default: the engine's).
+    #[arg(long)]
+    network: Option<String>,
+    /// Give the main process a terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep the main process's stdin open (with -d; then zpanel docker HOST exec -it).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// The image: NAME[:TAG] or an id (pull it first; run does not pull).
+    image: String,
+    /// The command (default: the image's).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
+}
+
+impl From<SpecArgs> for ContainerSpec {
+    fn from(a: SpecArgs) -> Self {
+        ContainerSpec {
+            image: a.image,
+            name: a.name.unwrap_or_default(),
+            command: a.command,
+            env: a.env,
+            ports: a.publish,
+            volumes: a.volume,
+            restart: a.restart.unwrap_or_default(),
+            memory_bytes: a.memory.unwrap_or(0),
+            cpus: a.cpus.unwrap_or(0.0),
+            labels: a.label.into_iter().collect(),
+            start: false,
+            tty: a.tty,
+            interactive: a.interactive,
+            workdir: a.workdir.unwrap_or_default(),
+            user: a.user.unwrap_or_default(),
+            network: a.network.unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct GraceArgs {
+    /// Seconds to wait before killing (default: the engine's, 10).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    time: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PruneWhat {
+    Containers,
+    Images,
+    Volumes,
+    Networks,
+}
+
+impl From<PruneWhat> for PruneKind {
+    fn from(what: PruneWhat) -> Self {
+        match what {
+            PruneWhat::Containers => PruneKind::Containers,
+            PruneWhat::Images => PruneKind::Images,
+            PruneWhat::Volumes => PruneKind::Volumes,
+            PruneWhat::Networks => PruneKind::Networks,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct VolumesArgs {
+    #[command(subcommand)]
+    action: Option<VolumesAction>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum VolumesAction {
+    /// List volumes.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a volume; prints its name.
+    Create {
+        name: String,
+        /// The volume driver (default: local).
+        #[arg(long, value_name = "D")]
+        driver: Option<String>,
+    },
+    /// Remove volumes.
+    Rm {
+        /// Remove them even if in use.
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct NetworksArgs {
+    #[command(subcommand)]
+    action: Option<NetworksAction>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum NetworksAction {
+    /// List networks.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a network; prints its id.
+    Create {
+        name: String,
+        /// The network driver (default: bridge).
+        #[arg(long, value_name = "D")]
+        driver: Option<String>,
+        /// No route to the outside.
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Remove networks.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -565,6 +923,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 attach,
                 watch,
                 resume_for,
+                container: None,
             };
             return shell(&settings, options).await;
         }
@@ -663,6 +1022,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             audit::list(&Settings::load()?, filters.query(100), format).await?;
         }
+        Command::Docker(DockerArgs { host, command }) => {
+            return docker_command(&Settings::load()?, &host, command).await;
+        }
     }
     Ok(0)
 }
@@ -742,4 +1104,183 @@ async fn workspaces_command(settings: &Settings, action: WorkspacesAction) -> an
             workspaces::remove_member(settings, workspace, user).await
         }
     }
+}
+
+/// `zpanel docker HOST ...`: the exit code of `zpanel`.
+async fn docker_command(
+    settings: &Settings,
+    host: &str,
+    command: DockerCommand,
+) -> anyhow::Result<i32> {
+    let act = |verb: ContainerVerb| ContainerAction {
+        verb: verb as i32,
+        ..ContainerAction::default()
+    };
+    let timed = |verb: ContainerVerb, grace: GraceArgs| ContainerAction {
+        timeout_seconds: grace.time,
+        ..act(verb)
+    };
+    match command {
+        DockerCommand::Ps { all, json } => containers::ps(settings, host, all, json).await?,
+        DockerCommand::Inspect { container } => {
+            containers::inspect(settings, host, &container).await?;
+        }
+        DockerCommand::Run { detach, spec } => {
+            let launch = if detach {
+                Launch::Detached
+            } else {
+                Launch::Attached
+            };
+            return containers::create(settings, host, spec.into(), launch).await;
+        }
+        DockerCommand::Create { spec } => {
+            return containers::create(settings, host, spec.into(), Launch::Create).await;
+        }
+        DockerCommand::Start { containers: names } => {
+            return containers::act(settings, host, &names, act(ContainerVerb::Start)).await;
+        }
+        DockerCommand::Stop {
+            grace,
+            containers: names,
+        } => {
+            let action = timed(ContainerVerb::Stop, grace);
+            return containers::act(settings, host, &names, action).await;
+        }
+        DockerCommand::Restart {
+            grace,
+            containers: names,
+        } => {
+            let action = timed(ContainerVerb::Restart, grace);
+            return containers::act(settings, host, &names, action).await;
+        }
+        DockerCommand::Kill {
+            signal,
+            containers: names,
+        } => {
+            let action = ContainerAction {
+                signal: signal.unwrap_or_default(),
+                ..act(ContainerVerb::Kill)
+            };
+            return containers::act(settings, host, &names, action).await;
+        }
+        DockerCommand::Pause { containers: names } => {
+            return containers::act(settings, host, &names, act(ContainerVerb::Pause)).await;
+        }
+        DockerCommand::Unpause { containers: names } => {
+            return containers::act(settings, host, &names, act(ContainerVerb::Unpause)).await;
+        }
+        DockerCommand::Rm {
+            force,
+            volumes,
+            containers: names,
+        } => {
+            let action = ContainerAction {
+                force,
+                volumes,
+                ..act(ContainerVerb::Remove)
+            };
+            return containers::act(settings, host, &names, action).await;
+        }
+        DockerCommand::Rename { container, name } => {
+            containers::rename(settings, host, container, name).await?;
+        }
+        DockerCommand::Logs {
+            follow,
+            tail,
+            timestamps,
+            since,
+            container,
+        } => {
+            let request = DockerLogs {
+                container,
+                follow,
+                tail,
+                timestamps,
+                since: since.unwrap_or(0),
+            };
+            return logs::logs(settings, host, request).await;
+        }
+        DockerCommand::Stats {
+            no_stream,
+            json,
+            containers: names,
+        } => {
+            let options = StatsOptions {
+                containers: names,
+                stream: !no_stream,
+                json,
+            };
+            return stats::stats(settings, host, options).await;
+        }
+        DockerCommand::Top { container } => containers::top(settings, host, &container).await?,
+        DockerCommand::Exec {
+            user,
+            resume_for,
+            container,
+            command,
+            ..
+        } => {
+            let options = ShellOptions {
+                host: host.into(),
+                attach: None,
+                watch: false,
+                resume_for,
+                container: Some(ContainerShell {
+                    container,
+                    user: user.unwrap_or_default(),
+                    command,
+                }),
+            };
+            return shell(settings, options).await;
+        }
+        DockerCommand::Images { all, json } => images::list(settings, host, all, json).await?,
+        DockerCommand::Pull { image } => images::pull(settings, host, image).await?,
+        DockerCommand::Import { file, image } => {
+            images::import(settings, host, &file, image).await?;
+        }
+        DockerCommand::Rmi {
+            force,
+            images: names,
+        } => return images::remove(settings, host, &names, force).await,
+        DockerCommand::Prune { what, all } => {
+            engine::prune(settings, host, what.into(), all).await?;
+        }
+        DockerCommand::Volumes(VolumesArgs { action, json }) => match action {
+            None => engine::volumes(settings, host, json).await?,
+            Some(VolumesAction::Ls { json }) => engine::volumes(settings, host, json).await?,
+            Some(VolumesAction::Create { name, driver }) => {
+                let create = VolumeCreate {
+                    name,
+                    driver: driver.unwrap_or_default(),
+                    ..VolumeCreate::default()
+                };
+                engine::create_volume(settings, host, create).await?;
+            }
+            Some(VolumesAction::Rm { force, names }) => {
+                return engine::remove_volumes(settings, host, &names, force).await;
+            }
+        },
+        DockerCommand::Networks(NetworksArgs { action, json }) => match action {
+            None => engine::networks(settings, host, json).await?,
+            Some(NetworksAction::Ls { json }) => engine::networks(settings, host, json).await?,
+            Some(NetworksAction::Create {
+                name,
+                driver,
+                internal,
+            }) => {
+                let create = NetworkCreate {
+                    name,
+                    driver: driver.unwrap_or_default(),
+                    internal,
+                    ..NetworkCreate::default()
+                };
+                engine::create_network(settings, host, create).await?;
+            }
+            Some(NetworksAction::Rm { names }) => {
+                return engine::remove_networks(settings, host, &names).await;
+            }
+        },
+        DockerCommand::Info { json } => return engine::info(settings, host, json).await,
+    }
+    Ok(0)
 }

@@ -1,5 +1,5 @@
-//! `zpanel sessions`: a host's terminal sessions (yours, or everyone's with `--all`), and
-//! ending one.
+//! `zpanel sessions`: a host's terminal sessions (yours, or everyone's with `--all`; a shell
+//! in a container names it), and ending one.
 
 use serde::Serialize;
 use zpanel_proto::{KillTerminalRequest, ListTerminalsRequest, TerminalInfo};
@@ -20,6 +20,8 @@ struct SessionJson {
     last_activity: String,
     command: String,
     output_bytes: u64,
+    /// The container the shell runs in; empty for a shell on the host.
+    container: String,
 }
 
 impl From<&TerminalInfo> for SessionJson {
@@ -36,6 +38,7 @@ impl From<&TerminalInfo> for SessionJson {
             last_activity: rfc3339(info.last_activity),
             command: info.command.clone(),
             output_bytes: info.output_bytes,
+            container: info.container.clone(),
         }
     }
 }
@@ -88,6 +91,7 @@ fn table(sessions: &[TerminalInfo], now: i64) -> String {
         "SIZE",
         "VIEWERS",
         "LAST ACTIVITY",
+        "CONTAINER",
     ];
     display::table(
         header,
@@ -101,6 +105,7 @@ fn table(sessions: &[TerminalInfo], now: i64) -> String {
                 format!("{}x{}", size.cols, size.rows),
                 s.viewers.to_string(),
                 ago(s.last_activity, now),
+                s.container.clone(),
             ]
         }),
     )
@@ -128,11 +133,18 @@ mod tests {
             last_activity: now - 30,
             output_bytes: 10,
             command: "/bin/bash".into(),
+            container: String::new(),
+        };
+        let in_container = TerminalInfo {
+            session_id: "b2".into(),
+            container: "web".into(),
+            ..session.clone()
         };
         assert_eq!(
-            table(&[session], now),
-            "ID  OWNER  USER  CREATED  SIZE    VIEWERS  LAST ACTIVITY\n\
-             a1  admin  root  2h ago   120x40  2        30s ago\n"
+            table(&[session, in_container], now),
+            "ID  OWNER  USER  CREATED  SIZE    VIEWERS  LAST ACTIVITY  CONTAINER\n\
+             a1  admin  root  2h ago   120x40  2        30s ago\n\
+             b2  admin  root  2h ago   120x40  2        30s ago        web\n"
         );
     }
 }

@@ -1,5 +1,6 @@
-//! `zpanel shell`: a terminal session on a host. Opens a login shell there (or attaches to a
-//! session with `--attach`, read-only with `--watch`), puts the local terminal in raw mode
+//! `zpanel shell`: a terminal session on a host. Opens a login shell there (or a command in
+//! one of its containers, for `zpanel docker exec`; or attaches to a session with
+//! `--attach`, read-only with `--watch`), puts the local terminal in raw mode
 //! and relays keystrokes, window sizes and output. The session lives on the host, not in
 //! this process: `~.` detaches and leaves it running, and when the connection to the control
 //! plane drops the CLI re-attaches from the output it has and resends the input the host
@@ -47,6 +48,16 @@ pub struct ShellOptions {
     pub watch: bool,
     /// How long to keep trying to re-attach after the connection drops.
     pub resume_for: Duration,
+    /// Open the session inside this container instead of on the host (not with `attach`).
+    pub container: Option<ContainerShell>,
+}
+
+/// A terminal session inside a container: `command` (empty: the host's default, `sh`) as
+/// `user` (empty: the image's user).
+pub struct ContainerShell {
+    pub container: String,
+    pub user: String,
+    pub command: Vec<String>,
 }
 
 /// Runs the session until the shell exits or the user detaches; returns the exit code of
@@ -210,9 +221,13 @@ impl Session {
     ) -> (terminal_client_message::Body, Option<u64>) {
         use terminal_client_message::Body;
         let Some(session_id) = self.id.clone() else {
+            let container = options.container.as_ref();
             let open = TerminalOpenRequest {
                 host: self.host.clone(),
                 size: Some(size),
+                container: container.map(|c| c.container.clone()).unwrap_or_default(),
+                container_user: container.map(|c| c.user.clone()).unwrap_or_default(),
+                command: container.map(|c| c.command.clone()).unwrap_or_default(),
             };
             return (Body::Open(open), Some(0));
         };
