@@ -93,13 +93,12 @@ pub async fn stats(settings: &Settings, host: &str, options: StatsOptions) -> an
     let mut client = client::connect(settings).await?;
     let named = !options.containers.is_empty();
     let listing = containers::list(&mut client, host, named).await?;
-    let targets: Vec<Target> = if named {
-        let asks = options.containers.iter();
-        asks.map(|ask| Target::find(ask, &listing)).collect()
+    let asks: Vec<&str> = if named {
+        options.containers.iter().map(String::as_str).collect()
     } else {
-        let running = listing.iter();
-        running.map(|c| Target::find(&c.id, &listing)).collect()
+        listing.iter().map(|c| c.id.as_str()).collect()
     };
+    let targets: Vec<Target> = asks.iter().map(|ask| Target::find(ask, &listing)).collect();
     if options.stream && !targets.is_empty() {
         live(client, host, targets, options.json).await
     } else {
