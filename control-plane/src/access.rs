@@ -66,6 +66,15 @@ pub enum Action {
     ReadFiles,
     /// Create, write, rename, copy, delete, chmod and chown files.
     WriteFiles,
+    /// See a host's Docker engine, containers (their stats and processes), events, images,
+    /// volumes and networks.
+    ViewDocker,
+    /// Read containers' logs and inspect them (environment variables are secrets); start,
+    /// stop, restart, kill, pause and unpause containers; open a shell in one.
+    UseDocker,
+    /// Create, rename and remove containers; pull, import and remove images; prune; create
+    /// and remove volumes and networks.
+    ManageDocker,
     /// Create, list and revoke one's own API tokens.
     OwnApiTokens,
     /// Read the audit log of the workspace.
@@ -79,7 +88,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 16] = [
         Action::ListHosts,
         Action::DeleteHost,
         Action::CreateJoinToken,
@@ -88,6 +97,9 @@ impl Action {
         Action::WatchAnyTerminal,
         Action::ReadFiles,
         Action::WriteFiles,
+        Action::ViewDocker,
+        Action::UseDocker,
+        Action::ManageDocker,
         Action::OwnApiTokens,
         Action::ReadAudit,
         Action::ManageUsers,
@@ -106,6 +118,9 @@ impl Action {
             Action::WatchAnyTerminal => "see other users' terminals",
             Action::ReadFiles => "read files on hosts",
             Action::WriteFiles => "change files on hosts",
+            Action::ViewDocker => "see Docker on hosts",
+            Action::UseDocker => "use containers (logs, inspect, start, stop, shells)",
+            Action::ManageDocker => "create and remove containers, images, volumes and networks",
             Action::OwnApiTokens => "manage API tokens",
             Action::ReadAudit => "read the audit log",
             Action::ManageUsers => "manage users",
@@ -117,11 +132,16 @@ impl Action {
     /// The lowest role that may do this (the table in ARCHITECTURE.md "Access").
     pub fn min_role(self) -> Role {
         match self {
-            Action::ListHosts | Action::OwnApiTokens => Role::Viewer,
-            Action::Exec | Action::Terminal | Action::ReadFiles | Action::WriteFiles => {
-                Role::Developer
-            }
-            Action::DeleteHost | Action::CreateJoinToken | Action::ReadAudit => Role::Operator,
+            Action::ListHosts | Action::OwnApiTokens | Action::ViewDocker => Role::Viewer,
+            Action::Exec
+            | Action::Terminal
+            | Action::ReadFiles
+            | Action::WriteFiles
+            | Action::UseDocker => Role::Developer,
+            Action::DeleteHost
+            | Action::CreateJoinToken
+            | Action::ReadAudit
+            | Action::ManageDocker => Role::Operator,
             Action::WatchAnyTerminal
             | Action::ManageUsers
             | Action::ManageWorkspaces
@@ -255,6 +275,12 @@ mod tests {
         assert!(!allowed(Role::Operator, Action::WatchAnyTerminal));
         assert!(allowed(Role::Operator, Action::ReadAudit));
         assert!(!allowed(Role::Developer, Action::ReadAudit));
+        assert!(allowed(Role::Viewer, Action::ViewDocker));
+        assert!(!allowed(Role::Viewer, Action::UseDocker));
+        assert!(allowed(Role::Developer, Action::UseDocker));
+        assert!(!allowed(Role::Developer, Action::ManageDocker));
+        assert!(allowed(Role::Operator, Action::ManageDocker));
+        assert!(allowed(Role::Admin, Action::ManageDocker));
         assert!("root".parse::<Role>().is_err());
     }
 

@@ -369,6 +369,20 @@ fn on_frame(
             }
             None => return Ok(()),
         },
+        Body::DockerUpdate(updated) => match updated.update {
+            Some(update) => {
+                let event = ChannelEvent::DockerUpdated(update);
+                (
+                    updated.channel_id,
+                    session.deliver(updated.channel_id, event),
+                )
+            }
+            None => return Ok(()),
+        },
+        Body::DockerDone(done) => {
+            let event = ChannelEvent::DockerDone(done.outcome.unwrap_or_default());
+            (done.channel_id, session.deliver(done.channel_id, event))
+        }
         Body::Close(close) => (close.channel_id, session.channel_closed(close)),
         Body::RenewCertificate(renew) => {
             renew_certificate(session, state, renew.csr_pem);

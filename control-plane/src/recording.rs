@@ -97,7 +97,7 @@ impl Recording {
 
 /// Takes the longest prefix of `bytes` that is complete UTF-8 (invalid bytes become U+FFFD),
 /// leaving an incomplete character at the end for the next chunk.
-fn take_utf8(bytes: &mut Vec<u8>) -> String {
+pub fn take_utf8(bytes: &mut Vec<u8>) -> String {
     let mut text = String::new();
     let mut rest: &[u8] = bytes;
     loop {

@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
-    ChannelAck, ChannelData, Close, ExecSignal, FileChange, FileCommit, FileError, FileWritten,
-    OpenError, OpenResult, ProcessExit, StreamAck, StreamChunk, StreamKind, TerminalResize,
-    TerminalSize, open,
+    ChannelAck, ChannelData, Close, DockerError, DockerOutcome, DockerUpdate, ExecSignal,
+    FileChange, FileCommit, FileError, FileWritten, OpenError, OpenResult, ProcessExit, StreamAck,
+    StreamChunk, StreamKind, TerminalResize, TerminalSize, open,
 };
 
 use zpanel_shared::frame::MAX_CHUNK_BYTES;
@@ -44,6 +44,8 @@ pub enum RouteError {
         message: String,
         /// Why a file request was refused, when it was one.
         file_error: FileError,
+        /// Why a Docker request failed, when it was one.
+        docker_error: DockerError,
     },
 }
 
@@ -60,6 +62,10 @@ pub enum ChannelEvent {
     FileDone(FileWritten),
     /// Something changed under a watched path.
     FileChanged(FileChange),
+    /// A stats sample, an engine event or pull progress.
+    DockerUpdated(DockerUpdate),
+    /// A pull or import ended (the image, or the error).
+    DockerDone(DockerOutcome),
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -484,6 +490,7 @@ impl LocalRouter {
             return Err(RouteError::Refused {
                 code,
                 file_error: opened.file_error(),
+                docker_error: opened.docker_error(),
                 message: opened.message,
             });
         }

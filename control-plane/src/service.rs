@@ -3,16 +3,18 @@
 
 pub mod access;
 pub mod audit;
+pub mod docker;
 pub mod files;
 pub mod limits;
 pub mod login;
+pub mod relay;
 pub mod terminal;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zpanel_proto::{FileError, open};
+use zpanel_proto::{DockerError, FileError, open};
 
 pub use crate::access::{Action, Principal, Role};
 use crate::bridge::HostAllowList;
@@ -64,6 +66,9 @@ pub enum ServiceError {
     /// The host could not start the command (not found, not executable).
     #[error("{0}")]
     SpawnFailed(String),
+    /// A host's Docker engine failed the request for a reason of its own.
+    #[error("{0}")]
+    Engine(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -483,6 +488,20 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Opens a channel to a host's daemon; a refusal becomes the service error it means.
+    async fn open_on(
+        &self,
+        host: &HostRecord,
+        request: open::Request,
+    ) -> Result<Channel, ServiceError> {
+        self.router
+            .open_channel(&host.id, request)
+            .await
+            .map_err(|e| route_error(host, e))
+    }
+}
+
 fn route_error(host: &HostRecord, e: RouteError) -> ServiceError {
     use zpanel_proto::OpenError;
     match e {
@@ -496,6 +515,13 @@ fn route_error(host: &HostRecord, e: RouteError) -> ServiceError {
             ..
         } if file_error != FileError::None => {
             files::file_error(file_error, format!("host {}: {message}", host.name))
+        }
+        RouteError::Refused {
+            docker_error,
+            message,
+            ..
+        } if docker_error != DockerError::None => {
+            docker::docker_error(docker_error, format!("host {}: {message}", host.name))
         }
         RouteError::Refused {
             code: OpenError::NotFound | OpenError::ReplayLost,

@@ -1,6 +1,7 @@
 //! The operator gRPC API (`zpanel.v1.Operator`), used by the `zpanel` CLI.
 
 mod access;
+mod docker;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use zpanel_proto::{
 use crate::router::ChannelEvent;
 use crate::service::Principal;
 use crate::service::files::{FileReadChannel, FileWriteChannel};
-use crate::service::terminal::{TerminalChannel, TerminalEvent, TerminalRequest};
+use crate::service::relay::Relay;
+use crate::service::terminal::{ContainerShell, TerminalChannel, TerminalEvent, TerminalRequest};
 use crate::service::{AppState, ExecChannel, ServiceError};
 
 /// Messages queued towards one exec client before the relay waits for it.
@@ -51,6 +53,7 @@ impl From<ServiceError> for Status {
             ServiceError::NoSpace(_) => Status::resource_exhausted(message),
             ServiceError::Unavailable(_) => Status::unavailable(message),
             ServiceError::SpawnFailed(_) => Status::failed_precondition(message),
+            ServiceError::Engine(_) => Status::internal(message),
             ServiceError::Internal(_) => Status::internal(message),
         }
     }
@@ -474,7 +477,11 @@ impl Operator for OperatorApi {
         let mut inbound = request.into_inner();
         let first = inbound.message().await?.and_then(|m| m.body);
         let (host, request, size) = match first {
-            Some(Client::Open(open)) => (open.host, TerminalRequest::Open, open.size),
+            Some(Client::Open(open)) => {
+                let container =
+                    ContainerShell::requested(open.container, open.container_user, open.command)?;
+                (open.host, TerminalRequest::Open(container), open.size)
+            }
             Some(Client::Attach(attach)) => (
                 attach.host,
                 TerminalRequest::Attach {
@@ -596,6 +603,61 @@ impl Operator for OperatorApi {
         Ok(Response::new(queued(rx)))
     }
 
+    async fn docker(
+        &self,
+        request: Request<zpanel_proto::DockerOpRequest>,
+    ) -> Result<Response<zpanel_proto::DockerReply>, Status> {
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let request = body
+            .request
+            .ok_or_else(|| Status::invalid_argument("docker needs a request"))?;
+        let reply = self.state.docker(&principal, &body.host, request).await?;
+        Ok(Response::new(reply))
+    }
+
+    type DockerLogsStream = docker::LogsStream;
+
+    async fn docker_logs(
+        &self,
+        request: Request<zpanel_proto::DockerLogsRequest>,
+    ) -> Result<Response<docker::LogsStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let stream = docker::logs(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    type DockerWatchStream = docker::WatchStream;
+
+    async fn docker_watch(
+        &self,
+        request: Request<zpanel_proto::DockerWatchRequest>,
+    ) -> Result<Response<docker::WatchStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let stream = docker::watch(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    type DockerPullStream = docker::PullStream;
+
+    async fn docker_pull(
+        &self,
+        request: Request<zpanel_proto::DockerPullRequest>,
+    ) -> Result<Response<docker::PullStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let stream = docker::pull(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn docker_import(
+        &self,
+        request: Request<Streaming<zpanel_proto::DockerImportRequest>>,
+    ) -> Result<Response<zpanel_proto::DockerReply>, Status> {
+        let principal = self.principal(&request).await?;
+        let reply = docker::import(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
     async fn kill_terminal(
         &self,
         request: Request<KillTerminalRequest>,
@@ -715,8 +777,8 @@ async fn relay_exec(
                         exited = true;
                         Server::Exit(exit)
                     }
-                    Some(ChannelEvent::FileDone(_) | ChannelEvent::FileChanged(_)) => {
-                        let _ = tx.send(Err(Status::internal("the host sent a file event on an exec channel"))).await;
+                    Some(ChannelEvent::FileDone(_) | ChannelEvent::FileChanged(_) | ChannelEvent::DockerUpdated(_) | ChannelEvent::DockerDone(_)) => {
+                        let _ = tx.send(Err(Status::internal("the host sent a file or Docker event on an exec channel"))).await;
                         return;
                     }
                     Some(ChannelEvent::Closed(reason) | ChannelEvent::Superseded(reason)) => {

@@ -1,10 +1,11 @@
 //! The web API (axum): health, Prometheus metrics, enrolment, the CA certificate, the
-//! browser's API (login, hosts and their live status, terminals, files, the account, the
-//! audit log, users and workspaces) and the page itself. Only this module and its children
+//! browser's API (login, hosts and their live status, terminals, files, Docker, the
+//! account, the audit log, users and workspaces) and the page itself. Only this module and its children
 //! know JSON on the control plane.
 
 mod access;
 mod auth;
+mod docker;
 mod files;
 mod terminal;
 
@@ -14,7 +15,8 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +24,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use zpanel_shared::enroll::{CA_PATH, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorBody};
 
 use crate::service::{AppState, ServiceError};
@@ -100,9 +103,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/hosts/{host}/files/archive", get(files::archive))
         .route("/api/v1/hosts/{host}/files/op", post(files::change))
         .route("/api/v1/hosts/{host}/files/watch", get(files::watch))
+        .merge(docker::routes())
         .merge(super::assets::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The body of a request, or one line saying what is wrong with it (`what`: "user", …).
+fn body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, ServiceError> {
+    body.map(|Json(body)| body)
+        .map_err(|e| ServiceError::InvalidArgument(format!("bad {what}: {}", e.body_text())))
+}
+
+/// The query string, or one line saying what is wrong with it.
+fn query<T: DeserializeOwned>(
+    query: Result<Query<T>, QueryRejection>,
+    what: &str,
+) -> Result<T, ServiceError> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|e| ServiceError::InvalidArgument(format!("bad {what}: {}", e.body_text())))
 }
 
 impl IntoResponse for ServiceError {
@@ -121,6 +141,7 @@ impl IntoResponse for ServiceError {
             ServiceError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::SpawnFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ServiceError::Engine(_) => StatusCode::BAD_GATEWAY,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let retry_after = match &self {

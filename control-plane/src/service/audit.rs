@@ -3,7 +3,7 @@
 
 use super::{AppState, ServiceError};
 use crate::access::{Action, Principal, Role, allowed};
-use crate::store::{AuditBreak, AuditEntry, AuditFilter, AuditRecord, HostRecord};
+use crate::store::{AuditBreak, AuditEntry, AuditFilter, AuditRecord, HostRecord, Store};
 
 /// Most entries one audit query returns.
 pub const MAX_AUDIT_PAGE: u32 = 10_000;
@@ -34,6 +34,60 @@ pub fn check(
     }
 }
 
+/// The outcome an audit entry records for a result: `ok`, or `failed: ` and the error.
+pub fn outcome<T>(result: &Result<T, ServiceError>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("failed: {e}"),
+    }
+}
+
+async fn write(store: &Store, entry: AuditEntry) {
+    if let Err(e) = store.audit(&entry).await {
+        tracing::error!(
+            actor = %entry.actor,
+            action = %entry.action,
+            "cannot write audit entry: {e:#}"
+        );
+    }
+}
+
+/// The audit entry of an operation that streams (a pull, an import), written with the
+/// outcome when it ends, or as failed when it is dropped before (the client went away).
+pub struct PendingAudit {
+    store: Store,
+    entry: Option<AuditEntry>,
+}
+
+impl PendingAudit {
+    /// Writes the entry with the operation's outcome (once; later calls do nothing).
+    pub async fn finish(&mut self, outcome: String) {
+        if let Some(entry) = self.entry.take() {
+            write(&self.store, entry.outcome(outcome)).await;
+        }
+    }
+}
+
+impl Drop for PendingAudit {
+    fn drop(&mut self) {
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let entry = entry.outcome("failed: abandoned before its end (the client went away)");
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let store = self.store.clone();
+                runtime.spawn(async move { write(&store, entry).await });
+            }
+            Err(_) => tracing::error!(
+                actor = %entry.actor,
+                action = %entry.action,
+                "cannot write audit entry: no runtime left to write it"
+            ),
+        }
+    }
+}
+
 impl AppState {
     /// An audit entry for something `principal` did.
     pub fn entry(&self, principal: &Principal, action: &str) -> AuditEntry {
@@ -42,12 +96,14 @@ impl AppState {
 
     /// Writes an audit entry; a failure to audit is logged, never hidden.
     pub async fn audit(&self, entry: AuditEntry) {
-        if let Err(e) = self.store.audit(&entry).await {
-            tracing::error!(
-                actor = %entry.actor,
-                action = %entry.action,
-                "cannot write audit entry: {e:#}"
-            );
+        write(&self.store, entry).await;
+    }
+
+    /// An entry written when an operation ends (see [`PendingAudit`]).
+    pub fn pending_audit(&self, entry: AuditEntry) -> PendingAudit {
+        PendingAudit {
+            store: self.store.clone(),
+            entry: Some(entry),
         }
     }
 

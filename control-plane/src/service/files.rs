@@ -6,15 +6,14 @@
 use bytes::Bytes;
 use zpanel_proto::{
     FileChange, FileError, FileInfo, FileRead, FileReply, FileRequest, FileWatch, FileWrite,
-    FileWritten, StreamAck, StreamKind, file_reply, file_request, open, open_result,
+    FileWritten, StreamKind, file_reply, file_request, open, open_result,
 };
 
-use super::{Action, AppState, Principal, ServiceError, route_error};
-use crate::router::{Channel, ChannelEvent, HostRouter, InputQueue, RouteError};
+use super::audit::outcome;
+use super::relay::{OutputReader, Relay, RelayError, Upload, next_event};
+use super::{Action, AppState, Principal, ServiceError};
+use crate::router::Channel;
 use crate::store::{AuditEntry, HostRecord};
-
-/// Upload bytes a relay queues before it waits for the host's acknowledgements.
-const WRITE_QUEUE_BYTES: usize = 512 * 1024;
 
 /// The service error for a file refusal from a daemon.
 pub fn file_error(kind: FileError, message: String) -> ServiceError {
@@ -66,10 +65,6 @@ fn classify(op: &file_request::Op) -> (Action, Option<(&'static str, String)>) {
     }
 }
 
-fn lost(e: RouteError) -> ServiceError {
-    ServiceError::Unavailable(format!("file transfer interrupted: {e}; try again"))
-}
-
 /// The `FileInfo` a daemon put in its answer to a read or write.
 fn reply_info(channel: &Channel) -> FileInfo {
     match &channel.opened.reply {
@@ -83,47 +78,27 @@ fn reply_info(channel: &Channel) -> FileInfo {
 /// A file (or a directory's tar) streaming from a host.
 pub struct FileReadChannel {
     channel: Channel,
+    output: OutputReader,
     pub host: HostRecord,
     /// The file as it was when the read began.
     pub info: FileInfo,
-    /// Offset of the next byte.
-    next: u64,
 }
 
-impl FileReadChannel {
+impl Relay for FileReadChannel {
+    type Item = Bytes;
+
     /// The next piece of content, `None` at the end. What is returned counts as consumed.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, ServiceError> {
+    async fn next(&mut self) -> Result<Option<Bytes>, ServiceError> {
         loop {
-            match self.channel.events.recv().await {
-                Some(ChannelEvent::Data(chunk)) => {
-                    let end = chunk.offset + chunk.payload.len() as u64;
-                    if chunk.offset != self.next {
-                        return Err(ServiceError::Internal(format!(
-                            "host {} sent file content at {} instead of {}",
-                            self.host.name, chunk.offset, self.next
-                        )));
-                    }
-                    self.next = end;
-                    let ack = StreamAck {
-                        stream: StreamKind::Stdout as i32,
-                        offset: end,
-                    };
-                    self.channel.send_ack(ack).await.map_err(lost)?;
-                    if !chunk.payload.is_empty() {
-                        return Ok(Some(chunk.payload));
-                    }
-                    if chunk.eof {
-                        return Ok(None);
-                    }
-                }
-                Some(ChannelEvent::Closed(reason)) => {
-                    return Err(ServiceError::Unavailable(format!(
-                        "host {} ended the read: {reason}",
-                        self.host.name
-                    )));
-                }
-                None => return Err(lost(RouteError::SessionLost)),
-                Some(_) => {}
+            let chunk = self
+                .output
+                .next(&mut self.channel)
+                .await
+                .map_err(|e| e.on(&self.host, "read"))?;
+            match chunk {
+                None => return Ok(None),
+                Some(chunk) if chunk.payload.is_empty() => {}
+                Some(chunk) => return Ok(Some(chunk.payload)),
             }
         }
     }
@@ -131,15 +106,10 @@ impl FileReadChannel {
 
 /// A file upload to a host: content in, then the host's verdict.
 pub struct FileWriteChannel {
-    channel: Channel,
-    input: InputQueue,
+    upload: Upload<FileWritten>,
     pub host: HostRecord,
     /// Bytes of a resumed upload the host already holds.
     pub resume_offset: u64,
-    /// Offset of the next byte the client sends.
-    next: u64,
-    /// A verdict that came before the end of the content (a refusal).
-    early: Option<FileWritten>,
     /// The content's sha256 when the client learnt it while sending.
     sha256: Option<String>,
     /// The audit entry written when the write ends.
@@ -150,49 +120,25 @@ pub struct FileWriteChannel {
 impl FileWriteChannel {
     /// The host holds every byte below this offset.
     pub fn acked(&self) -> u64 {
-        self.input.acked_offset()
-    }
-
-    /// Handles one event from the host; an error when the channel is gone.
-    fn on_event(&mut self, event: Option<ChannelEvent>) -> Result<(), ServiceError> {
-        match event {
-            Some(ChannelEvent::Ack(ack)) => self.input.acked(ack.offset),
-            Some(ChannelEvent::FileDone(done)) => self.early = Some(done),
-            Some(ChannelEvent::Closed(reason)) => {
-                return Err(ServiceError::Unavailable(format!(
-                    "host {} ended the upload: {reason}",
-                    self.host.name
-                )));
-            }
-            None => return Err(lost(RouteError::SessionLost)),
-            Some(_) => {}
-        }
-        Ok(())
+        self.upload.acked()
     }
 
     /// Content at `offset` (bytes the host already has are skipped). Waits while too much
     /// is unacknowledged.
     pub async fn write_at(&mut self, offset: u64, payload: Bytes) -> Result<(), ServiceError> {
-        self.next = self.next.max(offset + payload.len() as u64);
-        self.input
-            .queue(offset, payload)
-            .map_err(ServiceError::InvalidArgument)?;
-        loop {
-            if let Some(done) = &self.early {
-                return Err(written_error(&self.host, done));
-            }
-            self.input.flush(&self.channel).await.map_err(lost)?;
-            if self.input.pending() < WRITE_QUEUE_BYTES {
-                return Ok(());
-            }
-            let event = self.channel.events.recv().await;
-            self.on_event(event)?;
+        self.upload
+            .write_at(offset, payload)
+            .await
+            .map_err(|e| e.on(&self.host, "upload"))?;
+        match self.upload.verdict() {
+            Some(done) => Err(written_error(&self.host, done)),
+            None => Ok(()),
         }
     }
 
     /// Content following what was written so far.
     pub async fn write(&mut self, payload: Bytes) -> Result<(), ServiceError> {
-        self.write_at(self.next, payload).await
+        self.write_at(self.upload.sent(), payload).await
     }
 
     /// The whole content's sha256, for the host to check before it commits.
@@ -204,23 +150,23 @@ impl FileWriteChannel {
     /// audited.
     pub async fn finish(mut self, state: &AppState) -> Result<FileWritten, ServiceError> {
         if let Some(sha256) = self.sha256.take() {
-            self.channel.send_file_commit(sha256).await.map_err(lost)?;
-        }
-        let outcome = loop {
-            if let Some(done) = self.early.take() {
-                break done;
-            }
-            self.input
-                .flush_with_eof(&self.channel, true)
+            self.upload
+                .channel()
+                .send_file_commit(sha256)
                 .await
-                .map_err(lost)?;
-            let event = self.channel.events.recv().await;
-            self.on_event(event)?;
-        };
+                .map_err(|e| RelayError::from(e).on(&self.host, "upload"))?;
+        }
+        let outcome = self
+            .upload
+            .finish()
+            .await
+            .map_err(|e| e.on(&self.host, "upload"))?;
         let error = outcome.error();
         let detail = format!(
             "{} ({} bytes, sha256 {})",
-            self.path, self.next, outcome.sha256
+            self.path,
+            self.upload.sent(),
+            outcome.sha256
         );
         let result = if error == FileError::None {
             "ok".to_string()
@@ -230,7 +176,7 @@ impl FileWriteChannel {
         state
             .audit(self.audit.clone().detail(detail).outcome(result))
             .await;
-        self.channel.release();
+        self.upload.release();
         if error == FileError::None {
             Ok(outcome)
         } else {
@@ -249,36 +195,19 @@ fn written_error(host: &HostRecord, done: &FileWritten) -> ServiceError {
 /// Changes under a watched path, as they happen.
 pub struct FileWatchChannel {
     channel: Channel,
+    host: HostRecord,
 }
 
 impl FileWatchChannel {
     /// The next change; an error when the watch ended.
     pub async fn next(&mut self) -> Result<FileChange, ServiceError> {
-        loop {
-            match self.channel.events.recv().await {
-                Some(ChannelEvent::FileChanged(change)) => return Ok(change),
-                Some(ChannelEvent::Closed(reason)) => {
-                    return Err(ServiceError::Unavailable(format!("watch ended: {reason}")));
-                }
-                None => return Err(lost(RouteError::SessionLost)),
-                Some(_) => {}
-            }
-        }
+        next_event(&mut self.channel)
+            .await
+            .map_err(|e| e.on(&self.host, "watch"))
     }
 }
 
 impl AppState {
-    async fn open_file_channel(
-        &self,
-        host: &HostRecord,
-        request: open::Request,
-    ) -> Result<Channel, ServiceError> {
-        self.router
-            .open_channel(&host.id, request)
-            .await
-            .map_err(|e| route_error(host, e))
-    }
-
     /// A request answered at once. Changes are audited, failed ones too.
     pub async fn file_op(
         &self,
@@ -291,19 +220,13 @@ impl AppState {
         })?;
         let (action, audit) = classify(op);
         let host = self.host_for(principal, action, host).await?;
-        let opened = self
-            .open_file_channel(&host, open::Request::File(request))
-            .await;
+        let opened = self.open_on(&host, open::Request::File(request)).await;
         if let Some((name, target)) = audit {
-            let outcome = match &opened {
-                Ok(_) => "ok".to_string(),
-                Err(e) => format!("failed: {e}"),
-            };
             self.audit(
                 self.entry(principal, name)
                     .host(&host.id, &host.workspace_id)
                     .target(target)
-                    .outcome(outcome),
+                    .outcome(outcome(&opened)),
             )
             .await;
         }
@@ -322,16 +245,14 @@ impl AppState {
         host: &str,
         read: FileRead,
     ) -> Result<FileReadChannel, ServiceError> {
-        let next = read.offset;
+        let offset = read.offset;
         let host = self.host_for(principal, Action::ReadFiles, host).await?;
-        let channel = self
-            .open_file_channel(&host, open::Request::FileRead(read))
-            .await?;
+        let channel = self.open_on(&host, open::Request::FileRead(read)).await?;
         Ok(FileReadChannel {
             info: reply_info(&channel),
+            output: OutputReader::new(&[(StreamKind::Stdout, offset)]),
             channel,
             host,
-            next,
         })
     }
 
@@ -348,10 +269,7 @@ impl AppState {
             .entry(principal, "file.write")
             .host(&host.id, &host.workspace_id)
             .target(&path);
-        let channel = match self
-            .open_file_channel(&host, open::Request::FileWrite(write))
-            .await
-        {
+        let channel = match self.open_on(&host, open::Request::FileWrite(write)).await {
             Ok(channel) => channel,
             Err(e) => {
                 self.audit(audit.outcome(format!("failed: {e}"))).await;
@@ -360,12 +278,9 @@ impl AppState {
         };
         let resume_offset = channel.opened.stdin_offset;
         Ok(FileWriteChannel {
-            input: InputQueue::new(resume_offset),
-            channel,
+            upload: Upload::new(channel, resume_offset),
             host,
             resume_offset,
-            next: resume_offset,
-            early: None,
             sha256: None,
             audit,
             path,
@@ -381,8 +296,8 @@ impl AppState {
     ) -> Result<FileWatchChannel, ServiceError> {
         let host = self.host_for(principal, Action::ReadFiles, host).await?;
         let channel = self
-            .open_file_channel(&host, open::Request::FileWatch(FileWatch { path }))
+            .open_on(&host, open::Request::FileWatch(FileWatch { path }))
             .await?;
-        Ok(FileWatchChannel { channel })
+        Ok(FileWatchChannel { channel, host })
     }
 }

@@ -20,9 +20,45 @@ use crate::store::{HostRecord, TerminalRecord};
 pub const MAX_TERMINAL_CELLS: u32 = 4096;
 /// How long an attach waits for the host to come back online.
 const ATTACH_WAIT: Duration = Duration::from_secs(10);
+/// A shell inside a container instead of on the host.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerShell {
+    /// The container, by id or name.
+    pub container: String,
+    /// The user to run as; empty: the image's.
+    pub user: String,
+    /// What to run; empty: `sh`.
+    pub command: Vec<String>,
+}
+
+impl ContainerShell {
+    /// The shell a client asked for: in `container` when it names one.
+    pub fn requested(
+        container: String,
+        user: String,
+        command: Vec<String>,
+    ) -> Result<Option<ContainerShell>, ServiceError> {
+        if !container.is_empty() {
+            return Ok(Some(ContainerShell {
+                container,
+                user,
+                command,
+            }));
+        }
+        if user.is_empty() && command.is_empty() {
+            Ok(None)
+        } else {
+            Err(ServiceError::InvalidArgument(
+                "a user or a command is for a shell in a container: name the container too".into(),
+            ))
+        }
+    }
+}
+
 /// What a viewer asks for.
 pub enum TerminalRequest {
-    Open,
+    /// A new session: a login shell on the host, or a shell in a container.
+    Open(Option<ContainerShell>),
     Attach {
         session_id: String,
         watch: bool,
@@ -74,6 +110,19 @@ pub fn check_size(cols: u32, rows: u32) -> Result<TerminalSize, ServiceError> {
     }
 }
 
+/// What a container shell runs and as whom, for the audit log: "sh as the image's user".
+fn container_shell(shell: &ContainerShell) -> String {
+    let command = if shell.command.is_empty() {
+        "sh".to_string()
+    } else {
+        super::shell_words(&shell.command)
+    };
+    match shell.user.as_str() {
+        "" => format!("{command} as the image's user"),
+        user => format!("{command} as {user}"),
+    }
+}
+
 impl TerminalChannel {
     /// The next event; `None` never happens before `Exited` or `Lost`.
     pub async fn next_event(&mut self) -> TerminalEvent {
@@ -94,9 +143,14 @@ impl TerminalChannel {
             Some(ChannelEvent::Exited(exit)) => TerminalEvent::Exited(exit),
             Some(ChannelEvent::Closed(reason)) => TerminalEvent::Lost(reason),
             Some(ChannelEvent::Superseded(reason)) => TerminalEvent::TakenOver(reason),
-            Some(ChannelEvent::FileDone(_) | ChannelEvent::FileChanged(_)) => {
-                TerminalEvent::Lost("the host sent a file event on a terminal channel".into())
-            }
+            Some(
+                ChannelEvent::FileDone(_)
+                | ChannelEvent::FileChanged(_)
+                | ChannelEvent::DockerUpdated(_)
+                | ChannelEvent::DockerDone(_),
+            ) => TerminalEvent::Lost(
+                "the host sent a file or Docker event on a terminal channel".into(),
+            ),
             None => TerminalEvent::Lost("host session ended".into()),
         }
     }
@@ -170,7 +224,14 @@ impl AppState {
         let host = self.host_for(principal, Action::Terminal, host).await?;
         let size = check_size(size.cols, size.rows)?;
         match request {
-            TerminalRequest::Open => self.terminal_open(principal, host, size).await,
+            TerminalRequest::Open(container) => {
+                if container.is_some() {
+                    self.authorize(principal, Action::UseDocker, Some(&host.workspace_id))
+                        .await?;
+                }
+                self.terminal_open(principal, host, size, container.unwrap_or_default())
+                    .await
+            }
             TerminalRequest::Attach {
                 session_id,
                 watch,
@@ -187,6 +248,7 @@ impl AppState {
         principal: &Principal,
         host: HostRecord,
         size: TerminalSize,
+        container: ContainerShell,
     ) -> Result<TerminalChannel, ServiceError> {
         self.check_terminal_quota(&host.workspace_id).await?;
         let session_id = uuid::Uuid::new_v4().to_string();
@@ -208,12 +270,22 @@ impl AppState {
             owner_id: principal.user_id.clone(),
             owner_name: principal.user_name.clone(),
             size: Some(size),
+            container: container.container.clone(),
+            container_user: container.user.clone(),
+            command: container.command.clone(),
         });
         let result = self.router.open_channel(&host.id, request).await;
+        let session = match container.container.as_str() {
+            "" => format!("session {session_id}"),
+            name => format!(
+                "session {session_id} in container {name} ({})",
+                container_shell(&container)
+            ),
+        };
         let detail = match (&result, record.recording.is_empty()) {
-            (Err(e), _) => format!("session {session_id}: {e}"),
-            (Ok(_), true) => format!("session {session_id}, not recorded"),
-            (Ok(_), false) => format!("session {session_id}, recording {}", record.recording),
+            (Err(e), _) => format!("{session}: {e}"),
+            (Ok(_), true) => format!("{session}, not recorded"),
+            (Ok(_), false) => format!("{session}, recording {}", record.recording),
         };
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         self.audit(

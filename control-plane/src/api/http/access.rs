@@ -13,32 +13,16 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
+use super::{body, query};
 use crate::service::access::ApiTokenRequest;
 use crate::service::audit::MAX_AUDIT_PAGE;
 use crate::service::{AppState, Role, ServiceError};
 use crate::store::{
     ApiTokenRecord, AuditFilter, AuditRecord, Quotas, UserRecord, WebSessionRecord, WorkspaceRecord,
 };
-
-/// The body of a request, or one line saying what is wrong with it (`what`: "user", …).
-fn body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, ServiceError> {
-    body.map(|Json(body)| body)
-        .map_err(|e| ServiceError::InvalidArgument(format!("bad {what}: {}", e.body_text())))
-}
-
-/// The query string, or one line saying what is wrong with it.
-fn query<T: DeserializeOwned>(
-    query: Result<Query<T>, QueryRejection>,
-    what: &str,
-) -> Result<T, ServiceError> {
-    query
-        .map(|Query(query)| query)
-        .map_err(|e| ServiceError::InvalidArgument(format!("bad {what}: {}", e.body_text())))
-}
 
 fn role(name: &str) -> Result<Role, ServiceError> {
     name.parse().map_err(ServiceError::InvalidArgument)

@@ -21,6 +21,7 @@ use zpanel_proto::{
 
 use super::auth::Caller;
 use crate::service::files::FileReadChannel;
+use crate::service::relay::items;
 use crate::service::{AppState, ServiceError};
 
 /// A listing page when the page does not say.
@@ -330,15 +331,7 @@ fn quoted(version: &str) -> Option<HeaderValue> {
 }
 
 fn body_of(reader: FileReadChannel) -> Body {
-    let chunks = futures_util::stream::unfold(Some(reader), |reader| async move {
-        let mut reader = reader?;
-        match reader.next().await {
-            Ok(Some(bytes)) => Some((Ok::<_, ServiceError>(bytes), Some(reader))),
-            Ok(None) => None,
-            Err(e) => Some((Err(e), None)),
-        }
-    });
-    Body::from_stream(chunks)
+    Body::from_stream(items(reader))
 }
 
 fn attachment(name: &str) -> Option<HeaderValue> {

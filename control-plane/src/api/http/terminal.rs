@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use zpanel_proto::{TerminalInfo, TerminalSize};
 
 use super::auth::{Caller, check_origin};
-use crate::service::terminal::{TerminalChannel, TerminalEvent, TerminalRequest};
+use crate::service::terminal::{ContainerShell, TerminalChannel, TerminalEvent, TerminalRequest};
 use crate::service::{AppState, ServiceError};
 
 /// Largest message the page may send (input is typed or pasted).
@@ -27,6 +27,15 @@ pub struct TerminalQuery {
     mode: Option<String>,
     cols: Option<u32>,
     rows: Option<u32>,
+    /// A shell in this container instead of on the host...
+    #[serde(default)]
+    container: String,
+    /// ...as this user (default: the image's)...
+    #[serde(default)]
+    user: String,
+    /// ...running this command, split on spaces (default: `sh`).
+    #[serde(default)]
+    command: String,
 }
 
 /// A control message from the page.
@@ -61,7 +70,14 @@ pub async fn socket(
             watch,
             output_offset: query.offset,
         },
-        None => TerminalRequest::Open,
+        None => {
+            let command = query.command.split_whitespace().map(String::from).collect();
+            TerminalRequest::Open(ContainerShell::requested(
+                query.container,
+                query.user,
+                command,
+            )?)
+        }
     };
     let size = TerminalSize {
         cols: query.cols.unwrap_or(80),
@@ -92,7 +108,9 @@ async fn fail(socket: &mut futures_util::stream::SplitSink<WebSocket, Message>, 
         | ServiceError::Forbidden(_)
         | ServiceError::QuotaExceeded(_)
         | ServiceError::InvalidArgument(_)
-        | ServiceError::SpawnFailed(_) => 4003,
+        | ServiceError::SpawnFailed(_)
+        | ServiceError::Conflict(_)
+        | ServiceError::Engine(_) => 4003,
         _ => 4000,
     };
     let message = e.to_string();
@@ -125,6 +143,7 @@ async fn relay(socket: WebSocket, opened: Result<TerminalChannel, ServiceError>)
         "input_offset": terminal.input_offset,
         "mode": if terminal.watch { "watch" } else { "control" },
         "local_user": terminal.session.local_user,
+        "container": terminal.session.container,
     });
     if sink.send(text(attached)).await.is_err() {
         return;
@@ -213,6 +232,8 @@ pub struct TerminalJson {
     rows: u32,
     viewers: u32,
     last_activity: i64,
+    /// The container the shell runs in; empty for a shell on the host.
+    container: String,
 }
 
 impl From<TerminalInfo> for TerminalJson {
@@ -227,6 +248,7 @@ impl From<TerminalInfo> for TerminalJson {
             rows: size.rows,
             viewers: info.viewers,
             last_activity: info.last_activity,
+            container: info.container,
         }
     }
 }
