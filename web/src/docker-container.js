@@ -85,7 +85,10 @@ export class ContainerDetail {
     this.element.dataset.state = c.state;
     this.element.querySelector('.state-slot').replaceChildren(stateBadge(c));
     const shell = context.may.use && c.state === 'running'
-      ? actionButton('Shell', () => context.openShell(c.name), { name: 'shell', title: 'A shell (sh) inside the container, in a terminal tab' })
+      ? actionButton('Shell', () => context.openShell(c.name), {
+        name: 'shell',
+        title: 'A shell (sh) inside the container, in a terminal tab',
+      })
       : null;
     const rename = context.may.manage
       ? actionButton('Rename', () => this.rename())
@@ -126,7 +129,13 @@ export class ContainerDetail {
   }
 
   async rename() {
-    const name = await ask({ name: 'rename-container', title: `Rename ${this.container.name}`, label: 'New name', value: this.container.name, ok: 'Rename' });
+    const name = await ask({
+      name: 'rename-container',
+      title: `Rename ${this.container.name}`,
+      label: 'New name',
+      value: this.container.name,
+      ok: 'Rename',
+    });
     if (!name || name === this.container.name) return;
     await this.context.run(() => this.context.docker.rename(this.container.id, name), (c) => `renamed to ${c.name}`);
   }

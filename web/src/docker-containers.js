@@ -155,7 +155,7 @@ export class ContainersPanel {
       return row;
     });
     this.table.replaceChildren(gridTable('containers',
-      ['Name', 'Image', 'State', 'Status', 'Ports', 'CPU', 'Memory', 'Created', ''],
+      ['Name', 'Image', 'State', 'Status', 'Ports', 'CPU#', 'Memory#', 'Created', ''],
       rows,
       showStopped ? 'No containers on this host.' : 'No running containers. "Show stopped" lists the others.'));
     if (this.statsTimer === null) this.sampleSoon(0);

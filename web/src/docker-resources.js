@@ -58,11 +58,13 @@ class ListPanel {
     await this.context.run(() => this.context.docker.prune(`${this.kind}s`, { all: choice === 'all' }), prunedText);
   }
 
-  /** A remove button for operators that asks first; `call(choice)` removes. */
-  removeButton(what, call, choices = [{ id: 'remove', label: 'Remove', kind: 'danger' }]) {
+  /**
+   * A remove button for operators that asks first (saying `message`); `call(choice)` removes.
+   */
+  removeButton(what, message, call, choices = [{ id: 'remove', label: 'Remove', kind: 'danger' }]) {
     if (!this.context.may.manage) return null;
     return actionButton('Remove', async () => {
-      const choice = await choose({ name: `remove-${this.kind}`, title: `Remove ${what}?`, choices });
+      const choice = await choose({ name: `remove-${this.kind}`, title: `Remove ${what}?`, message, choices });
       if (choice) await this.context.run(() => call(choice), () => `${what} removed`);
     }, { kind: 'danger' });
   }
@@ -80,7 +82,7 @@ export class ImagesPanel extends ListPanel {
     const manage = context.may.manage;
     super(context, {
       kind: 'image',
-      headers: ['Tags', 'ID', 'Size', 'Created', 'Containers', ''],
+      headers: ['Tags', 'ID', 'Size#', 'Created', 'Containers#', ''],
       empty: 'No images on this host.',
       tools: manage
         ? [
@@ -109,6 +111,7 @@ export class ImagesPanel extends ListPanel {
       agoCell(image.created),
       h('td', { class: 'number' }, image.containers >= 0 ? String(image.containers) : '—'),
       h('td', { class: 'actions' }, this.removeButton(tags[0] === '<none>' ? shortId(image.id) : tags.join(', '),
+        'An image a container uses needs "Force remove" (the container keeps running).',
         (choice) => this.context.docker.removeImage(image.id, { force: choice === 'force' }),
         [{ id: 'force', label: 'Force remove' }, { id: 'remove', label: 'Remove', kind: 'danger' }])),
     );
@@ -204,6 +207,7 @@ export class VolumesPanel extends ListPanel {
       agoCell(volume.created_at),
       h('td', {}, labelTags(volume.labels)),
       h('td', { class: 'actions' }, this.removeButton(`volume ${volume.name}`,
+        'Its data is deleted for good.',
         () => this.context.docker.removeVolume(volume.name))),
     );
   }
@@ -230,7 +234,7 @@ export class NetworksPanel extends ListPanel {
   constructor(context) {
     super(context, {
       kind: 'network',
-      headers: ['Name', 'ID', 'Driver', 'Scope', 'Internal', 'Containers', 'Created', 'Labels', ''],
+      headers: ['Name', 'ID', 'Driver', 'Scope', 'Internal', 'Containers#', 'Created', 'Labels', ''],
       empty: 'No networks on this host.',
       tools: context.may.manage ? [actionButton('Create network…', () => this.create(), { name: 'create', kind: 'primary' })] : [],
     });
@@ -252,7 +256,8 @@ export class NetworksPanel extends ListPanel {
       h('td', {}, labelTags(network.labels)),
       h('td', { class: 'actions' }, PREDEFINED_NETWORKS.has(network.name)
         ? null
-        : this.removeButton(`network ${network.name}`, () => this.context.docker.removeNetwork(network.id))),
+        : this.removeButton(`network ${network.name}`, 'Containers still connected to it keep it from going.',
+          () => this.context.docker.removeNetwork(network.id))),
     );
   }
 

@@ -33,12 +33,17 @@ export function actionButton(label, action, { name, kind = null, title = null } 
   return button;
 }
 
-/** A table with `headers` and `rows` (tr elements); `empty` is said when there are none. */
+/**
+ * A table with `headers` and `rows` (tr elements); `empty` is said when there are none. A
+ * header ending in "#" heads a column of numbers (aligned right): "CPU#".
+ */
 export function gridTable(className, headers, rows, empty) {
   const body = h('tbody', {}, rows);
   if (rows.length === 0) body.append(h('tr', { class: 'none' }, h('td', { colspan: headers.length, class: 'muted' }, empty)));
   return h('table', { class: `grid ${className}` },
-    h('thead', {}, h('tr', {}, headers.map((header) => h('th', {}, header)))),
+    h('thead', {}, h('tr', {}, headers.map((header) => header.endsWith('#')
+      ? h('th', { class: 'number' }, header.slice(0, -1))
+      : h('th', {}, header)))),
     body);
 }
 

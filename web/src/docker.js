@@ -39,6 +39,7 @@ export class DockerView {
     this.onUnauthenticated = onUnauthenticated;
     this.onOpenShell = onOpenShell;
     this.host = null; // the host id or name in the address
+    this.hostReady = Promise.resolve(null); // resolves to `context` once the host is read
     this.context = null; // what the panels share, for the host shown
     this.engine = null; // the last engine answer
     this.panel = null; // the tab or container shown
@@ -64,18 +65,22 @@ export class DockerView {
     if (!host) return this.showHostPicker();
     $('#docker-picker').hidden = true;
     $('#docker-layout').hidden = false;
-    if (host !== this.host && !(await this.switchHost(host, navigation))) return;
-    if (navigation !== this.navigations) return;
+    if (host !== this.host) {
+      this.host = host;
+      this.hostReady = this.switchHost(host);
+    }
+    const context = await this.hostReady;
+    if (navigation !== this.navigations || !context) return;
 
     const key = container ? `container:${container}` : tab.name;
     for (const link of $('#docker-tabs').children) {
-      link.href = dockerHash(this.context.host.id, { tab: link.dataset.tab });
+      link.href = context.hash({ tab: link.dataset.tab });
       link.classList.toggle('current', !container && link.dataset.tab === tab.name);
     }
     if (key === this.panelKey) return;
     this.panel?.dispose();
     this.panelKey = key;
-    this.panel = container ? new ContainerDetail(this.context, container) : new tab.Panel(this.context);
+    this.panel = container ? new ContainerDetail(context, container) : new tab.Panel(context);
     $('#docker-body').replaceChildren(this.panel.element);
     if (this.engine?.available) this.panel.load();
   }
@@ -88,30 +93,35 @@ export class DockerView {
     this.host = null; // read afresh when shown again
   }
 
-  /** Reads the host and its engine and listens to its events; false when the host is unknown. */
-  async switchHost(host, navigation) {
+  /**
+   * Reads the host and its engine and listens to its events. Resolves to what the panels
+   * share, or null when the host is unknown (or another one was asked for meanwhile).
+   */
+  async switchHost(host) {
     this.leaveHost();
-    this.host = host;
     $('#docker-host').textContent = host;
+    $('#docker-engine').textContent = '';
+    $('#docker-tabs').hidden = true;
+    $('#docker-unavailable').hidden = true;
     $('#docker-body').replaceChildren();
     let found;
     try {
       found = await findHost(host);
+      if (!found) throw new Error(`unknown host ${host}`);
     } catch (e) {
-      this.fail(e);
-      return false;
+      if (this.host === host) {
+        this.host = null; // the next navigation asks again
+        this.fail(e);
+      }
+      return null;
     }
-    if (navigation !== this.navigations) return false;
-    if (!found) {
-      this.fail(new Error(`unknown host ${host}`));
-      return false;
-    }
+    if (this.host !== host) return null;
     $('#docker-host').textContent = found.name;
     $('#docker-host').dataset.status = found.status;
     $('#nav-docker').setAttribute('href', dockerHash(found.id));
     const role = roleOn(found);
     const docker = new HostDocker(found.id);
-    this.context = {
+    const context = {
       docker,
       host: found,
       may: { use: atLeast(role, 'developer'), manage: atLeast(role, 'operator') },
@@ -122,6 +132,7 @@ export class DockerView {
       openShell: (container) => this.onOpenShell({ host: found.id, hostName: found.name, container }),
       onUnauthenticated: this.onUnauthenticated,
     };
+    this.context = context;
     this.events = new LiveEvents({
       url: docker.eventsUrl(),
       events: { docker: (event) => this.onEvent(event) },
@@ -131,7 +142,7 @@ export class DockerView {
       onUnauthenticated: this.onUnauthenticated,
     });
     await this.loadEngine();
-    return navigation === this.navigations;
+    return this.context === context ? context : null;
   }
 
   /** Stops what the host shown had running. */
@@ -158,7 +169,8 @@ export class DockerView {
       const hosts = await api('GET', '/api/v1/hosts');
       picker.replaceChildren(...hostChoices('Docker', hosts, (host) => dockerHash(host.id)));
     } catch (e) {
-      this.fail(e);
+      if (e.status === 401) return this.onUnauthenticated();
+      picker.replaceChildren(h('p', { class: 'error', role: 'alert' }, e.message));
     }
   }
 
@@ -166,11 +178,12 @@ export class DockerView {
 
   async loadEngine() {
     const context = this.context;
+    if (!context) return;
     let engine;
     try {
       engine = await context.docker.engine();
     } catch (e) {
-      engine = { available: false, message: e.message, status: e.status };
+      engine = { available: false, message: e.message };
       if (e.status === 401) return this.onUnauthenticated();
     }
     if (context !== this.context) return;
