@@ -64,14 +64,23 @@ pub fn prune_name(kind: PruneKind) -> Option<&'static str> {
     }
 }
 
-/// The flags of a request that are set, for the audit detail ("force, volumes").
-fn flags(flags: &[(bool, &str)]) -> String {
-    flags
+/// An audit detail: the parts that say something, joined ("image busybox, started").
+fn detail(parts: &[&str]) -> String {
+    parts
         .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, name)| *name)
+        .filter(|part| !part.is_empty())
+        .copied()
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The flags of a request that are set, for the audit detail ("force, volumes").
+fn flags(flags: &[(bool, &str)]) -> String {
+    let set: Vec<&str> = flags
+        .iter()
+        .map(|&(set, name)| if set { name } else { "" })
+        .collect();
+    detail(&set)
 }
 
 /// What a request needs, and how it is audited when it changes something.
@@ -91,11 +100,11 @@ fn classify(op: &docker_request::Op) -> Result<(Action, Option<Change>), Service
         }
         Op::Create(spec) => {
             named(&spec.image, "image")?;
-            let started = if spec.start { ", started" } else { "" };
-            let detail = format!("image {}{started}", spec.image);
+            let image = format!("image {}", spec.image);
+            let started = if spec.start { "started" } else { "" };
             (
                 Action::ManageDocker,
-                change("docker.create", &spec.name, detail),
+                change("docker.create", &spec.name, detail(&[&image, started])),
             )
         }
         Op::Action(action) => {
@@ -165,11 +174,14 @@ fn classify(op: &docker_request::Op) -> Result<(Action, Option<Change>), Service
         }
         Op::CreateNetwork(network) => {
             named(&network.name, "network name")?;
-            let internal = if network.internal { " (internal)" } else { "" };
-            let detail = format!("{}{internal}", network.driver);
+            let internal = if network.internal { "internal" } else { "" };
             (
                 Action::ManageDocker,
-                change("docker.network.create", &network.name, detail),
+                change(
+                    "docker.network.create",
+                    &network.name,
+                    detail(&[&network.driver, internal]),
+                ),
             )
         }
         Op::RemoveNetwork(network) => {
@@ -195,11 +207,7 @@ fn completed(change: &mut Change, reply: &DockerReply) {
                 pruned.deleted.len(),
                 pruned.space_reclaimed
             );
-            change.detail = [change.detail.as_str(), removed.as_str()]
-                .into_iter()
-                .filter(|part| !part.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
+            change.detail = detail(&[&change.detail, &removed]);
         }
         _ => {}
     }
@@ -615,7 +623,7 @@ mod tests {
         };
         completed(&mut change, &pruned);
         assert_eq!(change.target, "images");
-        assert_eq!(change.detail, "all; 2 removed, 42 bytes reclaimed");
+        assert_eq!(change.detail, "all, 2 removed, 42 bytes reclaimed");
     }
 
     #[test]
