@@ -247,7 +247,7 @@ impl Relay for DockerLogsChannel {
         self.output
             .next(&mut self.channel)
             .await
-            .map_err(|e| e.on(&self.host, "logs"))
+            .map_err(|e| e.on(&self.host, "log stream"))
     }
 }
 
@@ -255,7 +255,7 @@ impl Relay for DockerLogsChannel {
 pub struct DockerWatchChannel {
     channel: Channel,
     pub host: HostRecord,
-    /// "stats" or "events", for errors.
+    /// "stats watch" or "event watch", for errors.
     what: &'static str,
 }
 
@@ -444,7 +444,8 @@ impl AppState {
     ) -> Result<DockerWatchChannel, ServiceError> {
         named(&container, "container")?;
         let request = open::Request::DockerStats(DockerStatsWatch { container });
-        self.docker_watch(principal, host, request, "stats").await
+        self.docker_watch(principal, host, request, "stats watch")
+            .await
     }
 
     /// Watches the engine's events.
@@ -454,7 +455,8 @@ impl AppState {
         host: &str,
     ) -> Result<DockerWatchChannel, ServiceError> {
         let request = open::Request::DockerEvents(DockerEventsWatch {});
-        self.docker_watch(principal, host, request, "events").await
+        self.docker_watch(principal, host, request, "event watch")
+            .await
     }
 
     async fn docker_watch(

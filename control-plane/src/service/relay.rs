@@ -35,7 +35,7 @@ pub enum RelayError {
 }
 
 impl RelayError {
-    /// The service error for a relay of `what` ("read", "upload", "logs") that stopped.
+    /// The service error for a relay of `what` ("read", "upload", "log stream") that stopped.
     pub fn on(self, host: &HostRecord, what: &str) -> ServiceError {
         let name = &host.name;
         match self {
