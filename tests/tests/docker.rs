@@ -143,7 +143,7 @@ async fn a_container_runs_with_its_limits_streams_its_logs_and_goes_through_its_
     });
     connected(&events_connected).await;
 
-    let script = "echo ready; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after-follow; \
+    let script = "echo ready; while [ ! -e /go ]; do sleep 0.1; done; echo after-follow; \
                   exec sleep 600";
     let created = s
         .run(
@@ -187,7 +187,7 @@ async fn a_container_runs_with_its_limits_streams_its_logs_and_goes_through_its_
         Duration::from_secs(20),
         "the container never started writing"
     );
-    docker_ok(&["exec", &name, "touch", "/tmp/go"]).await;
+    docker_ok(&["exec", &name, "sh", "-c", "echo > /go"]).await;
     assert!(
         logs.await.unwrap(),
         "a line written after the follow began never arrived"
