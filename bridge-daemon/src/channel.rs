@@ -1,7 +1,8 @@
-//! A channel's attachment to what outlives it (an exec job or a terminal session) or to a
-//! file transfer, and the task that serves it: the open result, output streams from their
-//! offsets, input acknowledgements and the end (an exit, a write's verdict, a watch's
-//! changes). Exec, terminal and file channels share all of it.
+//! A channel's attachment to what outlives it (an exec job or a terminal session), to a
+//! file transfer or to a Docker stream, and the task that serves it: the open result, output
+//! streams from their offsets, input acknowledgements and the end (an exit, a write's
+//! verdict, a watch's changes, a pull's outcome). Exec, terminal, file and Docker channels
+//! share all of it.
 
 use std::sync::Arc;
 
@@ -14,16 +15,18 @@ use zpanel_proto::{
 use zpanel_shared::replay::{SharedReplay, StreamSender};
 
 use crate::config::{Capability, Policy};
+use crate::docker::DockerChannel;
 use crate::exec::{ExecError, ExecJob};
 use crate::files::FileChannel;
 use crate::terminal::{TerminalError, Viewer};
 
 /// What a channel is attached to. Jobs and terminal sessions outlive the channel; the
-/// attachment is what ends with it. A file channel's work ends with it.
+/// attachment is what ends with it. A file or Docker channel's work ends with it.
 pub(crate) enum Target {
     Exec { job: Arc<ExecJob>, number: u64 },
     Terminal(Viewer),
     File(Arc<FileChannel>),
+    Docker(Arc<DockerChannel>),
 }
 
 impl Target {
@@ -34,6 +37,7 @@ impl Target {
                 (kind == StreamKind::Stdout).then(|| viewer.session().output())
             }
             Target::File(file) => file.output(kind),
+            Target::Docker(docker) => docker.output(kind),
         }
     }
 
@@ -42,17 +46,41 @@ impl Target {
     fn origin(&self) -> u64 {
         match self {
             Target::File(file) => file.origin(),
-            Target::Exec { .. } | Target::Terminal(_) => 0,
+            Target::Exec { .. } | Target::Terminal(_) | Target::Docker(_) => 0,
+        }
+    }
+
+    /// Prepares a channel whose work starts with it (a file transfer, a Docker stream): the
+    /// answer and the output streams to send, or the refusal.
+    pub async fn prepare(
+        &self,
+        channel_id: u64,
+    ) -> Result<(OpenResult, Vec<StreamSender>), OpenResult> {
+        match self {
+            Target::File(file) => file.prepare().await.map_err(|f| f.refusal(channel_id)),
+            Target::Docker(docker) => docker.prepare().await.map_err(|f| f.refusal(channel_id)),
+            Target::Exec { .. } | Target::Terminal(_) => Ok((OpenResult::default(), Vec::new())),
+        }
+    }
+
+    /// Resolves with the reason when the channel's work failed midway (a read that could
+    /// not go on, an engine that went away); the channel is then closed with it.
+    pub async fn failed(&self) -> String {
+        match self {
+            Target::File(file) => file.failed().await,
+            Target::Docker(docker) => docker.failed().await,
+            Target::Exec { .. } | Target::Terminal(_) => std::future::pending().await,
         }
     }
 
     /// What the channel sends once its output is complete: the exit of a process, the
-    /// verdict of a file write, the changes of a watch.
+    /// verdict of a file write, the changes of a watch, Docker updates and outcomes.
     async fn finish(&self, channel_id: u64, outbound: &mpsc::Sender<Body>) -> Option<()> {
         let mut exit: watch::Receiver<Option<ProcessExit>> = match self {
             Target::Exec { job, .. } => job.exit(),
             Target::Terminal(viewer) => viewer.session().exit(),
             Target::File(file) => return file.finish(channel_id, outbound).await,
+            Target::Docker(docker) => return docker.finish(channel_id, outbound).await,
         };
         let exit = *exit.wait_for(Option::is_some).await.ok()?;
         outbound
@@ -70,6 +98,7 @@ impl Target {
             }
             Target::Terminal(_) => None,
             Target::File(file) => file.input_written(),
+            Target::Docker(docker) => docker.input_written(),
         }
     }
 
@@ -77,6 +106,7 @@ impl Target {
     pub fn input(&self, chunk: StreamChunk) -> Result<(), String> {
         match self {
             Target::File(file) => file.input(chunk),
+            Target::Docker(docker) => docker.input(chunk),
             _ if chunk.stream() != StreamKind::Stdin => {
                 Err("only stdin may be sent to a command or a terminal".into())
             }
@@ -92,7 +122,7 @@ impl Target {
     /// An acknowledgement of output; an error closes the channel with its message.
     pub fn ack(&self, ack: StreamAck) -> Result<(), String> {
         match self {
-            Target::Exec { job, .. } => match job.stream(ack.stream()) {
+            Target::Exec { .. } | Target::Docker(_) => match self.output(ack.stream()) {
                 Some(stream) => stream.with(|buffer| buffer.ack(ack.offset)),
                 None => Ok(()),
             }
@@ -108,8 +138,8 @@ impl Target {
     pub fn signal(&self, signal: i32) {
         match self {
             Target::Exec { job, .. } => job.signal(signal),
-            Target::Terminal(_) | Target::File(_) => {
-                tracing::debug!("signal for a terminal or file channel ignored")
+            Target::Terminal(_) | Target::File(_) | Target::Docker(_) => {
+                tracing::debug!("signal for a terminal, file or docker channel ignored")
             }
         }
     }
@@ -121,8 +151,8 @@ impl Target {
                     tracing::debug!("resize ignored: {e}");
                 }
             }
-            Target::Exec { .. } | Target::File(_) => {
-                tracing::debug!("resize for an exec or file channel ignored")
+            Target::Exec { .. } | Target::File(_) | Target::Docker(_) => {
+                tracing::debug!("resize for an exec, file or docker channel ignored")
             }
         }
     }
@@ -132,6 +162,7 @@ impl Target {
             Target::Exec { job, number } => job.detach(*number, release),
             Target::Terminal(viewer) => viewer.detach(release),
             Target::File(file) => file.detach(),
+            Target::Docker(docker) => docker.detach(),
         }
     }
 
@@ -236,6 +267,12 @@ fn capability_of(request: &open::Request) -> Capability {
         | open::Request::FileRead(_)
         | open::Request::FileWrite(_)
         | open::Request::FileWatch(_) => Capability::Files,
+        open::Request::Docker(_)
+        | open::Request::DockerLogs(_)
+        | open::Request::DockerStats(_)
+        | open::Request::DockerEvents(_)
+        | open::Request::DockerPull(_)
+        | open::Request::DockerImport(_) => Capability::Docker,
     }
 }
 

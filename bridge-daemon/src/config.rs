@@ -1,5 +1,5 @@
 //! The daemon's configuration: what `join` stores in the config directory (identity and
-//! where the control plane is) and the runtime flags of `run`.
+//! where the control plane is), the runtime flags of `run`, and those of `container-shell`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ pub const SETTINGS_FILE: &str = "bridge.toml";
 pub const KEY_FILE: &str = "key.pem";
 pub const CERT_FILE: &str = "cert.pem";
 pub const CA_FILE: &str = "ca.pem";
+/// Where the Docker engine answers when `[docker] endpoint` does not say.
+pub const DOCKER_HOST_VARIABLE: &str = "DOCKER_HOST";
+pub const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
 
 #[derive(Debug, Parser)]
 #[command(name = "zpanel-bridge", version, about = "Zpanel bridge daemon")]
@@ -28,6 +31,26 @@ pub enum Command {
     Join(JoinArgs),
     /// Keep this host's session to the control plane open.
     Run(RunArgs),
+    /// A shell inside a container, relayed through the engine: what a terminal session in a
+    /// container runs in its pseudo-terminal (started by the daemon, not by hand).
+    #[command(hide = true)]
+    ContainerShell(ContainerShellArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ContainerShellArgs {
+    /// The engine: `unix:///path` or `tcp://host:port`.
+    #[arg(long)]
+    pub endpoint: String,
+    /// The container, by id or name.
+    #[arg(long)]
+    pub container: String,
+    /// The user inside the container; default: the image's.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The command to run; default: `sh`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +159,9 @@ pub struct Settings {
     /// What the host offers through its session (written by hand; `join` leaves it out).
     #[serde(default, skip_serializing_if = "Policy::is_default")]
     pub policy: Policy,
+    /// Where the Docker engine answers (written by hand; `join` leaves it out).
+    #[serde(default, skip_serializing_if = "DockerSettings::is_default")]
+    pub docker: DockerSettings,
 }
 
 /// `[policy]` in `bridge.toml`: what this host offers, whatever the control plane asks.
@@ -160,7 +186,8 @@ pub enum Capability {
     Terminal,
     /// The file service (`zpanel ls`, `cp`, the browser's file manager).
     Files,
-    /// Containers: not served yet; accepted so configurations written now keep working.
+    /// Containers, images, volumes and networks (`zpanel docker`, the browser's containers
+    /// page, shells inside containers).
     Docker,
 }
 
@@ -244,6 +271,53 @@ impl FileRoots {
     }
 }
 
+/// `[docker]` in `bridge.toml`: where the Docker engine answers. Absent: `DOCKER_HOST`, else
+/// `unix:///var/run/docker.sock`. Unknown keys are refused like `[policy]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSettings {
+    /// `unix:///path` or `tcp://host:port`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "docker_endpoint"
+    )]
+    pub endpoint: Option<String>,
+}
+
+impl DockerSettings {
+    /// The engine's endpoint: `[docker] endpoint`, else `DOCKER_HOST`, else the usual socket.
+    pub fn endpoint(&self) -> String {
+        self.endpoint
+            .clone()
+            .or_else(|| std::env::var(DOCKER_HOST_VARIABLE).ok())
+            .filter(|endpoint| !endpoint.is_empty())
+            .unwrap_or_else(|| DEFAULT_DOCKER_ENDPOINT.to_string())
+    }
+
+    fn is_default(&self) -> bool {
+        self == &DockerSettings::default()
+    }
+}
+
+/// Why an endpoint is not one the daemon can reach, if it is not.
+pub fn check_docker_endpoint(endpoint: &str) -> Result<(), String> {
+    match endpoint.split_once("://") {
+        Some(("unix", path)) if path.starts_with('/') => Ok(()),
+        Some(("tcp", address)) if !address.is_empty() => Ok(()),
+        _ => Err(format!(
+            "docker endpoint {endpoint:?} is neither unix:///path nor tcp://host:port"
+        )),
+    }
+}
+
+fn docker_endpoint<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let endpoint = String::deserialize(deserializer)?;
+    check_docker_endpoint(&endpoint).map_err(serde::de::Error::custom)?;
+    Ok(Some(endpoint))
+}
+
 /// `[terminal]` in `bridge.toml`: the local account of each control-plane user's shells.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalAccounts {
@@ -279,6 +353,8 @@ pub struct HandWritten {
     pub files: FileRoots,
     #[serde(default)]
     pub policy: Policy,
+    #[serde(default)]
+    pub docker: DockerSettings,
 }
 
 impl HandWritten {
@@ -403,7 +479,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kept = HandWritten::load(dir.path()).unwrap();
         assert_eq!(kept.policy, Policy::default());
-        let text = "[policy]\ncapabilities = [\"files\"]\n\n[files]\nroots = [\"/srv\"]\n";
+        let text = "[policy]\ncapabilities = [\"files\"]\n\n[files]\nroots = [\"/srv\"]\n\n\
+                    [docker]\nendpoint = \"tcp://127.0.0.1:2375\"\n";
         std::fs::write(dir.path().join(SETTINGS_FILE), text).unwrap();
         let kept = HandWritten::load(dir.path()).unwrap();
         assert_eq!(
@@ -411,12 +488,41 @@ mod tests {
             BTreeSet::from([Capability::Files])
         );
         assert_eq!(kept.files.roots(), [PathBuf::from("/srv")]);
+        assert_eq!(kept.docker.endpoint(), "tcp://127.0.0.1:2375");
         std::fs::write(
             dir.path().join(SETTINGS_FILE),
             "[policy]\nmax_channels = -1\n",
         )
         .unwrap();
         assert!(HandWritten::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_docker_endpoint_is_checked_and_kept() {
+        let old = "host_id = \"h\"\nname = \"n\"\nserver_url = \"https://s\"\nbridge_url = \"https://b\"\n";
+        let settings: Settings = toml::from_str(old).unwrap();
+        assert_eq!(settings.docker, DockerSettings::default());
+        assert_eq!(toml::to_string(&settings).unwrap(), old);
+
+        let text = format!("{old}\n[docker]\nendpoint = \"unix:///run/docker.sock\"\n");
+        let settings: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(settings.docker.endpoint(), "unix:///run/docker.sock");
+        assert_eq!(toml::to_string(&settings).unwrap(), text);
+
+        let dir = tempfile::tempdir().unwrap();
+        let load = |docker: &str| {
+            std::fs::write(dir.path().join(SETTINGS_FILE), format!("{old}{docker}")).unwrap();
+            Settings::load(dir.path()).unwrap_err().to_string()
+        };
+        let path = dir.path().join(SETTINGS_FILE).display().to_string();
+        assert_eq!(
+            load("[docker]\nendpoint = \"ssh://host\"\n"),
+            format!(
+                "{path} is not valid: line 6: \
+                 docker endpoint \"ssh://host\" is neither unix:///path nor tcp://host:port"
+            )
+        );
+        assert!(load("[docker]\nendpont = \"unix:///x\"\n").contains("unknown field `endpont`"));
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         terminal: kept.terminal,
         files: kept.files,
         policy: kept.policy,
+        docker: kept.docker,
     }
     .save(dir)?;
     println!(

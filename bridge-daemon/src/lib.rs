@@ -5,6 +5,7 @@
 pub mod certificate;
 mod channel;
 pub mod config;
+pub mod docker;
 pub mod exec;
 pub mod files;
 pub mod hostinfo;

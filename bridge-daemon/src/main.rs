@@ -1,4 +1,5 @@
-//! `zpanel-bridge`: parses flags, builds the runtime, runs `join` or `run`.
+//! `zpanel-bridge`: parses flags, builds the runtime, runs `join`, `run` or (in a terminal
+//! session's pseudo-terminal) `container-shell`.
 
 use std::process::ExitCode;
 
@@ -6,19 +7,28 @@ use zpanel_bridge::config::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli: Cli = zpanel_shared::process::parse_args("zpanel-bridge", 64);
-    zpanel_shared::process::init_logging();
     // One worker: the daemon's share of a VPS should stay small. Measured (BENCHMARKS.md):
     // the same throughput as two workers, and less memory kept after large streams.
     let runtime = zpanel_shared::process::runtime("zpanel-bridge", Some(1));
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Join(args) => zpanel_bridge::join::join(args).await,
-            Command::Run(args) => {
+    let result = match cli.command {
+        Command::ContainerShell(args) => {
+            // No logging: its standard error is the terminal the user types in. Exit at once:
+            // the thread still reading the terminal's input must not hold the process.
+            let code = runtime.block_on(zpanel_bridge::docker::container_shell(args));
+            std::process::exit(code)
+        }
+        Command::Join(args) => {
+            zpanel_shared::process::init_logging();
+            runtime.block_on(zpanel_bridge::join::join(args))
+        }
+        Command::Run(args) => {
+            zpanel_shared::process::init_logging();
+            runtime.block_on(async {
                 zpanel_bridge::certificate::check_enrolled(&args.config_dir)?;
                 zpanel_bridge::session::run(args).await
-            }
+            })
         }
-    });
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

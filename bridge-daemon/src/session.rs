@@ -1,7 +1,7 @@
 //! The daemon's side of the bridge session: dial the control plane with the host's
 //! certificate, say hello, keep the session alive with heartbeats, serve channels (each
-//! attached to an exec job, a terminal session or a file transfer), and reconnect with capped exponential
-//! backoff and full jitter when it drops.
+//! attached to an exec job, a terminal session, a file transfer or a Docker stream), and
+//! reconnect with capped exponential backoff and full jitter when it drops.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,9 +31,10 @@ use crate::channel::{
     Attached, Refusal, Target, admit, exec_refusal, serve_channel, terminal_refusal,
 };
 use crate::config::{Policy, RunArgs, Settings};
+use crate::docker::{self, Docker, DockerChannel};
 use crate::exec::Jobs;
 use crate::files::{self, FileChannel, Files};
-use crate::terminal::{TerminalLimits, Terminals};
+use crate::terminal::{ContainerShells, TerminalLimits, Terminals};
 use crate::{certificate, hostinfo};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -51,12 +52,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         idle_timeout: args.terminal_idle_timeout,
         max_sessions: args.terminal_max_sessions,
     };
-    let terminals = Terminals::new(limits, settings.terminal.clone());
+    let docker = Docker::new(settings.docker.endpoint());
+    let containers = ContainerShells {
+        endpoint: docker.endpoint().to_string(),
+        program: None,
+    };
+    let terminals = Terminals::new(limits, settings.terminal.clone(), containers);
     tokio::spawn(terminals.clone().reap_forever());
     let files = Files::new(&settings.files.roots()).map_err(anyhow::Error::msg)?;
     tokio::spawn(files.clone().reap_forever());
     let policy = Arc::new(settings.policy.clone());
-    tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, capabilities = ?policy.capabilities, max_channels = policy.max_channels, "zpanel-bridge starting");
+    tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, capabilities = ?policy.capabilities, max_channels = policy.max_channels, docker = %docker.endpoint(), "zpanel-bridge starting");
     let mut backoff = Backoff::new(args.reconnect_base, args.reconnect_max);
     loop {
         let started = Instant::now();
@@ -71,6 +77,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     jobs: jobs.clone(),
                     terminals: terminals.clone(),
                     files: files.clone(),
+                    docker: docker.clone(),
                     policy: policy.clone(),
                 };
                 let end = serve(ws, work, &args.config_dir, &settings.name).await;
@@ -157,13 +164,14 @@ fn tls_failure(e: &std::io::Error) -> anyhow::Error {
 }
 
 /// What outlives sessions: the exec jobs and terminal sessions channels attach to, the
-/// file service (with its interrupted uploads), and the policy every session is served
-/// under (read at start).
+/// file service (with its interrupted uploads), the Docker engine, and the policy every
+/// session is served under (read at start).
 #[derive(Clone)]
 struct Work {
     jobs: Arc<Jobs>,
     terminals: Arc<Terminals>,
     files: Arc<Files>,
+    docker: Arc<Docker>,
     policy: Arc<Policy>,
 }
 
@@ -245,13 +253,15 @@ fn forget(attachments: &Attachments, channel_id: u64) {
 
 // === impl DaemonSession ===
 
-struct DaemonSession {
+pub(crate) struct DaemonSession {
     outbound: mpsc::Sender<Body>,
     work: Work,
-    /// Shared with the tasks of file channels, which drop their attachment when refused.
+    /// Shared with the tasks of file and Docker channels, which drop their attachment when
+    /// refused.
     attachments: Attachments,
-    /// Held by each task answering a file request: a channel open on the control plane's
-    /// side with nothing attached here. The clones beyond this one are those channels.
+    /// Held by each task answering a file or Docker request: a channel open on the control
+    /// plane's side with nothing attached here. The clones beyond this one are those
+    /// channels.
     answering: Arc<()>,
     /// Answers to certificate renewals, for the renewal task.
     renewed: mpsc::Sender<CertificateRenewed>,
@@ -278,7 +288,7 @@ impl DaemonSession {
         target
     }
 
-    fn on_frame(&self, body: Body) -> Result<(), SessionEnd> {
+    pub(crate) fn on_frame(&self, body: Body) -> Result<(), SessionEnd> {
         match body {
             Body::Ping(beat) => {
                 let _ = self.outbound.try_send(Body::Pong(beat));
@@ -344,7 +354,9 @@ impl DaemonSession {
             | Body::ExecExited(_)
             | Body::RenewCertificate(_)
             | Body::FileDone(_)
-            | Body::FileChanged(_) => {
+            | Body::FileChanged(_)
+            | Body::DockerUpdate(_)
+            | Body::DockerDone(_) => {
                 return Err(SessionEnd::Protocol(
                     "frame not allowed from the control plane".into(),
                 ));
@@ -363,6 +375,7 @@ impl DaemonSession {
             return self.answer(channel_id, Err(refusal));
         }
         let (jobs, terminals) = (&self.work.jobs, &self.work.terminals);
+        let (files, docker) = (&self.work.files, &self.work.docker);
         let attached = match request {
             open::Request::ExecStart(start) => jobs
                 .start(
@@ -401,24 +414,48 @@ impl DaemonSession {
                 return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
             }
             open::Request::File(request) => {
-                let (files, outbound) = (self.work.files.clone(), self.outbound.clone());
-                let answering = self.answering.clone();
-                tokio::spawn(async move {
-                    let answer = files::answer(channel_id, files.request(request).await);
-                    let sent = outbound.send(Body::OpenResult(answer)).await;
-                    drop(answering);
-                    sent
+                let files = files.clone();
+                return self.answer_later(async move {
+                    files::answer(channel_id, files.request(request).await)
                 });
-                return;
+            }
+            open::Request::Docker(request) => {
+                let docker = docker.clone();
+                return self.answer_later(async move {
+                    docker::answer(channel_id, docker.request(request).await)
+                });
             }
             open::Request::FileRead(read) => {
-                return self.open_file(channel_id, FileChannel::read(&self.work.files, read));
+                let file = Target::File(FileChannel::read(files, read));
+                return self.open_prepared(channel_id, file);
             }
             open::Request::FileWrite(write) => {
-                return self.open_file(channel_id, FileChannel::write(&self.work.files, write));
+                let file = Target::File(FileChannel::write(files, write));
+                return self.open_prepared(channel_id, file);
             }
             open::Request::FileWatch(watch) => {
-                return self.open_file(channel_id, FileChannel::watch(&self.work.files, watch));
+                let file = Target::File(FileChannel::watch(files, watch));
+                return self.open_prepared(channel_id, file);
+            }
+            open::Request::DockerLogs(logs) => {
+                let logs = Target::Docker(DockerChannel::logs(docker, logs));
+                return self.open_prepared(channel_id, logs);
+            }
+            open::Request::DockerStats(stats) => {
+                let stats = Target::Docker(DockerChannel::stats(docker, stats));
+                return self.open_prepared(channel_id, stats);
+            }
+            open::Request::DockerEvents(events) => {
+                let events = Target::Docker(DockerChannel::events(docker, events));
+                return self.open_prepared(channel_id, events);
+            }
+            open::Request::DockerPull(pull) => {
+                let pull = Target::Docker(DockerChannel::pull(docker, pull));
+                return self.open_prepared(channel_id, pull);
+            }
+            open::Request::DockerImport(import) => {
+                let import = Target::Docker(DockerChannel::import(docker, import));
+                return self.open_prepared(channel_id, import);
             }
         };
         let Attached {
@@ -465,21 +502,20 @@ impl DaemonSession {
         (target, cancel)
     }
 
-    /// Opens a file channel: attached at once (so a close or a newer upload of the same id
-    /// finds it), prepared on a blocking thread, then answered and served. A refused one is
-    /// detached again; one whose read fails midway is closed with the reason.
-    fn open_file(&self, channel_id: u64, file: Arc<FileChannel>) {
-        let (target, cancel) = self.attach(channel_id, Target::File(file.clone()));
+    /// Opens a file or Docker channel: attached at once (so a close or a newer upload of
+    /// the same id finds it), prepared (a path opened on a blocking thread, the engine
+    /// reached), then answered and served. A refused one is detached again; one whose work
+    /// fails midway (a read, an engine gone) is closed with the reason.
+    fn open_prepared(&self, channel_id: u64, target: Target) {
+        let (target, cancel) = self.attach(channel_id, target);
         let attachments = self.attachments.clone();
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
-            let (opened, senders) = match file.prepare().await {
+            let (opened, senders) = match target.prepare(channel_id).await {
                 Ok(prepared) => prepared,
-                Err(failure) => {
+                Err(refusal) => {
                     forget(&attachments, channel_id);
-                    let _ = outbound
-                        .send(Body::OpenResult(failure.refusal(channel_id)))
-                        .await;
+                    let _ = outbound.send(Body::OpenResult(refusal)).await;
                     return;
                 }
             };
@@ -490,7 +526,7 @@ impl DaemonSession {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = serve_channel(&target, channel_id, opened, senders, &outbound) => {}
-                reason = file.failed() => {
+                reason = target.failed() => {
                     forget(&attachments, channel_id);
                     let close = Close {
                         channel_id,
@@ -501,6 +537,17 @@ impl DaemonSession {
                     let _ = outbound.send(Body::Close(close)).await;
                 }
             }
+        });
+    }
+
+    /// Answers a request whose answer takes time (a file or Docker request) from a task of
+    /// its own, so the frame handler never waits; the channel counts as open meanwhile.
+    fn answer_later(&self, answer: impl Future<Output = OpenResult> + Send + 'static) {
+        let (outbound, answering) = (self.outbound.clone(), self.answering.clone());
+        tokio::spawn(async move {
+            let sent = outbound.send(Body::OpenResult(answer.await)).await;
+            drop(answering);
+            sent
         });
     }
 
@@ -557,7 +604,7 @@ impl DaemonSession {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
     use zpanel_proto::{
         ExecStart, TerminalAttach, TerminalKill, TerminalList, TerminalMode, TerminalOpen,
@@ -573,13 +620,15 @@ mod tests {
 
     /// A session whose file service serves `roots`.
     fn session_serving(roots: &[std::path::PathBuf]) -> (DaemonSession, mpsc::Receiver<Body>) {
-        session_with(roots, Policy::default())
+        session_with(roots, Policy::default(), "")
     }
 
-    /// A session whose file service serves `roots`, under `policy`.
-    fn session_with(
+    /// A session whose file service serves `roots` and whose Docker engine answers at
+    /// `docker_endpoint`, under `policy`.
+    pub(crate) fn session_with(
         roots: &[std::path::PathBuf],
         policy: Policy,
+        docker_endpoint: &str,
     ) -> (DaemonSession, mpsc::Receiver<Body>) {
         let (outbound, frames) = mpsc::channel(1024);
         let limits = TerminalLimits {
@@ -588,12 +637,18 @@ mod tests {
             idle_timeout: Duration::from_secs(600),
             max_sessions: 8,
         };
+        let docker = Docker::new(docker_endpoint.to_string());
+        let containers = ContainerShells {
+            endpoint: docker_endpoint.to_string(),
+            program: None,
+        };
         let session = DaemonSession {
             outbound,
             work: Work {
                 jobs: Jobs::new(DEFAULT_WINDOW_BYTES, Duration::from_secs(600)),
-                terminals: Terminals::new(limits, TerminalAccounts::default()),
+                terminals: Terminals::new(limits, TerminalAccounts::default(), containers),
                 files: Files::new(roots).unwrap(),
+                docker,
                 policy: Arc::new(policy),
             },
             attachments: Arc::default(),
@@ -603,7 +658,7 @@ mod tests {
         (session, frames)
     }
 
-    fn open(session: &DaemonSession, channel_id: u64, request: open::Request) {
+    pub(crate) fn open(session: &DaemonSession, channel_id: u64, request: open::Request) {
         let open = Open {
             channel_id,
             request: Some(request),
@@ -612,7 +667,7 @@ mod tests {
     }
 
     /// Reads frames until `wanted` picks one, skipping the others.
-    async fn expect<T>(
+    pub(crate) async fn expect<T>(
         frames: &mut mpsc::Receiver<Body>,
         mut wanted: impl FnMut(&Body) -> Option<T>,
     ) -> T {
@@ -629,7 +684,7 @@ mod tests {
             .expect("the expected frame came")
     }
 
-    fn opened(channel_id: u64) -> impl FnMut(&Body) -> Option<OpenResult> {
+    pub(crate) fn opened(channel_id: u64) -> impl FnMut(&Body) -> Option<OpenResult> {
         move |body| match body {
             Body::OpenResult(result) if result.channel_id == channel_id => Some(result.clone()),
             _ => None,
@@ -637,7 +692,7 @@ mod tests {
     }
 
     /// Picks a chunk of `channel_id`'s output (for `expect`).
-    fn chunk_on(channel_id: u64) -> impl FnMut(&Body) -> Option<StreamChunk> {
+    pub(crate) fn chunk_on(channel_id: u64) -> impl FnMut(&Body) -> Option<StreamChunk> {
         move |body| match body {
             Body::Data(ChannelData {
                 channel_id: id,
@@ -702,7 +757,7 @@ mod tests {
             capabilities: [Capability::Exec].into(),
             max_channels: 1,
         };
-        let (session, mut frames) = session_with(&[std::env::temp_dir()], policy);
+        let (session, mut frames) = session_with(&[std::env::temp_dir()], policy, "");
         let stat = FileRequest {
             op: Some(file_request::Op::Stat(FileStat { path: "/".into() })),
         };
@@ -765,6 +820,7 @@ mod tests {
             owner_id: "u1".into(),
             owner_name: "alice".into(),
             size: Some(TerminalSize { cols: 80, rows: 24 }),
+            ..TerminalOpen::default()
         };
         open(&session, 1, open::Request::TerminalOpen(request));
         let result = expect(&mut frames, opened(1)).await;

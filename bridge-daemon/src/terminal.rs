@@ -1,8 +1,8 @@
-//! Terminal sessions: login shells in pseudo-terminals that live in [`Terminals`], not in a
-//! channel, so viewers come and go (a closed tab, a reconnect, a control-plane restart) while
-//! the shell keeps running. Output goes to a replay buffer with history: the controller's
-//! acknowledgements drive its window, and with no controller the shell never blocks. One
-//! controller types and resizes; watchers only read.
+//! Terminal sessions: login shells (or shells inside containers) in pseudo-terminals that
+//! live in [`Terminals`], not in a channel, so viewers come and go (a closed tab, a reconnect,
+//! a control-plane restart) while the shell keeps running. Output goes to a replay buffer
+//! with history: the controller's acknowledgements drive its window, and with no controller
+//! the shell never blocks. One controller types and resizes; watchers only read.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -95,6 +95,16 @@ pub struct TerminalLimits {
     pub max_sessions: usize,
 }
 
+/// How shells inside containers start: the daemon's own binary runs `container-shell`
+/// against the engine, in the pseudo-terminal, as the daemon's own account.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerShells {
+    /// The engine's endpoint (`[docker]` of `bridge.toml`).
+    pub endpoint: String,
+    /// The daemon's binary; `None`: this process's own.
+    pub program: Option<PathBuf>,
+}
+
 // === impl Terminals ===
 
 /// All terminal sessions of this daemon.
@@ -102,14 +112,20 @@ pub struct Terminals {
     sessions: Mutex<HashMap<String, Arc<TerminalSession>>>,
     limits: TerminalLimits,
     accounts: TerminalAccounts,
+    containers: ContainerShells,
 }
 
 impl Terminals {
-    pub fn new(limits: TerminalLimits, accounts: TerminalAccounts) -> Arc<Terminals> {
+    pub fn new(
+        limits: TerminalLimits,
+        accounts: TerminalAccounts,
+        containers: ContainerShells,
+    ) -> Arc<Terminals> {
         Arc::new(Terminals {
             sessions: Mutex::new(HashMap::new()),
             limits,
             accounts,
+            containers,
         })
     }
 
@@ -124,8 +140,9 @@ impl Terminals {
             .ok_or_else(|| TerminalError::NotFound(session_id.into()))
     }
 
-    /// Starts a login shell for the owner's local account and attaches the opener as its
-    /// controller, from the first byte of output.
+    /// Starts a login shell for the owner's local account (or, when the request names a
+    /// container, a shell inside it as the daemon's own account) and attaches the opener as
+    /// its controller, from the first byte of output.
     pub fn open(&self, request: &TerminalOpen) -> Result<Viewer, TerminalError> {
         if request.session_id.is_empty() || request.owner_id.is_empty() {
             return Err(TerminalError::MissingId);
@@ -138,9 +155,20 @@ impl Terminals {
         if running >= self.limits.max_sessions {
             return Err(TerminalError::TooManySessions(running));
         }
-        let account = Account::resolve(self.accounts.account_for(&request.owner_name))?;
-        let session = TerminalSession::start(request, account, &self.limits)?;
-        tracing::info!(terminal = %session.id, owner = %session.owner_name, account = %session.local_user, "terminal session started");
+        let (account, program) = match request.container.as_str() {
+            "" => {
+                let account = Account::resolve(self.accounts.account_for(&request.owner_name))?;
+                let program = account.login_shell();
+                (account, program)
+            }
+            _ => {
+                let account = Account::resolve(None)?;
+                let program = account.container_shell(&self.containers, request)?;
+                (account, program)
+            }
+        };
+        let session = TerminalSession::start(request, &account, program, &self.limits)?;
+        tracing::info!(terminal = %session.id, owner = %session.owner_name, account = %session.local_user, container = %session.container, "terminal session started");
         sessions.insert(session.id.clone(), session.clone());
         drop(sessions);
         session.attach(
@@ -291,11 +319,9 @@ impl Account {
         }
     }
 
-    /// The login shell's command: the shell itself with a login `argv[0]`, or `runuser -l`
-    /// for another account (which sets `HOME`, `SHELL`, `USER`, `LOGNAME` and `PATH` and keeps
-    /// `TERM`).
-    fn command(&self) -> CommandBuilder {
-        let lang = std::env::var_os("LANG").unwrap_or_else(|| "C.UTF-8".into());
+    /// The login shell: the shell itself with a login `argv[0]`, or `runuser -l` for another
+    /// account (which sets `HOME`, `SHELL`, `USER`, `LOGNAME` and `PATH` and keeps `TERM`).
+    fn login_shell(&self) -> Program {
         let mut command = match &self.runuser {
             Some(runuser) => {
                 let mut command = CommandBuilder::new(runuser);
@@ -306,34 +332,94 @@ impl Account {
             }
             None => {
                 let mut command = CommandBuilder::new_default_prog();
-                command.env_clear();
-                let shell = match self.shell.as_os_str().is_empty() {
-                    true => Path::new("/bin/sh"),
-                    false => self.shell.as_path(),
-                };
-                command.env("SHELL", shell);
-                command.env("HOME", &self.home);
-                command.env("USER", &self.name);
-                command.env("LOGNAME", &self.name);
-                let path = if geteuid().is_root() {
-                    PATH_ROOT
-                } else {
-                    PATH_USER
-                };
-                command.env("PATH", path);
-                command.cwd(if self.home.is_dir() {
-                    self.home.as_path()
-                } else {
-                    Path::new("/")
-                });
+                self.own_environment(&mut command);
                 command
             }
         };
-        command.env("TERM", "xterm-256color");
-        command.env("COLORTERM", "truecolor");
-        command.env("LANG", lang);
-        command
+        terminal_environment(&mut command);
+        Program {
+            command,
+            shown: self.shell.to_string_lossy().into_owned(),
+            container: String::new(),
+        }
     }
+
+    /// `container-shell` of the daemon's binary, with the environment of the daemon's own
+    /// account: the command (default `sh`) runs inside the container through the engine.
+    fn container_shell(
+        &self,
+        shells: &ContainerShells,
+        request: &TerminalOpen,
+    ) -> Result<Program, TerminalError> {
+        let program = match &shells.program {
+            Some(program) => program.clone(),
+            None => std::env::current_exe().map_err(|e| TerminalError::Spawn {
+                account: self.name.clone(),
+                reason: format!("cannot find the daemon's own binary: {e}"),
+            })?,
+        };
+        let argv = match request.command.is_empty() {
+            true => vec!["sh".to_string()],
+            false => request.command.clone(),
+        };
+        let mut command = CommandBuilder::new(program);
+        command.args(["container-shell", "--endpoint", &shells.endpoint]);
+        command.args(["--container", &request.container]);
+        if !request.container_user.is_empty() {
+            command.args(["--user", &request.container_user]);
+        }
+        command.arg("--");
+        command.args(&argv);
+        self.own_environment(&mut command);
+        terminal_environment(&mut command);
+        Ok(Program {
+            command,
+            shown: argv.join(" "),
+            container: request.container.clone(),
+        })
+    }
+
+    /// The environment and directory of a shell of the daemon's own account, as `login`
+    /// sets them.
+    fn own_environment(&self, command: &mut CommandBuilder) {
+        command.env_clear();
+        let shell = match self.shell.as_os_str().is_empty() {
+            true => Path::new("/bin/sh"),
+            false => self.shell.as_path(),
+        };
+        command.env("SHELL", shell);
+        command.env("HOME", &self.home);
+        command.env("USER", &self.name);
+        command.env("LOGNAME", &self.name);
+        let path = if geteuid().is_root() {
+            PATH_ROOT
+        } else {
+            PATH_USER
+        };
+        command.env("PATH", path);
+        command.cwd(if self.home.is_dir() {
+            self.home.as_path()
+        } else {
+            Path::new("/")
+        });
+    }
+}
+
+/// What every terminal's program gets: the terminal type, colours and language.
+fn terminal_environment(command: &mut CommandBuilder) {
+    let lang = std::env::var_os("LANG").unwrap_or_else(|| "C.UTF-8".into());
+    command.env("TERM", "xterm-256color");
+    command.env("COLORTERM", "truecolor");
+    command.env("LANG", lang);
+}
+
+/// What a session's pseudo-terminal runs, and how the session describes it.
+struct Program {
+    command: CommandBuilder,
+    /// `TerminalInfo.command`: the shell's path, or the command run in the container.
+    shown: String,
+    /// The container the program runs in; empty for a shell on the host.
+    container: String,
 }
 
 // === impl TerminalSession ===
@@ -379,6 +465,7 @@ pub struct TerminalSession {
     owner_name: String,
     local_user: String,
     command: String,
+    container: String,
     created_at: i64,
     /// The shell's process (or `runuser`'s), leader of the terminal's own session.
     leader: Pid,
@@ -392,7 +479,8 @@ pub struct TerminalSession {
 impl TerminalSession {
     fn start(
         request: &TerminalOpen,
-        account: Account,
+        account: &Account,
+        program: Program,
         limits: &TerminalLimits,
     ) -> Result<Arc<TerminalSession>, TerminalError> {
         let spawn_error = |reason: String| TerminalError::Spawn {
@@ -405,7 +493,7 @@ impl TerminalSession {
             .map_err(|e| spawn_error(format!("no pseudo-terminal: {e:#}")))?;
         let child = pair
             .slave
-            .spawn_command(account.command())
+            .spawn_command(program.command)
             .map_err(|e| spawn_error(format!("{e:#}")))?;
         drop(pair.slave);
         let leader = Pid::from_raw(child.process_id().map_or(0, |pid| pid as i32));
@@ -424,7 +512,8 @@ impl TerminalSession {
             owner_id: request.owner_id.clone(),
             owner_name: request.owner_name.clone(),
             local_user: account.name.clone(),
-            command: account.shell.to_string_lossy().into_owned(),
+            command: program.shown,
+            container: program.container,
             created_at: unix_now(),
             leader,
             core: core.clone(),
@@ -512,6 +601,7 @@ impl TerminalSession {
             last_activity: self.core.last_activity.load(Ordering::Relaxed),
             output_bytes: self.core.output.with(|buffer| buffer.end()),
             command: self.command.clone(),
+            container: self.container.clone(),
         }
     }
 
@@ -867,6 +957,7 @@ mod tests {
             owner_id: "u-alice".into(),
             owner_name: "alice".into(),
             size: Some(TerminalSize { cols: 80, rows: 24 }),
+            ..TerminalOpen::default()
         }
     }
 
@@ -986,7 +1077,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_login_shell_runs_commands_and_follows_resizes() {
-        let terminals = Terminals::new(limits(), TerminalAccounts::default());
+        let terminals = Terminals::new(
+            limits(),
+            TerminalAccounts::default(),
+            ContainerShells::default(),
+        );
         let mut client = Client::new(terminals.open(&open_request("t1")).unwrap());
         client.type_line("echo $TERM $COLORTERM $((6*7)); case $0 in -*) echo login-shell;; esac");
         assert!(
@@ -1030,7 +1125,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_paste_larger_than_the_window_arrives_whole() {
-        let terminals = Terminals::new(limits(), TerminalAccounts::default());
+        let terminals = Terminals::new(
+            limits(),
+            TerminalAccounts::default(),
+            ContainerShells::default(),
+        );
         let mut client = Client::new(terminals.open(&open_request("paste")).unwrap());
         client.type_line("stty -echo; wc -c; stty echo");
         assert!(client.read_until("wc -c; stty echo\r\n", 0).await);
@@ -1063,7 +1162,11 @@ mod tests {
             window: 16 * 1024,
             ..limits()
         };
-        let terminals = Terminals::new(limits, TerminalAccounts::default());
+        let terminals = Terminals::new(
+            limits,
+            TerminalAccounts::default(),
+            ContainerShells::default(),
+        );
         let mut first = Client::new(terminals.open(&open_request("t2")).unwrap());
         first.type_line("seq 1 20000; echo done-$((1+1))");
         assert!(first.read_until("seq 1 20000", 0).await);
@@ -1104,7 +1207,11 @@ mod tests {
             scrollback: 4096,
             ..limits()
         };
-        let terminals = Terminals::new(limits, TerminalAccounts::default());
+        let terminals = Terminals::new(
+            limits,
+            TerminalAccounts::default(),
+            ContainerShells::default(),
+        );
         let mut opener = Client::new(terminals.open(&open_request("t3")).unwrap());
         opener.type_line("seq 1 20000; echo done-$((1+1))");
         opener.viewer.detach(false);
@@ -1129,7 +1236,11 @@ mod tests {
 
     #[tokio::test]
     async fn watchers_read_and_only_the_owner_controls() {
-        let terminals = Terminals::new(limits(), TerminalAccounts::default());
+        let terminals = Terminals::new(
+            limits(),
+            TerminalAccounts::default(),
+            ContainerShells::default(),
+        );
         let mut controller = Client::new(terminals.open(&open_request("t4")).unwrap());
         let watch = attach_request("t4", "u-bob", TerminalMode::Watch, None);
         let mut watcher = Client::new(terminals.attach(&watch).unwrap());
@@ -1177,7 +1288,11 @@ mod tests {
 
     #[tokio::test]
     async fn kill_hangs_up_every_process_of_the_session() {
-        let terminals = Terminals::new(limits(), TerminalAccounts::default());
+        let terminals = Terminals::new(
+            limits(),
+            TerminalAccounts::default(),
+            ContainerShells::default(),
+        );
         let mut client = Client::new(terminals.open(&open_request("t5")).unwrap());
         client.type_line("sleep 1000 & echo job=$!.");
         assert!(client.read_until("\njob=", 0).await);
@@ -1211,7 +1326,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_exited_session_waits_for_its_viewer_until_released() {
-        let terminals = Terminals::new(limits(), TerminalAccounts::default());
+        let terminals = Terminals::new(
+            limits(),
+            TerminalAccounts::default(),
+            ContainerShells::default(),
+        );
         let mut client = Client::new(terminals.open(&open_request("t6")).unwrap());
         client.type_line("exit 7");
         assert_eq!(client.read_to_exit().await.code, 7);
@@ -1240,7 +1359,11 @@ mod tests {
             max_sessions: 2,
             ..limits()
         };
-        let terminals = Terminals::new(limits, TerminalAccounts::default());
+        let terminals = Terminals::new(
+            limits,
+            TerminalAccounts::default(),
+            ContainerShells::default(),
+        );
         let viewed = terminals.open(&open_request("viewed")).unwrap();
         let idle = terminals.open(&open_request("idle")).unwrap();
         assert!(matches!(
@@ -1282,7 +1405,7 @@ mod tests {
             user: Some("no-such-account-zp".into()),
             ..TerminalAccounts::default()
         };
-        let terminals = Terminals::new(limits(), missing);
+        let terminals = Terminals::new(limits(), missing, ContainerShells::default());
         let Err(e) = terminals.open(&open_request("t7")) else {
             panic!("a missing account was accepted");
         };
@@ -1297,7 +1420,7 @@ mod tests {
             users: [("alice".to_string(), "nobody".to_string())].into(),
             ..TerminalAccounts::default()
         };
-        let terminals = Terminals::new(limits(), nobody);
+        let terminals = Terminals::new(limits(), nobody, ContainerShells::default());
         match terminals.open(&open_request("t8")) {
             Ok(viewer) => {
                 assert!(geteuid().is_root());
