@@ -363,10 +363,12 @@ impl Account {
             false => request.command.clone(),
         };
         let mut command = CommandBuilder::new(program);
-        command.args(["container-shell", "--endpoint", &shells.endpoint]);
-        command.args(["--container", &request.container]);
+        // `--flag=value`: a value that starts with dashes stays a value.
+        command.arg("container-shell");
+        command.arg(format!("--endpoint={}", shells.endpoint));
+        command.arg(format!("--container={}", request.container));
         if !request.container_user.is_empty() {
-            command.args(["--user", &request.container_user]);
+            command.arg(format!("--user={}", request.container_user));
         }
         command.arg("--");
         command.args(&argv);

@@ -188,4 +188,14 @@ async fn a_shell_in_a_missing_container_says_so_and_exits_1() {
         "{:?}",
         screen.text
     );
+
+    // a name that looks like a flag stays a name, and not one a container can have
+    let sneaky = "--endpoint=tcp://127.0.0.1:1";
+    let mut screen = Screen::new(terminals.open(&shell_in("sneaky", sneaky)).unwrap());
+    assert_eq!(screen.exit().await.code, 1, "{:?}", screen.text);
+    assert!(
+        screen.text.contains("is not a container id or name"),
+        "{:?}",
+        screen.text
+    );
 }

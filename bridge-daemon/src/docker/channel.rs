@@ -27,7 +27,7 @@ use zpanel_proto::{
 };
 use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, SharedReplay, StreamSender};
 
-use super::{Docker, DockerFailure, convert};
+use super::{Docker, DockerFailure, convert, image_name, object_name};
 use crate::input::{Input, InputCommand, InputWriter};
 
 /// Progress of one layer is sent at most this often.
@@ -160,9 +160,7 @@ impl DockerChannel {
         client: &bollard::Docker,
         container: &str,
     ) -> Result<(), DockerFailure> {
-        if container.is_empty() {
-            return Err(DockerFailure::invalid("the request names no container"));
-        }
+        object_name("container", container)?;
         client
             .inspect_container(container, None::<InspectContainerOptions>)
             .await
@@ -502,11 +500,7 @@ async fn image_id(
 /// "registry:5000/team/app:1.2" is ("registry:5000/team/app", "1.2"); a reference by digest
 /// keeps it in the repository, with no tag.
 fn reference(image: &str) -> Result<(String, String), DockerFailure> {
-    if image.is_empty() || image.contains(char::is_whitespace) {
-        return Err(DockerFailure::invalid(format!(
-            "{image:?} is not an image name (name[:tag])"
-        )));
-    }
+    image_name(image)?;
     if image.contains('@') {
         return Ok((image.to_string(), String::new()));
     }
@@ -615,6 +609,7 @@ mod tests {
         );
         assert!(split("").is_err());
         assert!(split("two words").is_err());
+        assert!(split("busybox/../../containers/prune?").is_err());
     }
 
     #[test]

@@ -86,6 +86,36 @@ pub fn answer(channel_id: u64, result: Result<DockerReply, DockerFailure>) -> Op
     }
 }
 
+/// A container, volume or network named by id or name (`what` says which): letters, digits,
+/// `_`, `.` and `-`, as the engine allows. Names go into the engine's URL paths as they are,
+/// so anything else (`/`, `..`, `?`) could reach another endpoint: it is refused.
+pub fn object_name<'a>(what: &str, name: &'a str) -> Result<&'a str, DockerFailure> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    match name.chars().next() {
+        Some(first) if first.is_ascii_alphanumeric() && name.chars().all(allowed) => Ok(name),
+        _ => Err(DockerFailure::invalid(format!(
+            "{name:?} is not a {what} id or name (letters, digits, _ . -)"
+        ))),
+    }
+}
+
+/// An image reference or id (`registry:5000/team/app:1.2`, `app@sha256:...`), checked like
+/// [`object_name`]: it goes into the engine's URL paths too.
+pub fn image_name(name: &str) -> Result<&str, DockerFailure> {
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | ':' | '@');
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    match starts_well && name.chars().all(allowed) && !name.contains("..") {
+        true => Ok(name),
+        false => Err(DockerFailure::invalid(format!(
+            "{name:?} is not an image name (name[:tag] or name@digest)"
+        ))),
+    }
+}
+
 // === impl Docker ===
 
 /// The engine of this host, as far as the daemon knows it.
@@ -127,9 +157,7 @@ impl Docker {
     /// Asks the engine its API version (unversioned, which every engine answers) and opens
     /// a client speaking the lower of it and bollard's.
     async fn connect(&self) -> Result<bollard::Docker, EngineError> {
-        let probe = open(&self.endpoint, API_DEFAULT_VERSION)?
-            .with_timeout(CONNECT_TIMEOUT)
-            .with_request_modifier(unversioned);
+        let probe = open(&self.endpoint, API_DEFAULT_VERSION)?.with_request_modifier(unversioned);
         let version = tokio::time::timeout(CONNECT_TIMEOUT, probe.version())
             .await
             .map_err(|_| EngineError::RequestTimeoutError)??;

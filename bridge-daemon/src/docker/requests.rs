@@ -22,7 +22,7 @@ use zpanel_proto::{
     ImageListing, NetworkListing, NetworkSummary, PruneKind, PruneReport, TopRow, VolumeListing,
 };
 
-use super::{Docker, DockerFailure, REQUEST_TIMEOUT, convert};
+use super::{Docker, DockerFailure, REQUEST_TIMEOUT, convert, image_name, object_name};
 
 /// Why a request failed: what the engine said, or what the daemon refused before asking.
 pub(super) enum Failed {
@@ -107,7 +107,7 @@ async fn run(client: &bollard::Docker, endpoint: &str, op: Op) -> Result<Reply, 
             })
         }
         Op::Inspect(reference) => {
-            let container = named(&reference.container)?;
+            let container = object_name("container", &reference.container)?;
             let inspected = client
                 .inspect_container(container, None::<InspectContainerOptions>)
                 .await?;
@@ -124,10 +124,8 @@ async fn run(client: &bollard::Docker, endpoint: &str, op: Op) -> Result<Reply, 
         }
         Op::Action(action) => act(client, action).await?,
         Op::Rename(rename) => {
-            let container = named(&rename.container)?;
-            if rename.name.is_empty() {
-                return Err(DockerFailure::invalid("a rename needs the new name").into());
-            }
+            let container = object_name("container", &rename.container)?;
+            object_name("container", &rename.name)?;
             let options = RenameContainerOptionsBuilder::new()
                 .name(&rename.name)
                 .build();
@@ -135,7 +133,7 @@ async fn run(client: &bollard::Docker, endpoint: &str, op: Op) -> Result<Reply, 
             Reply::Container(summary(client, &rename.name).await?)
         }
         Op::Top(reference) => {
-            let container = named(&reference.container)?;
+            let container = object_name("container", &reference.container)?;
             let top = client.top_processes(container, None::<TopOptions>).await?;
             Reply::Top(ContainerTop {
                 titles: top.titles.unwrap_or_default(),
@@ -156,7 +154,7 @@ async fn run(client: &bollard::Docker, endpoint: &str, op: Op) -> Result<Reply, 
             })
         }
         Op::RemoveImage(remove) => {
-            let image = named(&remove.image)?;
+            let image = image_name(&remove.image)?;
             let options = RemoveImageOptionsBuilder::new().force(remove.force).build();
             client.remove_image(image, Some(options), None).await?;
             Reply::Removed(remove.image)
@@ -183,7 +181,7 @@ async fn run(client: &bollard::Docker, endpoint: &str, op: Op) -> Result<Reply, 
             Reply::Volume(convert::volume(client.create_volume(request).await?))
         }
         Op::RemoveVolume(remove) => {
-            let volume = named(&remove.name)?;
+            let volume = object_name("volume", &remove.name)?;
             let options = RemoveVolumeOptionsBuilder::new()
                 .force(remove.force)
                 .build();
@@ -220,20 +218,11 @@ async fn run(client: &bollard::Docker, endpoint: &str, op: Op) -> Result<Reply, 
             Reply::Network(network(client, &created.id).await?)
         }
         Op::RemoveNetwork(remove) => {
-            client.remove_network(named(&remove.network)?).await?;
+            let network = object_name("network", &remove.network)?;
+            client.remove_network(network).await?;
             Reply::Removed(remove.network)
         }
     })
-}
-
-/// A name the request must carry.
-fn named(name: &str) -> Result<&str, DockerFailure> {
-    match name {
-        "" => Err(DockerFailure::invalid(
-            "the request names no container, image, volume or network",
-        )),
-        name => Ok(name),
-    }
 }
 
 /// A container's summary, as the list shows it.
@@ -263,7 +252,7 @@ async fn summary(client: &bollard::Docker, container: &str) -> Result<ContainerS
 }
 
 async fn act(client: &bollard::Docker, action: ContainerAction) -> Result<Reply, Failed> {
-    let container = named(&action.container)?;
+    let container = object_name("container", &action.container)?;
     let timeout = action
         .timeout_seconds
         .map(|t| i32::try_from(t).unwrap_or(i32::MAX));
@@ -323,7 +312,7 @@ pub(super) async fn stats_sample(
     client: &bollard::Docker,
     container: &str,
 ) -> Result<ContainerStats, Failed> {
-    let container = named(container)?;
+    let container = object_name("container", container)?;
     let options = StatsOptionsBuilder::new().stream(false).build();
     match client.stats(container, Some(options)).next().await {
         Some(sample) => Ok(convert::stats(container, sample?)),

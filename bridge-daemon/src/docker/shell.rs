@@ -12,7 +12,7 @@ use rustix::termios::{OptionalActions, tcgetattr, tcgetwinsize, tcsetattr};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::Docker;
+use super::{Docker, object_name};
 use crate::config::ContainerShellArgs;
 
 /// How long the engine may take to say the command's exit code once its output ended.
@@ -31,6 +31,7 @@ pub async fn container_shell(args: ContainerShellArgs) -> i32 {
 }
 
 async fn relay(args: ContainerShellArgs) -> Result<i32, String> {
+    object_name("container", &args.container).map_err(|f| f.message)?;
     let docker = Docker::new(args.endpoint);
     let client = docker.client().await.map_err(|f| f.message)?;
     let failed = |e: bollard::errors::Error| docker.failure(&e).message;

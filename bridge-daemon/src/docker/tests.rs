@@ -294,6 +294,18 @@ async fn bad_specs_are_refused_with_the_engine_s_reason() {
     let failure = request(&docker, create(policy)).await.unwrap_err();
     assert_eq!(failure.kind, DockerError::Invalid, "{failure:?}");
 
+    // names go into the engine's URL paths: one that would reach another endpoint is refused
+    for sneaky in ["../../images/prune?", "web/../../volumes", "a b"] {
+        let failure = request(&docker, action(sneaky, ContainerVerb::Stop)).await;
+        assert_eq!(failure.unwrap_err().kind, DockerError::Invalid, "{sneaky}");
+    }
+    let remove = zpanel_proto::ImageRemove {
+        image: "busybox/../../../containers/prune?".into(),
+        force: false,
+    };
+    let failure = request(&docker, Op::RemoveImage(remove)).await.unwrap_err();
+    assert_eq!(failure.kind, DockerError::Invalid, "{failure:?}");
+
     // through a session: the open's error says what the Docker error means
     let (session, mut frames) = session_with(&[], Policy::default(), &endpoint());
     let stop = DockerRequest {
