@@ -612,6 +612,26 @@ mod tests {
         assert!(split("busybox/../../containers/prune?").is_err());
     }
 
+    #[tokio::test]
+    async fn log_lines_wait_for_window_space() {
+        let channel = DockerChannel::events(&Docker::new(String::new()), DockerEventsWatch {});
+        let stream = SharedReplay::new(4);
+        let pushed = channel.push(&stream, Bytes::from_static(b"0123456789"));
+        tokio::pin!(pushed);
+        for held_back in [4, 8] {
+            let stalled = tokio::time::timeout(Duration::from_millis(100), &mut pushed).await;
+            assert!(stalled.is_err(), "the window held back the line");
+            assert_eq!(stream.with(|buffer| buffer.end()), held_back);
+            stream.with(|buffer| buffer.ack(held_back)).unwrap();
+        }
+        assert!(pushed.await);
+        assert_eq!(stream.with(|buffer| buffer.end()), 10);
+
+        // a channel that closes stops the wait
+        channel.detach();
+        assert!(!channel.push(&stream, Bytes::from_static(b"more")).await);
+    }
+
     #[test]
     fn progress_is_sent_at_most_every_100ms_per_layer_and_the_last_is_kept() {
         let progress = |id: &str, current: u64| PullProgress {
