@@ -182,6 +182,21 @@ impl Target {
     }
 }
 
+/// Resolves with the reason once a channel's work records why it stopped midway (a read
+/// that could not go on, an engine gone); never otherwise.
+pub(crate) async fn failure(failed: &watch::Sender<Option<String>>) -> String {
+    let mut failed = failed.subscribe();
+    let reason = failed
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|reason| reason.clone());
+    match reason {
+        Some(reason) => reason,
+        None => std::future::pending().await,
+    }
+}
+
 /// A channel's attachment, the first answer and where its output streams start.
 pub(crate) struct Attached {
     pub target: Target,

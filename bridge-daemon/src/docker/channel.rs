@@ -32,8 +32,8 @@ use crate::input::{Input, InputCommand, InputWriter};
 
 /// Progress of one layer is sent at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-/// How long an import may take to be answered: the engine answers once it has the whole
-/// tarball, however long sending it takes.
+/// How long an import may take to be answered: the engine may answer only once it has the
+/// whole tarball, however long sending it takes.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What a Docker channel streams.
@@ -233,16 +233,7 @@ impl DockerChannel {
     /// Resolves with the reason when the stream stopped before its end; the channel is then
     /// closed with it.
     pub async fn failed(&self) -> String {
-        let mut failed = self.failed.subscribe();
-        let reason = failed
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|reason| reason.clone());
-        match reason {
-            Some(reason) => reason,
-            None => std::future::pending().await,
-        }
+        crate::channel::failure(&self.failed).await
     }
 
     fn fail(&self, reason: String) {

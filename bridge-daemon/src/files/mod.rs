@@ -491,16 +491,7 @@ impl FileChannel {
     /// Resolves with the reason when the channel's work failed midway (a read that could
     /// not go on); the channel is then closed with it.
     pub async fn failed(&self) -> String {
-        let mut failed = self.failed.subscribe();
-        let reason = failed
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|reason| reason.clone());
-        match reason {
-            Some(reason) => reason,
-            None => std::future::pending().await,
-        }
+        crate::channel::failure(&self.failed).await
     }
 
     /// The channel closed.
