@@ -266,6 +266,14 @@ fn failure(endpoint: &str, e: &EngineError) -> DockerFailure {
         {
             unavailable(deepest(err))
         }
+        // A stream the engine stopped answering midway (it went away or restarted).
+        EngineError::HyperResponseError { .. } | EngineError::IOError { .. } => DockerFailure::new(
+            DockerError::Engine,
+            format!(
+                "the connection to the Docker engine at {endpoint} broke: {}",
+                deepest(e)
+            ),
+        ),
         other => DockerFailure::new(DockerError::Engine, engine_line(&deepest(other))),
     }
 }

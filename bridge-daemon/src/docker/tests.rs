@@ -659,3 +659,104 @@ async fn the_policy_can_turn_docker_off() {
         Some(open_result::Reply::Docker(_))
     ));
 }
+
+/// A proxy in front of the test engine's socket that can be cut (its socket and every
+/// connection through it gone) and put back, like an engine that restarts.
+struct Proxy {
+    path: std::path::PathBuf,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn new(path: std::path::PathBuf) -> Proxy {
+        let mut proxy = Proxy {
+            path,
+            serving: None,
+        };
+        proxy.listen();
+        proxy
+    }
+
+    fn listen(&mut self) {
+        let engine = endpoint();
+        let engine = engine
+            .strip_prefix("unix://")
+            .expect("the test engine listens on a unix socket")
+            .to_string();
+        let listener = tokio::net::UnixListener::bind(&self.path).unwrap();
+        self.serving = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let engine = engine.clone();
+                connections.spawn(async move {
+                    if let Ok(mut engine) = tokio::net::UnixStream::connect(engine).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    fn cut(&mut self) {
+        if let Some(serving) = self.serving.take() {
+            serving.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test]
+async fn an_engine_that_goes_away_ends_its_streams_and_is_found_again() {
+    let docker = Docker::new(endpoint());
+    let mut cleanup = Cleanup::default();
+    let ticks = "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done";
+    let name = run(&docker, &mut cleanup, "away", ticks).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = Proxy::new(dir.path().join("engine.sock"));
+    let proxied = format!("unix://{}", proxy.path.display());
+    let (session, mut frames) = session_with(&[], Policy::default(), &proxied);
+    let logs = DockerLogs {
+        container: name.clone(),
+        follow: true,
+        ..DockerLogs::default()
+    };
+    open(&session, 1, open::Request::DockerLogs(logs));
+    let proxied_docker = Docker::new(proxied);
+    let all = || Op::Containers(ContainerList { all: true });
+    assert!(request(&proxied_docker, all()).await.is_ok());
+    assert_eq!(
+        expect(&mut frames, opened(1)).await.error(),
+        OpenError::None
+    );
+    let mut received = Received::new();
+    received
+        .until(&session, &mut frames, 1, |r| r.stdout.contains("tick-3\n"))
+        .await;
+
+    proxy.cut();
+    // the channel closes with the reason; nothing pretends the logs ended
+    let closed = expect(&mut frames, |body| match body {
+        Body::Close(close) if close.channel_id == 1 => Some(close.reason.clone()),
+        Body::Data(ChannelData {
+            channel_id: 1,
+            chunk: Some(chunk),
+        }) if chunk.eof => Some("an end of stream".into()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        closed.starts_with(&format!(
+            "the logs of container {name} stopped: the connection to the Docker engine at unix://"
+        )),
+        "{closed}"
+    );
+    let failure = request(&proxied_docker, all()).await;
+    assert_eq!(failure.unwrap_err().kind, DockerError::Unavailable);
+
+    proxy.listen();
+    let Ok(Reply::Containers(listing)) = request(&proxied_docker, all()).await else {
+        panic!("the engine was not found again");
+    };
+    assert!(listing.containers.iter().any(|c| c.name == name));
+    proxy.cut();
+}
