@@ -18,6 +18,9 @@ export class ApiError extends Error {
  */
 export const session = { current: null };
 
+/** How long a GET that could not reach the server waits before its one more try. */
+const GET_RETRY_MS = 500;
+
 /**
  * One request. `body` is sent as JSON. Resolves to the parsed JSON answer (null for 204);
  * rejects with an ApiError.
@@ -26,10 +29,13 @@ export async function api(method, path, body) {
   const headers = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET' && session.current) headers['x-csrf-token'] = session.current.csrf;
-  const response = await request(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+  const send = () => request(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  // A GET that could not reach the server is sent once more a moment later (it changes
+  // nothing): a network blip, or the browser dropping its connections when the machine's
+  // addresses change, then goes unnoticed.
+  const response = await send().catch((e) => {
+    if (method !== 'GET') throw e;
+    return new Promise((resolve) => setTimeout(resolve, GET_RETRY_MS)).then(send);
   });
   if (response.status === 204) return null;
   const text = await response.text();

@@ -62,11 +62,12 @@ export class HostDocker {
     return this.containerPath(id, '/stats/stream');
   }
 
-  /** Server-Sent Events: `log` lines, then `end`. */
-  logsUrl(id, { follow, tail, timestamps }) {
+  /** Server-Sent Events: `log` lines, then `end`. `since`: Unix seconds. */
+  logsUrl(id, { follow, tail, since, timestamps }) {
     return withQuery(this.containerPath(id, '/logs'), {
       follow: follow ? 1 : '',
       tail,
+      since,
       timestamps: timestamps ? 1 : '',
     });
   }

@@ -237,6 +237,7 @@ class RunForm {
       ports: text({ placeholder: '8080:80 127.0.0.1:5432:5432/tcp' }),
       volumes: area('data:/var/lib/data or /srv/app:/app:ro, one a line'),
       restart: h('select', {}, RESTART_POLICIES.map((policy) => h('option', { value: policy }, policy))),
+      network: h('select', {}, h('option', { value: '' }, 'default')),
       memory: text({ placeholder: 'no limit (like 256m, 1g)' }),
       cpus: h('input', { type: 'number', min: '0', step: '0.1', placeholder: 'no limit' }),
       labels: area('key=value, one a line'),
@@ -262,6 +263,7 @@ class RunForm {
         field('labels', 'Labels', i.labels),
         h('div', { class: 'run-limits' },
           field('restart', 'Restart', i.restart),
+          field('network', 'Network', i.network),
           field('memory', 'Memory', i.memory),
           field('cpus', 'CPUs', i.cpus)),
       ),
@@ -281,11 +283,15 @@ class RunForm {
     if (!open) return;
     this.error.textContent = '';
     this.inputs.image.focus();
-    try {
-      const images = await this.context.docker.images();
-      this.images.replaceChildren(...images.flatMap((image) => image.tags).map((tag) => h('option', { value: tag })));
-    } catch {
-      // The image is typed instead.
+    const { docker } = this.context;
+    const [images, networks] = await Promise.allSettled([docker.images(), docker.networks()]);
+    // (Without them the image is typed, and the engine's default network used.)
+    if (images.status === 'fulfilled') {
+      this.images.replaceChildren(...images.value.flatMap((image) => image.tags).map((tag) => h('option', { value: tag })));
+    }
+    if (networks.status === 'fulfilled') {
+      this.inputs.network.replaceChildren(h('option', { value: '' }, 'default'),
+        ...networks.value.map((network) => h('option', { value: network.name }, network.name)));
     }
   }
 
@@ -304,6 +310,7 @@ class RunForm {
     const volumes = lines(i.volumes.value);
     if (volumes.length > 0) spec.volumes = volumes;
     if (i.restart.value !== 'no') spec.restart = i.restart.value;
+    if (i.network.value) spec.network = i.network.value;
     if (i.memory.value.trim()) spec.memory_bytes = parseBytes(i.memory.value);
     if (i.cpus.value) spec.cpus = Number(i.cpus.value);
     const labels = parseLabels(i.labels.value);

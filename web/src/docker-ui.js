@@ -56,7 +56,7 @@ export function stateBadge(container) {
 /** A table cell saying how long ago (Unix seconds or RFC 3339), the exact time as its tooltip. */
 export function agoCell(value) {
   const seconds = unixSeconds(value);
-  return h('td', { class: 'muted', title: dateTime(seconds) }, seconds ? ago(seconds) : '—');
+  return h('td', { class: 'muted when', title: dateTime(seconds) }, seconds ? ago(seconds) : '—');
 }
 
 /** `{KEY: VALUE}` as small tags. */

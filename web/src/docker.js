@@ -28,6 +28,11 @@ const EVENT_DEBOUNCE_MS = 250;
 /** Event actions that change nothing a page shows (a shell's exec, a terminal resized…). */
 const UNCHANGING = /^(exec_|attach|detach|resize|top|copy|archive-path|extract-to-dir|export|commit)/;
 
+/** "1 container", "3 containers" */
+function count(n, noun) {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 export class DockerView {
   /**
    * @param {object} callbacks
@@ -212,8 +217,8 @@ export class DockerView {
     line.textContent = [
       `Docker ${engine.version}${engine.api_version ? ` (API ${engine.api_version})` : ''}`,
       platform,
-      `${engine.containers} containers, ${engine.running} running`,
-      `${engine.images} images`,
+      `${count(engine.containers, 'container')}, ${engine.running} running`,
+      count(engine.images, 'image'),
     ].filter(Boolean).join(' · ');
     line.title = engine.endpoint ? `engine at ${engine.endpoint}` : '';
   }
