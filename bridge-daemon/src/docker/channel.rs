@@ -404,7 +404,7 @@ impl DockerChannel {
             frames.update(Update::Progress(last)).await?;
         }
         if let Some(failure) = failed {
-            return Some(failure.outcome());
+            return Some(failure.naming("pull", &full_name(&repo, &tag)).outcome());
         }
         Some(image_id(&self.docker, &client, &repo, &tag).await)
     }
@@ -452,7 +452,8 @@ impl DockerChannel {
         let mut failed = None;
         while let Some(next) = progress.next().await {
             if let Err(e) = next {
-                failed = Some(self.docker.failure(&e).outcome());
+                let failure = self.docker.failure(&e);
+                failed = Some(failure.naming("import", &full_name(&repo, &tag)).outcome());
                 break;
             }
         }
@@ -471,11 +472,7 @@ async fn image_id(
     repo: &str,
     tag: &str,
 ) -> DockerOutcome {
-    let name = match tag {
-        "" => repo.to_string(),
-        tag => format!("{repo}:{tag}"),
-    };
-    match client.inspect_image(&name).await {
+    match client.inspect_image(&full_name(repo, tag)).await {
         Ok(image) => DockerOutcome {
             error: DockerError::None as i32,
             message: String::new(),
@@ -484,6 +481,14 @@ async fn image_id(
             }),
         },
         Err(e) => docker.failure(&e).outcome(),
+    }
+}
+
+/// An image reference from its repository and tag.
+fn full_name(repo: &str, tag: &str) -> String {
+    match tag {
+        "" => repo.to_string(),
+        tag => format!("{repo}:{tag}"),
     }
 }
 

@@ -47,6 +47,15 @@ impl DockerFailure {
         DockerFailure::new(DockerError::Invalid, message)
     }
 
+    /// The same failure, its line naming `what` (`container web`) unless the engine's
+    /// already does: the engine often names a container by its id where the user gave a name.
+    pub fn naming(mut self, kind: &str, name: &str) -> DockerFailure {
+        if !name.is_empty() && !self.message.contains(name) {
+            self.message = format!("{kind} {name}: {}", self.message);
+        }
+        self
+    }
+
     /// The refusal of an open: NOT_FOUND, BAD_REQUEST (invalid parameters) or REFUSED, with
     /// the Docker error and the line.
     pub fn refusal(self, channel_id: u64) -> OpenResult {

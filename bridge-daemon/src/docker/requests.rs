@@ -51,6 +51,7 @@ impl Docker {
             )
         })?;
         let describes_engine = matches!(op, Op::Engine(_));
+        let (kind, name) = subject(&op);
         let result = match self.client().await {
             Ok(client) => self.settle(run(&client, &self.endpoint, op).await),
             Err(failure) => Err(failure),
@@ -64,7 +65,7 @@ impl Docker {
                 endpoint: self.endpoint.clone(),
                 ..DockerEngine::default()
             }),
-            Err(failure) => return Err(failure),
+            Err(failure) => return Err(failure.naming(kind, &name)),
         };
         Ok(DockerReply {
             result: Some(result),
@@ -77,6 +78,27 @@ impl Docker {
             Failed::Engine(e) => self.failure(&e),
             Failed::Refused(failure) => failure,
         })
+    }
+}
+
+/// What a request is about, as the user named it, for its error line.
+fn subject(op: &Op) -> (&'static str, String) {
+    match op {
+        Op::Inspect(r) | Op::Top(r) | Op::Stats(r) => ("container", r.container.clone()),
+        Op::Create(spec) => ("container", spec.name.clone()),
+        Op::Action(action) => ("container", action.container.clone()),
+        Op::Rename(rename) => ("container", rename.container.clone()),
+        Op::RemoveImage(remove) => ("image", remove.image.clone()),
+        Op::CreateVolume(create) => ("volume", create.name.clone()),
+        Op::RemoveVolume(remove) => ("volume", remove.name.clone()),
+        Op::CreateNetwork(create) => ("network", create.name.clone()),
+        Op::RemoveNetwork(remove) => ("network", remove.network.clone()),
+        Op::Engine(_)
+        | Op::Containers(_)
+        | Op::Images(_)
+        | Op::Prune(_)
+        | Op::Volumes(_)
+        | Op::Networks(_) => ("", String::new()),
     }
 }
 
