@@ -193,7 +193,7 @@ pub async fn create(
 ) -> anyhow::Result<i32> {
     if launch == Launch::Attached && spec.interactive {
         anyhow::bail!(
-            "zpanel docker run cannot attach stdin: add -d, then open a shell with zpanel docker {host} exec -it CONTAINER"
+            "run cannot attach stdin (-i): add -d, then open a shell with zpanel docker {host} exec -it CONTAINER"
         );
     }
     spec.start = launch != Launch::Create;

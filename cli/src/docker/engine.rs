@@ -63,7 +63,7 @@ pub async fn info(settings: &Settings, host: &str, json: bool) -> anyhow::Result
         return Ok(i32::from(!engine.available));
     }
     if !engine.available {
-        anyhow::bail!("{}", engine.message);
+        anyhow::bail!("host {host}: {}", engine.message);
     }
     print!("{}", describe(&engine));
     Ok(0)

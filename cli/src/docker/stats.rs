@@ -180,7 +180,7 @@ async fn live(client: Client, host: &str, targets: Vec<Target>, json: bool) -> a
                 }
                 None => break,
             },
-            _ = redraw.tick(), if !json => {
+            _ = redraw.tick(), if !json && !latest.is_empty() => {
                 let rows = latest.iter().map(|(&index, sample)| (&targets[index], sample));
                 let text = table(rows);
                 if clear {
