@@ -351,13 +351,12 @@ impl Account {
         shells: &ContainerShells,
         request: &TerminalOpen,
     ) -> Result<Program, TerminalError> {
-        let program = match &shells.program {
-            Some(program) => program.clone(),
-            None => std::env::current_exe().map_err(|e| TerminalError::Spawn {
-                account: self.name.clone(),
-                reason: format!("cannot find the daemon's own binary: {e}"),
-            })?,
-        };
+        // The running binary itself, through /proc: its path may name a newer binary (or
+        // none) once an upgrade replaced the file.
+        let program = shells
+            .program
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
         let argv = match request.command.is_empty() {
             true => vec!["sh".to_string()],
             false => request.command.clone(),
