@@ -9,9 +9,9 @@
 // document, and a shell inside it where `echo zp-$((6*7))` prints zp-42. Back on the page it
 // runs a second container from the form with a memory limit, sees the first one stop without
 // a reload when the engine stops it, removes the second one through the confirm dialog,
-// fails to pull an image (there is no registry) with the server's line shown, and creates
-// and removes a volume and a network. Last, a viewer sees the lists but no action, no logs
-// and no shell.
+// fails to pull an image (there is no registry) with the server's line shown, imports a
+// tarball as an image, and creates and removes a volume and a network. Last, a viewer sees
+// the lists but no action, no logs and no shell.
 //
 // Talking to the Rust test: `@@ stop NAME` asks it to stop a container through the engine
 // ("done"); `@@ memory NAME` for the container's memory limit in bytes, as the engine
@@ -20,6 +20,7 @@
 //
 // Environment: ZPANEL_URL, ZPANEL_PASSWORD (the admin's), ZPANEL_HOST (the host's name),
 // ZPANEL_CONTAINER (the running container's name), ZPANEL_IMAGE (the image to run),
+// ZPANEL_TARBALL (a root file system tarball to import),
 // ZPANEL_VIEWER and ZPANEL_VIEWER_PASSWORD (a viewer in the host's workspace),
 // ZPANEL_SCREENSHOT (PNG path prefix, optional), ZPANEL_CHROMIUM (default /usr/bin/chromium).
 
@@ -30,12 +31,14 @@ const password = need('ZPANEL_PASSWORD');
 const hostName = need('ZPANEL_HOST');
 const container = need('ZPANEL_CONTAINER');
 const image = need('ZPANEL_IMAGE');
+const tarball = need('ZPANEL_TARBALL');
 const viewer = need('ZPANEL_VIEWER');
 const viewerPassword = need('ZPANEL_VIEWER_PASSWORD');
 const screenshot = process.env.ZPANEL_SCREENSHOT;
 /** The container the page runs, and the volume and network it makes (the Rust test removes
  *  whatever is left of them). */
 const created = `${container}-run`;
+const imported = `${container}-imported:v1`;
 const volume = `${container}-vol`;
 const network = `${container}-net`;
 
@@ -192,6 +195,12 @@ try {
   await page.click('[data-action="pull"]');
   await page.locator('.progress-box[data-state="failed"]').waitFor({ timeout: 60_000 });
   console.log(`  pull error: ${await waitForText(page, '#docker-error', /\S/)}`);
+
+  step(`images: import a root file system tarball as ${imported}`);
+  await page.setInputFiles('[data-field="import-file"]', tarball);
+  await page.fill('[data-field="import-name"]', imported);
+  await page.click('[data-action="import"]');
+  await page.locator(`#docker-body table.images tr[data-tags~="${imported}"]`).waitFor({ timeout: 60_000 });
 
   step(`volumes and networks: create and remove ${volume} and ${network}`);
   for (const [tab, name] of [['volumes', volume], ['networks', network]]) {

@@ -1,8 +1,8 @@
 //! The Docker page in a browser: Chromium (driven by `tests/browser/docker.mjs`) lists a
 //! container running in the test engine, follows its logs, draws its stats, opens a shell in
 //! it (`echo zp-$((6*7))` prints zp-42), runs a second container from the form with a memory
-//! limit, sees the first one stop without a reload, removes the second, and a viewer sees no
-//! action. This side starts the container, stops it when asked, and answers what the engine
+//! limit, sees the first one stop without a reload, removes the second, imports a tarball as
+//! an image, and a viewer sees no action. This side starts the container, stops it when asked, and answers what the engine
 //! really holds. Screenshots land in `target/debug/browser/`.
 
 use std::time::Duration;
@@ -44,6 +44,7 @@ async fn a_browser_runs_follows_and_opens_a_shell_in_containers() {
     for suffix in ["", "-run"] {
         cleanup.container(&format!("{name}{suffix}"));
     }
+    cleanup.images.push(format!("{name}-imported:v1"));
     cleanup.volumes.push(format!("{name}-vol"));
     cleanup.networks.push(format!("{name}-net"));
     // A line a second on each stream, numbered, so the page can tell later lines apart.
@@ -65,6 +66,12 @@ async fn a_browser_runs_follows_and_opens_a_shell_in_containers() {
     ])
     .await;
 
+    // A root file system tarball for the page to import.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tarball = dir.path().join("rootfs.tar");
+    let tarball = tarball.to_str().expect("utf-8 path");
+    docker_ok(&["export", "--output", tarball, &name]).await;
+
     std::fs::create_dir_all(artifacts_dir()).expect("artifacts dir");
     let screenshot = artifacts_dir().join("docker.png");
     let url = cp.url.clone();
@@ -77,6 +84,7 @@ async fn a_browser_runs_follows_and_opens_a_shell_in_containers() {
             ("ZPANEL_HOST", "docker-host"),
             ("ZPANEL_CONTAINER", &name),
             ("ZPANEL_IMAGE", TEST_IMAGE),
+            ("ZPANEL_TARBALL", tarball),
             ("ZPANEL_VIEWER", VIEWER),
             ("ZPANEL_VIEWER_PASSWORD", VIEWER_PASSWORD),
             (
