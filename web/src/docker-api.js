@@ -34,9 +34,9 @@ export class HostDocker {
     return api('POST', `${this.base}/containers`, spec);
   }
 
-  /** `verb`: start, stop, restart, kill, pause or unpause. */
-  act(id, verb, options = {}) {
-    return api('POST', this.containerPath(id, `/${verb}`), options);
+  /** `verb`: start, stop, restart, kill, pause or unpause (with the engine's defaults). */
+  act(id, verb) {
+    return api('POST', this.containerPath(id, `/${verb}`));
   }
 
   rename(id, name) {

@@ -10,7 +10,7 @@ const RETRY_MS = 3_000;
 const BADGE_TEXT = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…' };
 
 /** Shows `state` ('connecting', 'live', 'reconnecting' or '') on a badge; `why` as its tooltip. */
-export function setLive(badge, state, why = '') {
+function setLive(badge, state, why = '') {
   badge.dataset.state = state;
   badge.textContent = BADGE_TEXT[state] ?? '';
   badge.title = why;
