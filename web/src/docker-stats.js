@@ -8,6 +8,8 @@ import { LiveEvents } from './live-events.js';
 
 /** How much history the chart shows. */
 const WINDOW_SECONDS = 5 * 60;
+/** The narrowest span the chart shows. */
+const MIN_SPAN_SECONDS = 60;
 const CHART_HEIGHT = 260;
 /** The theme's colours (style.css), which a canvas cannot read from CSS. */
 const COLORS = { cpu: '#61a0ff', memory: '#7bc96f', axis: '#8791a3', grid: '#2a3240' };
@@ -92,7 +94,12 @@ export class StatsView {
     const upTo = (floor) => (_, _min, max) => [0, Math.max(floor, (max ?? 0) * 1.2)];
     this.chart = new UPlot({
       ...this.size(),
-      scales: { x: { time: true }, cpu: { range: upTo(5) }, memory: { range: upTo(1024 * 1024) } },
+      scales: {
+        // At least the last minute, so the first samples do not fill the width.
+        x: { time: true, range: (_, min, max) => [Math.min(min ?? max, max - MIN_SPAN_SECONDS), max] },
+        cpu: { range: upTo(5) },
+        memory: { range: upTo(1024 * 1024) },
+      },
       series: [
         {},
         { label: 'CPU', scale: 'cpu', stroke: COLORS.cpu, width: 2, value: (_, v) => (v == null ? '—' : `${v.toFixed(1)} %`) },
