@@ -12,8 +12,8 @@ use bollard::query_parameters::{
     CreateImageOptionsBuilder, EventsOptions, InspectContainerOptions, LogsOptionsBuilder,
     StatsOptionsBuilder,
 };
-use bytes::Bytes;
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,9 @@ use zpanel_shared::replay::{DEFAULT_WINDOW_BYTES, SharedReplay, StreamSender};
 
 use super::{Docker, DockerFailure, convert, image_name, object_name};
 use crate::input::{Input, InputCommand, InputWriter};
+
+/// Log bytes taken together from what the engine already sent, per stream.
+const LOG_BATCH_BYTES: usize = zpanel_shared::frame::MAX_CHUNK_BYTES;
 
 /// Progress of one layer is sent at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -275,23 +278,49 @@ impl DockerChannel {
                 _ = self.cancel.cancelled() => return,
                 next = logs.next() => next,
             };
-            let (stream, bytes) = match next {
-                Some(Ok(LogOutput::StdErr { message })) => (stderr, message),
-                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                    (stdout, message)
+            // The engine sends a frame per line: what it already sent is taken together (up
+            // to a chunk's size per stream), so a fast container costs a frame per chunk, not
+            // one per line, on the way to the reader.
+            let mut batch = [BytesMut::new(), BytesMut::new()];
+            let mut next = Some(next);
+            let ended = loop {
+                let Some(item) = next.take() else {
+                    break false;
+                };
+                match item {
+                    Some(Ok(LogOutput::StdErr { message })) => batch[1].extend_from_slice(&message),
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                        batch[0].extend_from_slice(&message)
+                    }
+                    Some(Ok(LogOutput::StdIn { .. })) => {}
+                    Some(Err(e)) => {
+                        let failure = self.docker.failure(&e);
+                        return self.fail(format!(
+                            "the logs of container {} stopped: {failure}",
+                            request.container
+                        ));
+                    }
+                    None => break true,
                 }
-                Some(Ok(LogOutput::StdIn { .. })) => continue,
-                Some(Err(e)) => {
-                    let failure = self.docker.failure(&e);
-                    return self.fail(format!(
-                        "the logs of container {} stopped: {failure}",
-                        request.container
-                    ));
+                if batch.iter().all(|b| b.len() < LOG_BATCH_BYTES) {
+                    next = match logs.next().now_or_never() {
+                        Some(item) => Some(item),
+                        // Once more after the runtime had a turn to read what the engine sent
+                        // meanwhile.
+                        None => {
+                            tokio::task::yield_now().await;
+                            logs.next().now_or_never()
+                        }
+                    };
                 }
-                None => break,
             };
-            if !self.push(stream, bytes).await {
-                return;
+            for (stream, bytes) in [stdout, stderr].into_iter().zip(batch) {
+                if !self.push(stream, bytes.freeze()).await {
+                    return;
+                }
+            }
+            if ended {
+                break;
             }
         }
         for stream in [stdout, stderr] {

@@ -2,12 +2,16 @@
 //! and in order, until the logs end (with `-f`: until the container stops or is removed).
 //! `run` follows the logs of what it started with the same code.
 
-use tokio::io::AsyncWrite;
+use futures_util::FutureExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use zpanel_proto::{DockerLogs, DockerLogsRequest, StreamKind};
 
 use crate::client::{self, Client, call_failed};
 use crate::config::Settings;
 use crate::streaming::{Output, WriteError};
+
+/// Bytes of logs held in memory before they are written out even while more are ready.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 /// The exit code when our stdout or stderr closed (`| head`), as SIGPIPE would end us.
 pub const OUTPUT_CLOSED_EXIT: i32 = 128 + 13;
@@ -41,13 +45,32 @@ pub async fn print(client: &mut Client, host: &str, logs: DockerLogs) -> anyhow:
         .await
         .map_err(call_failed)?
         .into_inner();
-    let mut out = Streams::new(tokio::io::stdout(), tokio::io::stderr());
-    while let Some(chunk) = chunks.message().await.map_err(call_failed)? {
-        match out.write(chunk).await {
-            Ok(()) => {}
-            Err(WriteError::Closed(_)) => return Ok(LogsEnd::OutputClosed),
-            Err(WriteError::Broken(e)) => anyhow::bail!("the logs arrived out of order: {e}"),
+    // Chunks are gathered in memory and written out whenever no further chunk is ready
+    // (or enough is held): a container printing fast costs a write per batch, not per line.
+    let mut held = Streams::new(Vec::new(), Vec::new());
+    let mut out = (tokio::io::stdout(), tokio::io::stderr());
+    loop {
+        let next = match chunks.message().now_or_never() {
+            Some(next) => next,
+            None => {
+                if held.drain_into(&mut out).await.is_err() {
+                    return Ok(LogsEnd::OutputClosed);
+                }
+                chunks.message().await
+            }
+        };
+        let Some(chunk) = next.map_err(call_failed)? else {
+            break;
+        };
+        if let Err(WriteError::Broken(e)) = held.write(chunk).await {
+            anyhow::bail!("the logs arrived out of order: {e}");
         }
+        if held.held() >= WRITE_BATCH_BYTES && held.drain_into(&mut out).await.is_err() {
+            return Ok(LogsEnd::OutputClosed);
+        }
+    }
+    if held.drain_into(&mut out).await.is_err() {
+        return Ok(LogsEnd::OutputClosed);
     }
     Ok(LogsEnd::Ended)
 }
@@ -73,6 +96,31 @@ impl<O: AsyncWrite + Unpin, E: AsyncWrite + Unpin> Streams<O, E> {
         } else {
             let (out, output) = &mut self.stdout;
             output.write(out, chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Streams<Vec<u8>, Vec<u8>> {
+    /// Bytes held, not yet written out.
+    fn held(&self) -> usize {
+        self.stdout.0.len() + self.stderr.0.len()
+    }
+
+    /// Writes what is held to the real stdout and stderr, and flushes them.
+    async fn drain_into(
+        &mut self,
+        (stdout, stderr): &mut (impl AsyncWrite + Unpin, impl AsyncWrite + Unpin),
+    ) -> std::io::Result<()> {
+        for (held, out) in [
+            (&mut self.stdout.0, stdout as &mut (dyn AsyncWrite + Unpin)),
+            (&mut self.stderr.0, stderr as &mut (dyn AsyncWrite + Unpin)),
+        ] {
+            if !held.is_empty() {
+                out.write_all(held).await?;
+                out.flush().await?;
+                held.clear();
+            }
         }
         Ok(())
     }
