@@ -19,13 +19,12 @@
 
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ask, currentStep, launchChromium, need, STEP_MS, step } from './harness.mjs';
+import { ask, launchChromium, need, runSteps, shoot, step, STEP_MS } from './harness.mjs';
 
 const url = need('ZPANEL_URL').replace(/\/$/, '');
 const password = need('ZPANEL_PASSWORD');
 const hostName = need('ZPANEL_HOST');
 const user = process.env.ZPANEL_USER || 'admin';
-const screenshot = process.env.ZPANEL_SCREENSHOT;
 
 // === TOTP (RFC 6238) ===
 
@@ -67,13 +66,6 @@ function stepNow() {
 
 // === the page ===
 
-async function shoot(page, name) {
-  if (!screenshot) return;
-  const path = screenshot.replace(/(\.png)?$/, `-${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`  screenshot ${path}`);
-}
-
 /** Fills the login form and submits it; the login request's status. */
 async function submitLogin(page, { code } = {}) {
   await page.fill('#login-user', user);
@@ -98,7 +90,7 @@ const { context, page, pageErrors, close } = await launchChromium({
   acceptDownloads: true,
 });
 context.setDefaultTimeout(STEP_MS);
-try {
+await runSteps('access', { page, pageErrors, close }, async () => {
   step(`log in as ${user}: the host is listed with its workspace`);
   await page.goto(url);
   if ((await submitLogin(page)) !== 200) throw new Error('the first login was refused');
@@ -117,7 +109,7 @@ try {
   if (!otpauth.startsWith('otpauth://totp/') || !otpauth.includes(`secret=${secret}`)) {
     throw new Error(`the URL ${otpauth} does not carry the secret ${secret}`);
   }
-  await shoot(page, 'totp-setup');
+  await shoot(page, 'totp-setup', { fullPage: true });
 
   step('a code computed from the secret turns it on');
   // A code works once: the server remembers the last step used, so each later code is
@@ -126,7 +118,7 @@ try {
   await page.fill('#totp-code', totp(secret, confirmStep));
   await page.click('#totp-confirm');
   await page.locator('#account-totp[data-state="on"]').waitFor();
-  await shoot(page, 'account');
+  await shoot(page, 'account', { fullPage: true });
 
   step('log out; signing in again asks for the code');
   await page.click('#logout');
@@ -184,7 +176,7 @@ try {
   await page.fill('#audit-action', '');
   await page.press('#audit-action', 'Enter');
   await page.locator('#audit-body tr[data-action="audit.verify"]').first().waitFor();
-  await shoot(page, 'audit');
+  await shoot(page, 'audit', { fullPage: true });
 
   step('create an API token on the account page: it is shown once');
   await page.click('#nav-account');
@@ -234,7 +226,7 @@ try {
   await move.waitFor();
   await move.locator('[data-choice="ok"]').click();
   await page.locator('#team-workspaces tr[data-workspace="blue"] td:nth-child(2)', { hasText: '1' }).waitFor();
-  await shoot(page, 'team');
+  await shoot(page, 'team', { fullPage: true });
   await page.click('#bar nav a[href="#/hosts"]');
   await page.locator(`#hosts-body tr[data-name="${hostName}"][data-workspace="blue"]`).waitFor();
 
@@ -252,13 +244,4 @@ try {
   await remove.locator('[data-choice="remove"]').click();
   await page.locator('#team-users tr[data-user="carol"]').waitFor({ state: 'detached' });
 
-  if (pageErrors.length > 0) throw new Error(`errors on the page:\n${pageErrors.join('\n')}`);
-  console.log('ok: the browser access test passed');
-} catch (e) {
-  console.log(`FAILED at step "${currentStep}": ${e.message}`);
-  await shoot(page, 'failed').catch(() => {});
-  process.exitCode = 1;
-} finally {
-  await close();
-}
-process.exit(); // (stdin stays open)
+});

@@ -24,7 +24,7 @@
 // ZPANEL_VIEWER and ZPANEL_VIEWER_PASSWORD (a viewer in the host's workspace),
 // ZPANEL_SCREENSHOT (PNG path prefix, optional), ZPANEL_CHROMIUM (default /usr/bin/chromium).
 
-import { ask, currentStep, launchChromium, need, STEP_MS, step } from './harness.mjs';
+import { ask, launchChromium, need, runSteps, shoot, step, STEP_MS } from './harness.mjs';
 
 const url = need('ZPANEL_URL').replace(/\/$/, '');
 const password = need('ZPANEL_PASSWORD');
@@ -91,17 +91,10 @@ async function confirmDialog(page, name, choice) {
   await page.locator(`dialog[data-dialog="${name}"] [data-choice="${choice}"]`).click();
 }
 
-async function shoot(page, name) {
-  if (!screenshot) return;
-  const path = screenshot.replace(/(\.png)?$/, `-${name}.png`);
-  await page.screenshot({ path });
-  console.log(`  screenshot ${path}`);
-}
-
 // === the test ===
 
 const { page, pageErrors, close } = await launchChromium({ viewport: { width: 1400, height: 860 } });
-try {
+await runSteps('Docker', { page, pageErrors, close }, async () => {
   step('log in and open the Docker page from the hosts list');
   await page.goto(url);
   await logIn(page, 'admin', password);
@@ -229,13 +222,4 @@ try {
   if (views.join(',') !== 'Stats,Processes') throw new Error(`a viewer is offered ${views.join(', ')}`);
   if (await page.locator('.container-detail [data-action="shell"]').count()) throw new Error('a viewer is offered a shell');
 
-  if (pageErrors.length > 0) throw new Error(`errors on the page:\n${pageErrors.join('\n')}`);
-  console.log('ok: the browser Docker test passed');
-} catch (e) {
-  console.log(`FAILED at step "${currentStep}": ${e.message}`);
-  await shoot(page, 'failed').catch(() => {});
-  process.exitCode = 1;
-} finally {
-  await close();
-}
-process.exit(); // (stdin stays open)
+});

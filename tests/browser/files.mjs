@@ -19,14 +19,13 @@
 // prefix, optional), ZPANEL_CHROMIUM (default /usr/bin/chromium).
 
 import { readFileSync } from 'node:fs';
-import { ask, currentStep, launchChromium, need, STEP_MS, step } from './harness.mjs';
+import { ask, launchChromium, need, runSteps, shoot, step, STEP_MS } from './harness.mjs';
 
 const url = need('ZPANEL_URL').replace(/\/$/, '');
 const password = need('ZPANEL_PASSWORD');
 const hostName = need('ZPANEL_HOST');
 const root = need('ZPANEL_FILES_ROOT');
 const user = process.env.ZPANEL_USER || 'admin';
-const screenshot = process.env.ZPANEL_SCREENSHOT;
 
 // === talking to the Rust test ===
 
@@ -65,13 +64,6 @@ async function appendToEditor(page, text) {
   await page.keyboard.insertText(text);
 }
 
-async function shoot(page, name) {
-  if (!screenshot) return;
-  const path = screenshot.replace(/(\.png)?$/, `-${name}.png`);
-  await page.screenshot({ path });
-  console.log(`  screenshot ${path}`);
-}
-
 // === the test ===
 
 const { context, page, pageErrors, close } = await launchChromium({
@@ -79,7 +71,7 @@ const { context, page, pageErrors, close } = await launchChromium({
   acceptDownloads: true,
 });
 context.setDefaultTimeout(STEP_MS);
-try {
+await runSteps('files', { page, pageErrors, close }, async () => {
   step(`log in as ${user}`);
   await page.goto(url);
   await page.fill('#login-user', user);
@@ -177,13 +169,4 @@ try {
   const deleted = await readOnHost('from-host.txt');
   if (deleted !== null) throw new Error(`from-host.txt is still on the host: ${JSON.stringify(deleted)}`);
 
-  if (pageErrors.length > 0) throw new Error(`errors on the page:\n${pageErrors.join('\n')}`);
-  console.log('ok: the browser files test passed');
-} catch (e) {
-  console.log(`FAILED at step "${currentStep}": ${e.message}`);
-  await shoot(page, 'failed').catch(() => {});
-  process.exitCode = 1;
-} finally {
-  await close();
-}
-process.exit(); // (stdin stays open)
+});

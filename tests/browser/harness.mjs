@@ -1,4 +1,4 @@
-// What the browser scripts (terminal.mjs, files.mjs) share: their environment, their steps,
+// What the browser scripts (terminal, files, access, docker) share: their environment, their steps,
 // talking to the Rust test that runs them (tests/src/browser.rs), and launching Debian's
 // Chromium (ZPANEL_CHROMIUM, default /usr/bin/chromium) with a profile of its own.
 
@@ -69,4 +69,38 @@ export async function launchChromium(options) {
     rmSync(profile, { recursive: true, force: true });
   }
   return { context, page, pageErrors, close };
+}
+
+// === a script's run ===
+
+/**
+ * Saves a screenshot of `page` beside ZPANEL_SCREENSHOT, its name ending in `-NAME.png`
+ * (nothing when the variable is not set); `options` go to Playwright (`fullPage`).
+ */
+export async function shoot(page, name, options = {}) {
+  const screenshot = process.env.ZPANEL_SCREENSHOT;
+  if (!screenshot) return;
+  const path = screenshot.replace(/(\.png)?$/, `-${name}.png`);
+  await page.screenshot({ path, ...options });
+  console.log(`  screenshot ${path}`);
+}
+
+/**
+ * Runs a script's `steps` in the Chromium `launchChromium` gave: fails on errors the page
+ * threw, names the failing step with a `-failed` screenshot, closes Chromium and exits
+ * (stdin stays open otherwise). The Rust side reads the `ok:` or `FAILED` line.
+ */
+export async function runSteps(name, { page, pageErrors, close }, steps) {
+  try {
+    await steps();
+    if (pageErrors.length > 0) throw new Error(`errors on the page:\n${pageErrors.join('\n')}`);
+    console.log(`ok: the browser ${name} test passed`);
+  } catch (e) {
+    console.log(`FAILED at step "${currentStep}": ${e.message}`);
+    await shoot(page, 'failed').catch(() => {});
+    process.exitCode = 1;
+  } finally {
+    await close();
+  }
+  process.exit();
 }

@@ -16,7 +16,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:https';
-import { ask, currentStep, launchChromium, need, STEP_MS, step } from './harness.mjs';
+import { ask, launchChromium, need, runSteps, step, STEP_MS } from './harness.mjs';
 
 const url = need('ZPANEL_URL').replace(/\/$/, '');
 const password = need('ZPANEL_PASSWORD');
@@ -97,7 +97,7 @@ function upgradeStatus(path, origin, cookie) {
 const { context, page, pageErrors, close } = await launchChromium({
   viewport: { width: 1100, height: 650 },
 });
-try {
+await runSteps('terminal', { page, pageErrors, close }, async () => {
   step('the page loads with a strict Content-Security-Policy');
   const response = await page.goto(url);
   const csp = response.headers()['content-security-policy'] ?? '';
@@ -171,13 +171,4 @@ try {
   await expectLine(page, /\[session ended \(exit 0\)\]/);
   await page.locator('.tab.active[data-state="ended"]').waitFor({ timeout: STEP_MS });
 
-  if (pageErrors.length > 0) throw new Error(`errors on the page:\n${pageErrors.join('\n')}`);
-  console.log('ok: the browser terminal test passed');
-} catch (e) {
-  console.log(`FAILED at step "${currentStep}": ${e.message}`);
-  if (screenshot) await page.screenshot({ path: screenshot.replace(/(\.png)?$/, '-failed.png') }).catch(() => {});
-  process.exitCode = 1;
-} finally {
-  await close();
-}
-process.exit(); // (stdin stays open)
+});
