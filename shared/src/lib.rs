@@ -1,11 +1,13 @@
 //! Code both ends of the bridge session use: the frame codec, the WebSocket transport,
-//! numbered streams with replay buffers, TLS helpers (CA pins) and reconnect backoff.
+//! numbered streams with replay buffers, TLS helpers (CA pins), reconnect backoff and Docker
+//! image references.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod enroll;
 pub mod frame;
 pub mod fsutil;
+pub mod image;
 pub mod process;
 pub mod replay;
 pub mod tls;

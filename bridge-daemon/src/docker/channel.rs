@@ -526,17 +526,13 @@ fn full_name(repo: &str, tag: &str) -> String {
 /// keeps it in the repository, with no tag.
 fn reference(image: &str) -> Result<(String, String), DockerFailure> {
     image_name(image)?;
-    if image.contains('@') {
-        return Ok((image.to_string(), String::new()));
-    }
-    let name_at = image.rfind('/').map_or(0, |slash| slash + 1);
-    Ok(match image[name_at..].rfind(':') {
-        Some(colon) => {
-            let (repo, tag) = image.split_at(name_at + colon);
-            (repo.to_string(), tag[1..].to_string())
-        }
-        None => (image.to_string(), "latest".to_string()),
-    })
+    let (repository, tag) = zpanel_shared::image::split_reference(image);
+    let tag = match tag {
+        Some(tag) => tag,
+        None if image.contains('@') => "",
+        None => "latest",
+    };
+    Ok((repository.to_string(), tag.to_string()))
 }
 
 /// Where a channel's frames go.

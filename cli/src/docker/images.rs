@@ -89,19 +89,12 @@ fn table(images: &[ImageSummary], now: i64) -> String {
 /// `repo:tag` as its two parts (a registry's port is not a tag); `<none>` for what is
 /// missing.
 fn repository_and_tag(reference: &str) -> (String, String) {
-    let none = || "<none>".to_string();
-    let (repository, tag) = match reference.rsplit_once(':') {
-        Some((repository, tag)) if !tag.contains('/') => (repository, tag),
-        _ => (reference, ""),
+    let (repository, tag) = zpanel_shared::image::split_reference(reference);
+    let part = |text: Option<&str>| match text {
+        None | Some("" | "<none>") => "<none>".to_string(),
+        Some(text) => text.to_string(),
     };
-    let part = |text: &str| {
-        if text.is_empty() || text == "<none>" {
-            none()
-        } else {
-            text.to_string()
-        }
-    };
-    (part(repository), part(tag))
+    (part(Some(repository)), part(tag))
 }
 
 /// `pull IMAGE`.
