@@ -302,16 +302,8 @@ pub async fn top(settings: &Settings, host: &str, container: &str) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::docker::parse::binding as port;
     use serde_json::json;
-
-    fn port(host_ip: &str, host_port: u32, container_port: u32, protocol: &str) -> PortBinding {
-        PortBinding {
-            host_port,
-            container_port,
-            protocol: protocol.into(),
-            host_ip: host_ip.into(),
-        }
-    }
 
     #[test]
     fn the_table_reads_like_docker_ps() {

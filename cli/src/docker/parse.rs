@@ -144,18 +144,20 @@ pub fn since(text: &str) -> Result<i64, String> {
     since_at(text, zpanel_shared::unix_now())
 }
 
+/// A port binding, for tests.
+#[cfg(test)]
+pub fn binding(host_ip: &str, host_port: u32, container_port: u32, protocol: &str) -> PortBinding {
+    PortBinding {
+        host_port,
+        container_port,
+        protocol: protocol.into(),
+        host_ip: host_ip.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn binding(host_ip: &str, host_port: u32, container_port: u32, protocol: &str) -> PortBinding {
-        PortBinding {
-            host_port,
-            container_port,
-            protocol: protocol.into(),
-            host_ip: host_ip.into(),
-        }
-    }
 
     #[test]
     fn port_specs_read_as_docker_reads_them() {
