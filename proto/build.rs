@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/zpanel/v1/stream.proto",
         "proto/zpanel/v1/docker.proto",
+        "proto/zpanel/v1/metrics.proto",
         "proto/zpanel/v1/bridge.proto",
         "proto/zpanel/v1/operator.proto",
     ];

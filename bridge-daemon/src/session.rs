@@ -293,7 +293,7 @@ impl DaemonSession {
             Body::Ping(beat) => {
                 let _ = self.outbound.try_send(Body::Pong(beat));
             }
-            Body::Pong(_) => {}
+            Body::Pong(_) | Body::MetricsAck(_) => {}
             Body::Open(open) => self.open(open),
             Body::Data(ChannelData {
                 channel_id,
@@ -356,7 +356,8 @@ impl DaemonSession {
             | Body::FileDone(_)
             | Body::FileChanged(_)
             | Body::DockerUpdate(_)
-            | Body::DockerDone(_) => {
+            | Body::DockerDone(_)
+            | Body::Metrics(_) => {
                 return Err(SessionEnd::Protocol(
                     "frame not allowed from the control plane".into(),
                 ));
@@ -412,6 +413,10 @@ impl DaemonSession {
             open::Request::TerminalKill(kill) => {
                 let killed = terminals.kill(&kill.session_id, &kill.owner_id);
                 return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
+            }
+            open::Request::Processes(_) => {
+                let message = "process listing is being built";
+                return self.answer(channel_id, Err((OpenError::BadRequest, message.into())));
             }
             open::Request::File(request) => {
                 let files = files.clone();

@@ -52,8 +52,14 @@ impl FromStr for Role {
 /// need a global admin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// See hosts and their status (and, later, metrics).
+    /// See hosts and their status.
     ListHosts,
+    /// See hosts' metrics, their history and their processes; read alert rules, channels
+    /// and the alert history.
+    ViewMetrics,
+    /// Create and delete alert rules and notification channels, and send test
+    /// notifications.
+    ManageAlerts,
     /// Delete a host (it must enrol again).
     DeleteHost,
     CreateJoinToken,
@@ -88,8 +94,10 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 18] = [
         Action::ListHosts,
+        Action::ViewMetrics,
+        Action::ManageAlerts,
         Action::DeleteHost,
         Action::CreateJoinToken,
         Action::Exec,
@@ -111,6 +119,8 @@ impl Action {
     pub fn verb(self) -> &'static str {
         match self {
             Action::ListHosts => "list hosts",
+            Action::ViewMetrics => "see metrics and alerts",
+            Action::ManageAlerts => "manage alert rules and notification channels",
             Action::DeleteHost => "delete hosts",
             Action::CreateJoinToken => "create join tokens",
             Action::Exec => "run commands on hosts",
@@ -132,7 +142,9 @@ impl Action {
     /// The lowest role that may do this (the table in ARCHITECTURE.md "Access").
     pub fn min_role(self) -> Role {
         match self {
-            Action::ListHosts | Action::OwnApiTokens | Action::ViewDocker => Role::Viewer,
+            Action::ListHosts | Action::ViewMetrics | Action::OwnApiTokens | Action::ViewDocker => {
+                Role::Viewer
+            }
             Action::Exec
             | Action::Terminal
             | Action::ReadFiles
@@ -141,7 +153,8 @@ impl Action {
             Action::DeleteHost
             | Action::CreateJoinToken
             | Action::ReadAudit
-            | Action::ManageDocker => Role::Operator,
+            | Action::ManageDocker
+            | Action::ManageAlerts => Role::Operator,
             Action::WatchAnyTerminal
             | Action::ManageUsers
             | Action::ManageWorkspaces

@@ -331,7 +331,7 @@ fn on_frame(
             let _ = session.outbound.try_send(Body::Pong(beat));
             return Ok(());
         }
-        Body::Pong(_) => return Ok(()),
+        Body::Pong(_) | Body::Metrics(_) => return Ok(()),
         Body::OpenResult(result) => (result.channel_id, session.deliver_open_result(result)),
         Body::Data(data) => {
             let Some(chunk) = data.chunk else {
@@ -394,7 +394,8 @@ fn on_frame(
         | Body::ExecSignal(_)
         | Body::CertificateRenewed(_)
         | Body::TerminalResize(_)
-        | Body::FileCommit(_) => {
+        | Body::FileCommit(_)
+        | Body::MetricsAck(_) => {
             // counted as refused input when the session ends
             return Err(SessionEnd::Protocol(
                 "frame not allowed from a daemon".into(),

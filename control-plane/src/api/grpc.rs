@@ -1,7 +1,9 @@
 //! The operator gRPC API (`zpanel.v1.Operator`), used by the `zpanel` CLI.
 
 mod access;
+mod alerts;
 mod docker;
+mod metrics;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -656,6 +658,96 @@ impl Operator for OperatorApi {
         let principal = self.principal(&request).await?;
         let reply = docker::import(&self.state, &principal, request.into_inner()).await?;
         Ok(Response::new(reply))
+    }
+
+    async fn query_metrics(
+        &self,
+        request: Request<zpanel_proto::QueryMetricsRequest>,
+    ) -> Result<Response<zpanel_proto::QueryMetricsResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = metrics::query(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_processes(
+        &self,
+        request: Request<zpanel_proto::ListProcessesRequest>,
+    ) -> Result<Response<zpanel_proto::ProcessListing>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = metrics::processes(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_alert_rules(
+        &self,
+        request: Request<zpanel_proto::ListAlertRulesRequest>,
+    ) -> Result<Response<zpanel_proto::ListAlertRulesResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = alerts::list_rules(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn create_alert_rule(
+        &self,
+        request: Request<zpanel_proto::CreateAlertRuleRequest>,
+    ) -> Result<Response<zpanel_proto::AlertRule>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = alerts::create_rule(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        request: Request<zpanel_proto::DeleteAlertRuleRequest>,
+    ) -> Result<Response<zpanel_proto::DeleteAlertRuleResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = alerts::delete_rule(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_alert_channels(
+        &self,
+        request: Request<zpanel_proto::ListAlertChannelsRequest>,
+    ) -> Result<Response<zpanel_proto::ListAlertChannelsResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = alerts::list_channels(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn create_alert_channel(
+        &self,
+        request: Request<zpanel_proto::CreateAlertChannelRequest>,
+    ) -> Result<Response<zpanel_proto::AlertChannel>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = alerts::create_channel(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn delete_alert_channel(
+        &self,
+        request: Request<zpanel_proto::DeleteAlertChannelRequest>,
+    ) -> Result<Response<zpanel_proto::DeleteAlertChannelResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = alerts::delete_channel(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn test_alert_channel(
+        &self,
+        request: Request<zpanel_proto::TestAlertChannelRequest>,
+    ) -> Result<Response<zpanel_proto::TestAlertChannelResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = alerts::test_channel(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_alert_events(
+        &self,
+        request: Request<zpanel_proto::ListAlertEventsRequest>,
+    ) -> Result<Response<zpanel_proto::ListAlertEventsResponse>, Status> {
+        let principal = self.principal(&request).await?;
+        let answer = alerts::list_events(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn kill_terminal(
