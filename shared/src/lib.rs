@@ -23,3 +23,12 @@ pub fn unix_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// Milliseconds since the Unix epoch: the finer clock of metric samples and their batches
+/// (`MetricSample.at_ms`, `MetricBatch.sent_at_ms`).
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
