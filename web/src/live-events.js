@@ -1,5 +1,6 @@
 // Server-Sent Events streams kept open (the hosts list, a folder's changes, Docker events and
-// stats), and the "live" badge that shows how one is doing.
+// stats), and the "live" badge that shows how one is doing (the metrics WebSocket shows its
+// state on one too).
 
 import { errorFrom, request } from './api.js';
 
@@ -10,7 +11,7 @@ const RETRY_MS = 3_000;
 const BADGE_TEXT = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…' };
 
 /** Shows `state` ('connecting', 'live', 'reconnecting' or '') on a badge; `why` as its tooltip. */
-function setLive(badge, state, why = '') {
+export function setLive(badge, state, why = '') {
   badge.dataset.state = state;
   badge.textContent = BADGE_TEXT[state] ?? '';
   badge.title = why;

@@ -1,14 +1,16 @@
 // Zpanel's page: routes between the login form, the hosts page (#/hosts), the terminal
 // page (#/terminals), the file manager (#/files/HOST?path=DIR or ?edit=FILE), a host's
-// Docker page (#/docker/HOST?tab=NAME or ?container=ID), the audit log (#/audit), the
-// user's account (#/account) and users and workspaces (#/team, admins).
+// Docker page (#/docker/HOST?tab=NAME or ?container=ID), the metrics of every host
+// (#/metrics) or one (#/metrics/HOST?range=24h), alerts (#/alerts?tab=NAME), the audit log
+// (#/audit), the user's account (#/account) and users and workspaces (#/team, admins).
 // Talks only to the control plane's own origin.
 
 import '@xterm/xterm/css/xterm.css';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
 import { AccountView } from './account.js';
-import { api, canReadAudit, checkSession, session } from './api.js';
+import { AlertsView } from './alerts.js';
+import { api, atLeast, canReadAudit, checkSession, session } from './api.js';
 import { AuditView } from './audit.js';
 import { $ } from './dom.js';
 import { DockerView } from './docker.js';
@@ -17,6 +19,7 @@ import { FilesView } from './files.js';
 import { filesHash } from './files-ui.js';
 import { HostsView } from './hosts.js';
 import { focusLogin, setUpLogin } from './login.js';
+import { MetricsView } from './metrics.js';
 import { TeamView } from './team.js';
 import { TerminalsView } from './terminals.js';
 
@@ -48,8 +51,10 @@ const hosts = new HostsView({
 const audit = new AuditView({ onUnauthenticated: signedOut });
 const account = new AccountView({ onUnauthenticated: signedOut, onSignedOut: loggedOut });
 const team = new TeamView({ onUnauthenticated: signedOut });
+const metrics = new MetricsView({ onUnauthenticated: signedOut });
+const alerts = new AlertsView({ onUnauthenticated: signedOut });
 /** The views shown by `route` other than login, each with show() and hide(). */
-const VIEWS = { hosts, terminals, files, docker, audit, account, team };
+const VIEWS = { hosts, terminals, files, docker, metrics, alerts, audit, account, team };
 let shown = null; // the view on screen: 'login' or a name in VIEWS
 let tabsRestored = false; // the tabs kept from before a reload are reopened once signed in
 let routedHash = location.hash; // the address last routed to
@@ -79,6 +84,8 @@ function route() {
   const view = session.current ? wanted.view : 'login';
   if (view === 'files') files.navigate(wanted);
   if (view === 'docker') docker.navigate(wanted);
+  if (view === 'metrics') metrics.navigate(wanted);
+  if (view === 'alerts') alerts.navigate(wanted);
   if (view === shown) return;
   if (Object.hasOwn(VIEWS, shown ?? '')) VIEWS[shown].hide();
   shown = view;
@@ -109,6 +116,8 @@ function signedIn() {
   $('#user').title = `role: ${session.current.role || 'none'}`;
   // The server refuses what the role does not allow either way; these only tidy the bar.
   $('#nav-audit').hidden = !canReadAudit();
+  $('#nav-metrics').hidden = !atLeast(session.current.role, 'viewer');
+  $('#nav-alerts').hidden = !atLeast(session.current.role, 'viewer');
   $('#nav-team').hidden = !session.current.admin;
   if (tabsRestored) {
     terminals.resumeAll();
