@@ -1,8 +1,9 @@
 //! The `zpanel` CLI's pieces: settings, the gRPC connection, `hosts`, `exec` and `shell`
 //! (streaming with resume), `sessions`, files on hosts, Docker on hosts, the local terminal,
-//! and the access commands: `users`, `api-tokens`, `workspaces` and `audit`.
+//! the access commands: `users`, `api-tokens`, `workspaces` and `audit`, and `alerts`.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api_tokens;
 pub mod audit;
 pub mod client;

@@ -23,7 +23,7 @@ use zpanel_cli::files::location::Remote;
 use zpanel_cli::files::ls::{LsOptions, ls};
 use zpanel_cli::shell::{ContainerShell, ShellOptions, shell};
 use zpanel_cli::users::{self, NewUser};
-use zpanel_cli::{hosts, sessions, workspaces};
+use zpanel_cli::{alerts, hosts, sessions, workspaces};
 use zpanel_proto::{
     ContainerAction, ContainerSpec, ContainerVerb, CreateJoinTokenRequest, DockerLogs,
     NetworkCreate, PortBinding, PruneKind, Quotas, VolumeCreate, WhoAmIRequest,
@@ -199,6 +199,9 @@ enum Command {
     /// Docker on a host: zpanel docker HOST ps | run | logs -f | stats | exec -it | images |
     /// pull | volumes | networks | ...
     Docker(DockerArgs),
+    /// Alert rules, their history and notification channels: zpanel alerts list | create |
+    /// delete | history | channels list|add|remove|test
+    Alerts(alerts::AlertsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -1025,6 +1028,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Docker(DockerArgs { host, command }) => {
             return docker_command(&Settings::load()?, &host, command).await;
         }
+        Command::Alerts(args) => alerts::run(&Settings::load()?, args).await?,
     }
     Ok(0)
 }

@@ -14,6 +14,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of `serve`'s flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane (first start creates the data directory).
@@ -85,6 +87,16 @@ pub struct ServeArgs {
     /// Delete terminal recordings older than this.
     #[arg(long, env = "ZPANEL_RECORDING_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub recording_retention: Duration,
+    /// How often alert rules are evaluated.
+    #[arg(long, env = "ZPANEL_ALERT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub alert_interval: Duration,
+    /// SMTP server for e-mail alert channels that name none: smtp://[USER:PASSWORD@]HOST[:PORT]
+    /// (STARTTLS when offered) or smtps://... (TLS).
+    #[arg(long, env = "ZPANEL_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender address of alert e-mails whose channel names none.
+    #[arg(long, env = "ZPANEL_SMTP_FROM")]
+    pub smtp_from: Option<String>,
 }
 
 /// A configuration error: exits with 64 (EX_USAGE) and one line.
@@ -105,6 +117,17 @@ impl ServeArgs {
         }
         if self.web_session_ttl < Duration::from_secs(60) {
             return Err(ConfigError("--web-session-ttl must be at least 1m".into()));
+        }
+        if self.alert_interval < Duration::from_secs(1) {
+            return Err(ConfigError("--alert-interval must be at least 1s".into()));
+        }
+        if let Some(url) = &self.smtp_url {
+            crate::service::alerts::notify::smtp_transport(url)
+                .map_err(|e| ConfigError(format!("--smtp-url: {e}")))?;
+        }
+        if let Some(from) = &self.smtp_from {
+            from.parse::<lettre::message::Mailbox>()
+                .map_err(|e| ConfigError(format!("--smtp-from {from:?}: {e}")))?;
         }
         for (flag, url) in [
             ("--public-url", &self.public_url),

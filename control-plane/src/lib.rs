@@ -104,6 +104,11 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
         recordings: recording::Recordings::new(data_dir.clone()),
         limits: Default::default(),
         web_session_ttl: args.web_session_ttl,
+        alerts: service::alerts::Alerts::new(
+            args.alert_interval,
+            args.smtp_url.clone(),
+            args.smtp_from.clone(),
+        )?,
         ca,
     });
 
@@ -122,6 +127,7 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     println!("  admin token: {}", admin_token_path.display());
 
     tokio::spawn(flush_last_seen(state.clone(), shutdown.clone()));
+    tokio::spawn(service::alerts::run(state.clone(), shutdown.clone()));
     let recordings = tokio::spawn(keep_recordings(
         state.clone(),
         args.recording_retention,

@@ -2,6 +2,7 @@
 //! authorisation and audit happen here, once.
 
 pub mod access;
+pub mod alerts;
 pub mod audit;
 pub mod docker;
 pub mod files;
@@ -102,6 +103,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// How long a browser session lasts.
     pub web_session_ttl: Duration,
+    /// Alert evaluation's settings and the notification sender.
+    pub alerts: alerts::Alerts,
 }
 
 /// A host as listed.

@@ -3,11 +3,16 @@
 //! transaction. Users, workspaces and tokens are in `access`, the audit chain in `audit`.
 
 mod access;
+mod alerts;
 mod audit;
 
 pub use access::{
     ApiTokenRecord, Credentials, DEFAULT_WORKSPACE, NewApiToken, Quotas, UserRecord,
     WebSessionRecord, WorkspaceRecord,
+};
+pub use alerts::{
+    AlertChannelRecord, AlertDeliveryRecord, AlertEventFilter, AlertEventRecord, AlertRuleRecord,
+    AlertStateRecord, NewAlertEvent, RawSample,
 };
 pub use audit::{AuditBreak, AuditEntry, AuditFilter, AuditRecord};
 

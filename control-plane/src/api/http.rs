@@ -4,6 +4,7 @@
 //! know JSON on the control plane.
 
 mod access;
+mod alerts;
 mod auth;
 mod docker;
 mod files;
@@ -104,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/hosts/{host}/files/op", post(files::change))
         .route("/api/v1/hosts/{host}/files/watch", get(files::watch))
         .merge(docker::routes())
+        .merge(alerts::routes())
         .merge(super::assets::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

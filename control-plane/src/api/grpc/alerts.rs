@@ -2,79 +2,200 @@
 
 use tonic::Status;
 use zpanel_proto::{
-    AlertChannel, AlertRule, CreateAlertChannelRequest, CreateAlertRuleRequest,
-    DeleteAlertChannelRequest, DeleteAlertChannelResponse, DeleteAlertRuleRequest,
-    DeleteAlertRuleResponse, ListAlertChannelsRequest, ListAlertChannelsResponse,
-    ListAlertEventsRequest, ListAlertEventsResponse, ListAlertRulesRequest, ListAlertRulesResponse,
-    TestAlertChannelRequest, TestAlertChannelResponse,
+    AlertChannel, AlertDelivery, AlertEvent, AlertRule, CreateAlertChannelRequest,
+    CreateAlertRuleRequest, DeleteAlertChannelRequest, DeleteAlertChannelResponse,
+    DeleteAlertRuleRequest, DeleteAlertRuleResponse, ListAlertChannelsRequest,
+    ListAlertChannelsResponse, ListAlertEventsRequest, ListAlertEventsResponse,
+    ListAlertRulesRequest, ListAlertRulesResponse, TestAlertChannelRequest,
+    TestAlertChannelResponse,
 };
 
-use crate::service::{AppState, Principal};
+use crate::service::alerts::{ChannelRequest, ChannelView, EventQuery, RuleRequest, RuleView};
+use crate::service::{AppState, Principal, ServiceError};
+use crate::store::AlertEventRecord;
 
-fn building() -> Status {
-    Status::unimplemented("alerts are being built")
+fn missing(what: &str) -> ServiceError {
+    ServiceError::InvalidArgument(format!("no {what} in the request"))
+}
+
+fn optional(value: String) -> Option<String> {
+    Some(value).filter(|v| !v.is_empty())
+}
+
+fn rule(view: RuleView) -> AlertRule {
+    let RuleView { rule, workspace } = view;
+    AlertRule {
+        id: rule.id,
+        name: rule.name,
+        kind: rule.kind,
+        metric: rule.metric,
+        instance: rule.instance,
+        comparison: rule.comparison,
+        threshold: rule.threshold,
+        for_seconds: rule.for_seconds,
+        severity: rule.severity,
+        selector: rule.selector.into_iter().collect(),
+        channels: rule.channels,
+        cooldown_seconds: rule.cooldown_seconds,
+        workspace,
+        created_at: rule.created_at,
+        created_by: rule.created_by,
+    }
+}
+
+fn channel(view: ChannelView) -> AlertChannel {
+    AlertChannel {
+        id: view.id,
+        name: view.name,
+        kind: view.kind,
+        url: view.url,
+        to: view.to,
+        smtp_url: String::new(),
+        from: view.from,
+        chat_id: view.chat_id,
+        secret: String::new(),
+        has_secret: view.has_secret,
+        workspace: view.workspace,
+        created_at: view.created_at,
+    }
+}
+
+fn event(record: AlertEventRecord) -> AlertEvent {
+    AlertEvent {
+        id: record.id,
+        rule: record.rule_name,
+        host_id: record.host_id,
+        host_name: record.host_name,
+        state: record.state,
+        severity: record.severity,
+        value: record.value,
+        at: record.at,
+        summary: record.summary,
+        notified: record.notified,
+        deliveries: record
+            .deliveries
+            .into_iter()
+            .map(|d| AlertDelivery {
+                channel: d.channel_name,
+                status: d.status,
+                attempts: d.attempts,
+                last_error: d.last_error,
+                sent_at: d.sent_at,
+            })
+            .collect(),
+    }
 }
 
 pub async fn list_rules(
-    _state: &AppState,
-    _principal: &Principal,
+    state: &AppState,
+    principal: &Principal,
     _body: ListAlertRulesRequest,
 ) -> Result<ListAlertRulesResponse, Status> {
-    Err(building())
+    let rules = state.alert_rules(principal).await?;
+    Ok(ListAlertRulesResponse {
+        rules: rules.into_iter().map(rule).collect(),
+    })
 }
 
 pub async fn create_rule(
-    _state: &AppState,
-    _principal: &Principal,
-    _body: CreateAlertRuleRequest,
+    state: &AppState,
+    principal: &Principal,
+    body: CreateAlertRuleRequest,
 ) -> Result<AlertRule, Status> {
-    Err(building())
+    let given = body.rule.ok_or_else(|| missing("rule"))?;
+    let request = RuleRequest {
+        name: given.name,
+        workspace: optional(given.workspace),
+        kind: given.kind,
+        metric: given.metric,
+        instance: given.instance,
+        comparison: given.comparison,
+        threshold: given.threshold,
+        for_seconds: given.for_seconds,
+        severity: given.severity,
+        selector: given.selector.into_iter().collect(),
+        channels: given.channels,
+        cooldown_seconds: given.cooldown_seconds,
+    };
+    Ok(rule(state.alert_rule_create(principal, request).await?))
 }
 
 pub async fn delete_rule(
-    _state: &AppState,
-    _principal: &Principal,
-    _body: DeleteAlertRuleRequest,
+    state: &AppState,
+    principal: &Principal,
+    body: DeleteAlertRuleRequest,
 ) -> Result<DeleteAlertRuleResponse, Status> {
-    Err(building())
+    state.alert_rule_delete(principal, &body.rule).await?;
+    Ok(DeleteAlertRuleResponse {})
 }
 
 pub async fn list_channels(
-    _state: &AppState,
-    _principal: &Principal,
+    state: &AppState,
+    principal: &Principal,
     _body: ListAlertChannelsRequest,
 ) -> Result<ListAlertChannelsResponse, Status> {
-    Err(building())
+    let channels = state.alert_channels(principal).await?;
+    Ok(ListAlertChannelsResponse {
+        channels: channels.into_iter().map(channel).collect(),
+    })
 }
 
 pub async fn create_channel(
-    _state: &AppState,
-    _principal: &Principal,
-    _body: CreateAlertChannelRequest,
+    state: &AppState,
+    principal: &Principal,
+    body: CreateAlertChannelRequest,
 ) -> Result<AlertChannel, Status> {
-    Err(building())
+    let given = body.channel.ok_or_else(|| missing("channel"))?;
+    let request = ChannelRequest {
+        name: given.name,
+        workspace: optional(given.workspace),
+        kind: given.kind,
+        url: given.url,
+        to: given.to,
+        smtp_url: given.smtp_url,
+        from: given.from,
+        chat_id: given.chat_id,
+        secret: given.secret,
+    };
+    Ok(channel(
+        state.alert_channel_create(principal, request).await?,
+    ))
 }
 
 pub async fn delete_channel(
-    _state: &AppState,
-    _principal: &Principal,
-    _body: DeleteAlertChannelRequest,
+    state: &AppState,
+    principal: &Principal,
+    body: DeleteAlertChannelRequest,
 ) -> Result<DeleteAlertChannelResponse, Status> {
-    Err(building())
+    state.alert_channel_delete(principal, &body.channel).await?;
+    Ok(DeleteAlertChannelResponse {})
 }
 
 pub async fn test_channel(
-    _state: &AppState,
-    _principal: &Principal,
-    _body: TestAlertChannelRequest,
+    state: &AppState,
+    principal: &Principal,
+    body: TestAlertChannelRequest,
 ) -> Result<TestAlertChannelResponse, Status> {
-    Err(building())
+    let sent = state.alert_channel_test(principal, &body.channel).await?;
+    Ok(TestAlertChannelResponse {
+        ok: sent.is_ok(),
+        error: sent.err().unwrap_or_default(),
+    })
 }
 
 pub async fn list_events(
-    _state: &AppState,
-    _principal: &Principal,
-    _body: ListAlertEventsRequest,
+    state: &AppState,
+    principal: &Principal,
+    body: ListAlertEventsRequest,
 ) -> Result<ListAlertEventsResponse, Status> {
-    Err(building())
+    let query = EventQuery {
+        host: optional(body.host),
+        rule: optional(body.rule),
+        active: body.active,
+        limit: body.limit,
+    };
+    let events = state.alert_events(principal, query).await?;
+    Ok(ListAlertEventsResponse {
+        events: events.into_iter().map(event).collect(),
+    })
 }
