@@ -288,7 +288,7 @@ fn capability_of(request: &open::Request) -> Capability {
         | open::Request::DockerEvents(_)
         | open::Request::DockerPull(_)
         | open::Request::DockerImport(_) => Capability::Docker,
-        open::Request::Processes(_) => Capability::Exec,
+        open::Request::Processes(_) => Capability::Metrics,
     }
 }
 

@@ -162,6 +162,10 @@ pub struct Settings {
     /// Where the Docker engine answers (written by hand; `join` leaves it out).
     #[serde(default, skip_serializing_if = "DockerSettings::is_default")]
     pub docker: DockerSettings,
+    /// How often metrics are collected and how many are kept for the control plane (written
+    /// by hand; `join` leaves it out).
+    #[serde(default, skip_serializing_if = "MetricsSettings::is_default")]
+    pub metrics: MetricsSettings,
 }
 
 /// `[policy]` in `bridge.toml`: what this host offers, whatever the control plane asks.
@@ -189,14 +193,17 @@ pub enum Capability {
     /// Containers, images, volumes and networks (`zpanel docker`, the browser's containers
     /// page, shells inside containers).
     Docker,
+    /// Metrics collected for the control plane, and the process list.
+    Metrics,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::Exec,
         Capability::Terminal,
         Capability::Files,
         Capability::Docker,
+        Capability::Metrics,
     ];
 
     /// Its name in `bridge.toml`.
@@ -206,6 +213,7 @@ impl Capability {
             Capability::Terminal => "terminal",
             Capability::Files => "files",
             Capability::Docker => "docker",
+            Capability::Metrics => "metrics",
         }
     }
 
@@ -216,6 +224,7 @@ impl Capability {
             Capability::Terminal => "terminals",
             Capability::Files => "files",
             Capability::Docker => "containers",
+            Capability::Metrics => "metrics and processes",
         }
     }
 }
@@ -318,6 +327,80 @@ fn docker_endpoint<'de, D: serde::Deserializer<'de>>(
     Ok(Some(endpoint))
 }
 
+/// `[metrics]` in `bridge.toml`: how often a sample is taken and how long samples are kept
+/// while the control plane cannot take them. Unknown keys are refused like `[policy]`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Between two samples, 1 s to 1 h.
+    #[serde(with = "metrics_interval")]
+    pub interval: Duration,
+    /// Samples kept for the control plane at most, as a time at the interval (at most
+    /// [`MetricsSettings::MAX_BUFFERED`] samples).
+    #[serde(with = "duration_text")]
+    pub buffer: Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> MetricsSettings {
+        MetricsSettings {
+            interval: Duration::from_secs(10),
+            buffer: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// The most samples the buffer holds, whatever `buffer` says.
+    pub const MAX_BUFFERED: usize = 100_000;
+
+    /// How many samples the buffer holds: `buffer` at the interval, at least one.
+    pub fn buffered_samples(&self) -> usize {
+        let samples = self.buffer.as_millis() / self.interval.as_millis().max(1);
+        (samples as usize).clamp(1, Self::MAX_BUFFERED)
+    }
+
+    fn is_default(&self) -> bool {
+        self == &MetricsSettings::default()
+    }
+}
+
+/// Durations in `bridge.toml` as humantime writes them (`10s`, `2h`).
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*duration))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration ({e})")))
+    }
+}
+
+/// `[metrics] interval`: a duration from 1 s to 1 h.
+mod metrics_interval {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub use super::duration_text::serialize;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let interval = super::duration_text::deserialize(deserializer)?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&interval) {
+            return Err(serde::de::Error::custom(
+                "metrics interval must be from 1s to 1h",
+            ));
+        }
+        Ok(interval)
+    }
+}
+
 /// `[terminal]` in `bridge.toml`: the local account of each control-plane user's shells.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalAccounts {
@@ -355,6 +438,8 @@ pub struct HandWritten {
     pub policy: Policy,
     #[serde(default)]
     pub docker: DockerSettings,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
 }
 
 impl HandWritten {
@@ -458,7 +543,7 @@ mod tests {
             load("[policy]\ncapabilities = [\"exec\", \"shell\"]\n"),
             format!(
                 "{path} is not valid: line 6: unknown variant `shell`, \
-                 expected one of `exec`, `terminal`, `files`, `docker`"
+                 expected one of `exec`, `terminal`, `files`, `docker`, `metrics`"
             )
         );
         assert_eq!(
@@ -523,6 +608,40 @@ mod tests {
             )
         );
         assert!(load("[docker]\nendpont = \"unix:///x\"\n").contains("unknown field `endpont`"));
+    }
+
+    #[test]
+    fn metrics_default_to_ten_seconds_and_two_hours_and_are_checked() {
+        let old = "host_id = \"h\"\nname = \"n\"\nserver_url = \"https://s\"\nbridge_url = \"https://b\"\n";
+        let settings: Settings = toml::from_str(old).unwrap();
+        assert_eq!(settings.metrics, MetricsSettings::default());
+        assert_eq!(settings.metrics.buffered_samples(), 720);
+        assert!(settings.policy.offers(Capability::Metrics));
+
+        let text = format!("{old}\n[metrics]\ninterval = \"1m\"\nbuffer = \"1day\"\n");
+        let settings: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(settings.metrics.interval, Duration::from_secs(60));
+        assert_eq!(settings.metrics.buffered_samples(), 1440);
+        assert_eq!(toml::to_string(&settings).unwrap(), text);
+        let huge = format!("{old}[metrics]\ninterval = \"1s\"\nbuffer = \"365days\"\n");
+        let settings: Settings = toml::from_str(&huge).unwrap();
+        assert_eq!(
+            settings.metrics.buffered_samples(),
+            MetricsSettings::MAX_BUFFERED
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let load = |metrics: &str| {
+            std::fs::write(dir.path().join(SETTINGS_FILE), format!("{old}{metrics}")).unwrap();
+            Settings::load(dir.path()).unwrap_err().to_string()
+        };
+        let path = dir.path().join(SETTINGS_FILE).display().to_string();
+        assert_eq!(
+            load("[metrics]\ninterval = \"100ms\"\n"),
+            format!("{path} is not valid: line 6: metrics interval must be from 1s to 1h")
+        );
+        assert!(load("[metrics]\nbuffer = \"soon\"\n").contains("\"soon\" is not a duration"));
+        assert!(load("[metrics]\nintervall = \"5s\"\n").contains("unknown field `intervall`"));
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         files: kept.files,
         policy: kept.policy,
         docker: kept.docker,
+        metrics: kept.metrics,
     }
     .save(dir)?;
     println!(

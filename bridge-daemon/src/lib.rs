@@ -13,4 +13,5 @@ mod http;
 pub mod input;
 pub mod join;
 pub mod session;
+pub mod telemetry;
 pub mod terminal;

@@ -30,10 +30,11 @@ use zpanel_shared::transport::{self, SessionEnd};
 use crate::channel::{
     Attached, Refusal, Target, admit, exec_refusal, serve_channel, terminal_refusal,
 };
-use crate::config::{Policy, RunArgs, Settings};
+use crate::config::{Capability, Policy, RunArgs, Settings};
 use crate::docker::{self, Docker, DockerChannel};
 use crate::exec::Jobs;
 use crate::files::{self, FileChannel, Files};
+use crate::telemetry::Telemetry;
 use crate::terminal::{ContainerShells, TerminalLimits, Terminals};
 use crate::{certificate, hostinfo};
 
@@ -62,6 +63,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let files = Files::new(&settings.files.roots()).map_err(anyhow::Error::msg)?;
     tokio::spawn(files.clone().reap_forever());
     let policy = Arc::new(settings.policy.clone());
+    let telemetry = Telemetry::new(&settings.metrics);
+    if policy.offers(Capability::Metrics) {
+        tokio::spawn(telemetry.clone().collect_forever());
+    }
     tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, capabilities = ?policy.capabilities, max_channels = policy.max_channels, docker = %docker.endpoint(), "zpanel-bridge starting");
     let mut backoff = Backoff::new(args.reconnect_base, args.reconnect_max);
     loop {
@@ -79,6 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     files: files.clone(),
                     docker: docker.clone(),
                     policy: policy.clone(),
+                    telemetry: telemetry.clone(),
                 };
                 let end = serve(ws, work, &args.config_dir, &settings.name).await;
                 tracing::warn!("session ended: {end:#}");
@@ -164,8 +170,9 @@ fn tls_failure(e: &std::io::Error) -> anyhow::Error {
 }
 
 /// What outlives sessions: the exec jobs and terminal sessions channels attach to, the
-/// file service (with its interrupted uploads), the Docker engine, and the policy every
-/// session is served under (read at start).
+/// file service (with its interrupted uploads), the Docker engine, the policy every
+/// session is served under (read at start), and the samples the control plane has not
+/// stored yet.
 #[derive(Clone)]
 struct Work {
     jobs: Arc<Jobs>,
@@ -173,6 +180,7 @@ struct Work {
     files: Arc<Files>,
     docker: Arc<Docker>,
     policy: Arc<Policy>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Runs one session after the hello: waits for the welcome, then serves frames.
@@ -194,6 +202,7 @@ async fn serve(mut ws: Ws, work: Work, config_dir: &Path, name: &str) -> anyhow:
     tracing::info!(version = welcome.version, ?interval, "session open");
     let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (renewed, renewal_answers) = mpsc::channel(1);
+    let metrics = tokio::spawn(work.telemetry.clone().send(outbound.clone(), max_frame));
     let session = DaemonSession {
         outbound: outbound.clone(),
         work,
@@ -229,6 +238,7 @@ async fn serve(mut ws: Ws, work: Work, config_dir: &Path, name: &str) -> anyhow:
     .await;
     heartbeat.abort();
     renewal.abort();
+    metrics.abort();
     session.detach_all();
     anyhow::Error::new(end)
 }
@@ -259,8 +269,8 @@ pub(crate) struct DaemonSession {
     /// Shared with the tasks of file and Docker channels, which drop their attachment when
     /// refused.
     attachments: Attachments,
-    /// Held by each task answering a file or Docker request: a channel open on the control
-    /// plane's side with nothing attached here. The clones beyond this one are those
+    /// Held by each task answering a file, Docker or process request: a channel open on the
+    /// control plane's side with nothing attached here. The clones beyond this one are those
     /// channels.
     answering: Arc<()>,
     /// Answers to certificate renewals, for the renewal task.
@@ -293,7 +303,8 @@ impl DaemonSession {
             Body::Ping(beat) => {
                 let _ = self.outbound.try_send(Body::Pong(beat));
             }
-            Body::Pong(_) | Body::MetricsAck(_) => {}
+            Body::Pong(_) => {}
+            Body::MetricsAck(ack) => self.work.telemetry.acknowledge(ack.next_seq),
             Body::Open(open) => self.open(open),
             Body::Data(ChannelData {
                 channel_id,
@@ -414,9 +425,10 @@ impl DaemonSession {
                 let killed = terminals.kill(&kill.session_id, &kill.owner_id);
                 return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
             }
-            open::Request::Processes(_) => {
-                let message = "process listing is being built";
-                return self.answer(channel_id, Err((OpenError::BadRequest, message.into())));
+            open::Request::Processes(request) => {
+                let telemetry = self.work.telemetry.clone();
+                return self
+                    .answer_later(async move { telemetry.processes(channel_id, request).await });
             }
             open::Request::File(request) => {
                 let files = files.clone();
@@ -545,8 +557,9 @@ impl DaemonSession {
         });
     }
 
-    /// Answers a request whose answer takes time (a file or Docker request) from a task of
-    /// its own, so the frame handler never waits; the channel counts as open meanwhile.
+    /// Answers a request whose answer takes time (a file, Docker or process request) from a
+    /// task of its own, so the frame handler never waits; the channel counts as open
+    /// meanwhile.
     fn answer_later(&self, answer: impl Future<Output = OpenResult> + Send + 'static) {
         let (outbound, answering) = (self.outbound.clone(), self.answering.clone());
         tokio::spawn(async move {
@@ -655,6 +668,7 @@ pub(crate) mod tests {
                 files: Files::new(roots).unwrap(),
                 docker,
                 policy: Arc::new(policy),
+                telemetry: Telemetry::new(&crate::config::MetricsSettings::default()),
             },
             attachments: Arc::default(),
             answering: Arc::default(),
@@ -814,6 +828,44 @@ pub(crate) mod tests {
         assert_eq!(
             expect(&mut frames, opened(4)).await.error(),
             OpenError::None
+        );
+    }
+
+    #[tokio::test]
+    async fn processes_are_listed_unless_the_policy_turns_metrics_off() {
+        use zpanel_proto::{MetricAck, ProcessList, ProcessSort};
+        let (session, mut frames) = session();
+        let list = || {
+            open::Request::Processes(ProcessList {
+                sort: ProcessSort::Memory as i32,
+                limit: 5,
+            })
+        };
+        open(&session, 1, list());
+        let result = expect(&mut frames, opened(1)).await;
+        let Some(open_result::Reply::Processes(listing)) = result.reply else {
+            panic!("no processes in {result:?}");
+        };
+        assert!(listing.summary.is_some() && listing.total >= 1);
+        assert!(!listing.processes.is_empty() && listing.processes.len() <= 5);
+        // an acknowledgement of samples never sent is harmless
+        let ack = MetricAck { next_seq: 42 };
+        session.on_frame(Body::MetricsAck(ack)).unwrap();
+
+        let policy = Policy {
+            capabilities: [crate::config::Capability::Exec].into(),
+            max_channels: 8,
+        };
+        let (session, mut frames) = session_with(&[], policy, "");
+        open(&session, 2, list());
+        let refused = expect(&mut frames, opened(2)).await;
+        assert_eq!(
+            (refused.error(), refused.message.as_str()),
+            (
+                OpenError::Forbidden,
+                "this host's policy does not offer metrics and processes \
+                 (\"metrics\" is not in bridge.toml [policy] capabilities)"
+            )
         );
     }
 
