@@ -533,6 +533,12 @@ impl Daemon {
         self.append_settings(&format!("[docker]\nendpoint = {endpoint:?}\n"));
     }
 
+    /// Sets how often the (not yet started) daemon takes a metrics sample (`[metrics]
+    /// interval`, e.g. `"10s"`).
+    pub fn set_metrics_interval(&self, interval: &str) {
+        self.append_settings(&format!("[metrics]\ninterval = {interval:?}\n"));
+    }
+
     /// Appends a table to the daemon's `bridge.toml`.
     fn append_settings(&self, table: &str) {
         let path = self.config_dir.path().join("bridge.toml");
