@@ -17,7 +17,8 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use zpanel_tests::{Cli, ControlPlane, Daemon, assert_eventually, stderr, stdout};
+use zpanel_tests::web::Browser;
+use zpanel_tests::{Cli, ControlPlane, assert_eventually, stderr, stdout};
 
 const HOST: &str = "alert-host";
 const SECRET: &str = "webhook-test-secret";
@@ -686,6 +687,55 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
         0,
         "a webhook came without a valid signature"
     );
+
+    // the same over HTTP: the history, a rule created and deleted, a channel without secrets
+    let web = Browser::with_token(&cp, &cp.admin_token);
+    let answer = web
+        .call("GET", "/api/v1/alerts/events?rule=host-down&limit=1", None)
+        .await
+        .expect("events");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let latest = answer.json();
+    assert_eq!(latest.as_array().map(Vec::len), Some(1), "{latest}");
+    assert_eq!(latest[0]["state"], "resolved");
+    assert_eq!(latest[0]["summary"], "back online");
+    assert_eq!(delivery(&latest[0], "hook")["status"], "sent");
+    let rule = serde_json::json!({
+        "name": "busy", "metric": "load1", "comparison": ">=", "threshold": 64,
+        "for_seconds": 60, "selector": {"env": "prod"}, "channels": ["mail"],
+    });
+    let answer = web
+        .call("POST", "/api/v1/alerts/rules", Some(&rule))
+        .await
+        .expect("create over HTTP");
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let created = answer.json();
+    assert_eq!(
+        (
+            &created["kind"],
+            &created["severity"],
+            &created["cooldown_seconds"],
+            &created["workspace"]
+        ),
+        (
+            &Value::from("metric"),
+            &Value::from("warning"),
+            &Value::from(300),
+            &Value::from("default")
+        )
+    );
+    let answer = web
+        .call("DELETE", "/api/v1/alerts/rules/busy", None)
+        .await
+        .expect("delete over HTTP");
+    assert_eq!(answer.status, 204, "{}", answer.body);
+    let channels = web
+        .call("GET", "/api/v1/alerts/channels", None)
+        .await
+        .expect("channels")
+        .body;
+    assert!(channels.contains("\"has_secret\":true"), "{channels}");
+    assert!(!channels.contains(SECRET), "{channels}");
 
     // a channel in use stays; deleting the rule frees it
     refused(

@@ -1100,6 +1100,27 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn selectors_need_every_label() {
+        let labels = BTreeMap::from([
+            ("env".to_string(), "prod".to_string()),
+            ("role".to_string(), "web".to_string()),
+        ]);
+        let selector = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(selects(&selector(&[]), &labels));
+        assert!(selects(&selector(&[("env", "prod")]), &labels));
+        assert!(!selects(
+            &selector(&[("env", "prod"), ("role", "db")]),
+            &labels
+        ));
+        assert!(!selects(&selector(&[("zone", "a")]), &labels));
+    }
+
     fn request() -> RuleRequest {
         RuleRequest {
             name: "high-cpu".into(),
