@@ -331,7 +331,11 @@ fn on_frame(
             let _ = session.outbound.try_send(Body::Pong(beat));
             return Ok(());
         }
-        Body::Pong(_) | Body::Metrics(_) => return Ok(()),
+        Body::Pong(_) => return Ok(()),
+        Body::Metrics(batch) => {
+            state.telemetry.submit(session, batch);
+            return Ok(());
+        }
         Body::OpenResult(result) => (result.channel_id, session.deliver_open_result(result)),
         Body::Data(data) => {
             let Some(chunk) = data.chunk else {

@@ -97,6 +97,15 @@ pub struct ServeArgs {
     /// Sender address of alert e-mails whose channel names none.
     #[arg(long, env = "ZPANEL_SMTP_FROM")]
     pub smtp_from: Option<String>,
+    /// Keep hosts' raw metric samples this long.
+    #[arg(long, env = "ZPANEL_METRICS_RAW_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
+    pub metrics_raw_retention: Duration,
+    /// Keep 1-minute metric rollups this long.
+    #[arg(long, env = "ZPANEL_METRICS_MINUTE_RETENTION", default_value = "14d", value_parser = humantime::parse_duration)]
+    pub metrics_minute_retention: Duration,
+    /// Keep 1-hour metric rollups this long.
+    #[arg(long, env = "ZPANEL_METRICS_HOUR_RETENTION", default_value = "365d", value_parser = humantime::parse_duration)]
+    pub metrics_hour_retention: Duration,
 }
 
 /// A configuration error: exits with 64 (EX_USAGE) and one line.
@@ -128,6 +137,18 @@ impl ServeArgs {
         if let Some(from) = &self.smtp_from {
             from.parse::<lettre::message::Mailbox>()
                 .map_err(|e| ConfigError(format!("--smtp-from {from:?}: {e}")))?;
+        }
+        if self.metrics_raw_retention < Duration::from_secs(600) {
+            return Err(ConfigError(
+                "--metrics-raw-retention must be at least 10m".into(),
+            ));
+        }
+        if self.metrics_minute_retention < self.metrics_raw_retention
+            || self.metrics_hour_retention < self.metrics_minute_retention
+        {
+            return Err(ConfigError(
+                "metric retentions must grow with the resolution: --metrics-raw-retention <= --metrics-minute-retention <= --metrics-hour-retention".into(),
+            ));
         }
         for (flag, url) in [
             ("--public-url", &self.public_url),
@@ -226,6 +247,14 @@ mod tests {
     fn refuses_bad_values() {
         assert!(args(&["--heartbeat-interval", "1ms"]).validate().is_err());
         assert!(args(&["--public-url", "not a url"]).validate().is_err());
+        assert!(args(&["--metrics-raw-retention", "1m"]).validate().is_err());
+        let shrinking = [
+            "--metrics-raw-retention",
+            "2d",
+            "--metrics-minute-retention",
+            "1d",
+        ];
+        assert!(args(&shrinking).validate().is_err());
         assert!(args(&[]).validate().is_ok());
     }
 }

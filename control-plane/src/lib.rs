@@ -91,6 +91,13 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     };
 
     let metrics = Arc::new(Metrics::default());
+    let retention = service::metrics::Retention {
+        raw: args.metrics_raw_retention,
+        minute: args.metrics_minute_retention,
+        hour: args.metrics_hour_retention,
+    };
+    let (telemetry, metrics_writer) =
+        service::metrics::MetricsService::new(store.clone(), retention, metrics.clone());
     let state = Arc::new(AppState {
         store,
         router: Arc::new(LocalRouter::new(metrics.clone())),
@@ -109,6 +116,7 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
             args.smtp_url.clone(),
             args.smtp_from.clone(),
         )?,
+        telemetry,
         ca,
     });
 
@@ -128,6 +136,12 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
 
     tokio::spawn(flush_last_seen(state.clone(), shutdown.clone()));
     tokio::spawn(service::alerts::run(state.clone(), shutdown.clone()));
+    tokio::spawn(metrics_writer.run(shutdown.clone()));
+    tokio::spawn(service::metrics::keep_metrics(
+        state.store.clone(),
+        retention,
+        shutdown.clone(),
+    ));
     let recordings = tokio::spawn(keep_recordings(
         state.clone(),
         args.recording_retention,

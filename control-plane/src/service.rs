@@ -8,6 +8,7 @@ pub mod docker;
 pub mod files;
 pub mod limits;
 pub mod login;
+pub mod metrics;
 pub mod relay;
 pub mod terminal;
 
@@ -105,6 +106,8 @@ pub struct AppState {
     pub web_session_ttl: Duration,
     /// Alert evaluation's settings and the notification sender.
     pub alerts: alerts::Alerts,
+    /// Host metrics: the writer's queue, the latest samples, the live broadcast.
+    pub telemetry: Arc<metrics::MetricsService>,
 }
 
 /// A host as listed.

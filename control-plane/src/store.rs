@@ -5,6 +5,7 @@
 mod access;
 mod alerts;
 mod audit;
+mod metrics;
 
 pub use access::{
     ApiTokenRecord, Credentials, DEFAULT_WORKSPACE, NewApiToken, Quotas, UserRecord,
@@ -15,6 +16,7 @@ pub use alerts::{
     AlertStateRecord, NewAlertEvent, RawSample,
 };
 pub use audit::{AuditBreak, AuditEntry, AuditFilter, AuditRecord};
+pub use metrics::{MetricExpiry, PointRow, RawRow, Resolution, SeriesRecord, bucket};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -379,11 +381,15 @@ impl Store {
             .await?)
     }
 
+    /// Deletes a host and its metrics.
     pub async fn delete_host(&self, host_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        metrics::delete_host_metrics(&mut tx, host_id).await?;
         sqlx::query("DELETE FROM hosts WHERE id = ?")
             .bind(host_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ mod alerts;
 mod auth;
 mod docker;
 mod files;
+mod metrics;
 mod terminal;
 
 use std::convert::Infallible;
@@ -105,6 +106,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/hosts/{host}/files/op", post(files::change))
         .route("/api/v1/hosts/{host}/files/watch", get(files::watch))
         .merge(docker::routes())
+        .merge(metrics::routes())
         .merge(alerts::routes())
         .merge(super::assets::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
