@@ -258,7 +258,7 @@ export class AlertsView {
       field('metric', 'Metric', i.metric),
       field('instance', 'Instance', i.instance, 'a mount, an interface, a core; empty: any'),
       field('comparison', 'Comparison', i.comparison),
-      field('threshold', 'Threshold', i.threshold, 'in the metric\'s unit: % , bytes, bytes/s'),
+      field('threshold', 'Threshold', i.threshold, 'in the metric\'s unit (%, bytes, bytes/s)'),
     ];
     const sync = () => {
       for (const element of metricOnly) element.hidden = i.kind.value !== 'metric';

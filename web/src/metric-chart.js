@@ -62,7 +62,9 @@ export class MetricChart {
   set(series, step) {
     this.clear();
     this.gap = Math.max(MIN_GAP_SECONDS, 3 * step);
-    const mine = series.filter((s) => this.metrics.includes(s.metric) && s.points.length > 0);
+    const order = (s) => this.metrics.indexOf(s.metric);
+    const mine = series.filter((s) => this.metrics.includes(s.metric) && s.points.length > 0)
+      .sort((a, b) => order(a) - order(b) || a.instance.localeCompare(b.instance, undefined, { numeric: true }));
     const byKey = new Map();
     for (const s of mine) {
       const key = seriesKey(s.metric, s.instance);

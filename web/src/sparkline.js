@@ -1,10 +1,13 @@
-// Sparklines: a series of [at, value] points drawn as a small inline SVG line over a fixed
-// window of time (the fleet overview's CPU and memory over the last hour), 0 to 100 %.
-// A stretch without points longer than `gap` seconds breaks the line, as the charts do.
+// Sparklines: a series of [at, value] points drawn as a small inline SVG line over a window
+// of time (the fleet overview's CPU and memory over the last hour), 0 to 100 %. A series
+// younger than the window spans the width (but at least 10 s), so a new host shows a
+// line, not a dot; a stretch without points longer than `gap` seconds breaks the line.
 
 const SVG = 'http://www.w3.org/2000/svg';
 const WIDTH = 120;
 const HEIGHT = 28;
+/** The narrowest span drawn. */
+const MIN_SPAN_SECONDS = 10;
 
 function svgElement(tag, attributes) {
   const element = document.createElementNS(SVG, tag);
@@ -13,18 +16,19 @@ function svgElement(tag, attributes) {
 }
 
 /**
- * An <svg> drawing `points` ([[at, value]…], oldest first) from `until - window` to `until`
- * (Unix seconds). `data-points` says how many points it drew.
+ * An <svg> drawing `points` ([[at, value]…], oldest first) of the `window` seconds before
+ * `until` (Unix seconds). `data-points` says how many points it drew.
  */
 export function sparkline(points, { until, window = 3600, gap = 180, max = 100, label = '' }) {
-  const since = until - window;
-  const shown = points.filter(([at, value]) => at >= since && Number.isFinite(value));
+  const shown = points.filter(([at, value]) => at >= until - window && Number.isFinite(value));
+  const since = Math.min(shown[0]?.[0] ?? until, until - MIN_SPAN_SECONDS);
+  const span = until - since;
   const svg = svgElement('svg', { class: 'sparkline', viewBox: `0 0 ${WIDTH} ${HEIGHT}`, preserveAspectRatio: 'none', role: 'img' });
   svg.dataset.points = String(shown.length);
   const title = svgElement('title', {});
   title.textContent = label;
   svg.append(title);
-  const x = (at) => (((at - since) / window) * WIDTH).toFixed(1);
+  const x = (at) => (((at - since) / span) * WIDTH).toFixed(1);
   const y = (value) => (HEIGHT - 1 - (Math.min(max, Math.max(0, value)) / max) * (HEIGHT - 2)).toFixed(1);
   let segment = [];
   const flush = () => {
