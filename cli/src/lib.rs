@@ -1,6 +1,7 @@
 //! The `zpanel` CLI's pieces: settings, the gRPC connection, `hosts`, `exec` and `shell`
 //! (streaming with resume), `sessions`, files on hosts, Docker on hosts, the local terminal,
-//! the access commands: `users`, `api-tokens`, `workspaces` and `audit`, and `alerts`.
+//! the access commands: `users`, `api-tokens`, `workspaces` and `audit`, `metrics` and `top`,
+//! and `alerts`.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -14,9 +15,11 @@ pub mod escape;
 pub mod exec;
 pub mod files;
 pub mod hosts;
+pub mod metrics;
 pub mod sessions;
 pub mod shell;
 pub mod streaming;
+pub mod top;
 pub mod tty;
 pub mod users;
 pub mod workspaces;

@@ -21,12 +21,14 @@ use zpanel_cli::files::download::cat;
 use zpanel_cli::files::edit::{EditOptions, edit};
 use zpanel_cli::files::location::Remote;
 use zpanel_cli::files::ls::{LsOptions, ls};
+use zpanel_cli::metrics::{self, MetricsOptions, parse_time, step_seconds};
 use zpanel_cli::shell::{ContainerShell, ShellOptions, shell};
+use zpanel_cli::top::{self, TopOptions};
 use zpanel_cli::users::{self, NewUser};
 use zpanel_cli::{alerts, hosts, sessions, workspaces};
 use zpanel_proto::{
     ContainerAction, ContainerSpec, ContainerVerb, CreateJoinTokenRequest, DockerLogs,
-    NetworkCreate, PortBinding, PruneKind, Quotas, VolumeCreate, WhoAmIRequest,
+    NetworkCreate, PortBinding, ProcessSort, PruneKind, Quotas, VolumeCreate, WhoAmIRequest,
 };
 
 #[derive(Debug, Parser)]
@@ -202,6 +204,47 @@ enum Command {
     /// Alert rules, their history and notification channels: zpanel alerts list | create |
     /// delete | history | channels list|add|remove|test
     Alerts(alerts::AlertsArgs),
+    /// A host's metrics over a range: the last value, minimum, average and maximum of each.
+    Metrics {
+        host: String,
+        /// Start: a duration before now (5m, 24h, 7d), Unix seconds or RFC 3339.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// End, like --since (default: now).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Time per point (default: about 300 points over the range).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        step: Option<Duration>,
+        /// Only this metric and the ones below it (cpu, memory, disk.percent, ...); repeatable.
+        #[arg(long = "metric", value_name = "NAME")]
+        metrics: Vec<String>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A host's CPU, load, memory and top processes, redrawn until Ctrl-C or q.
+    Top {
+        host: String,
+        #[arg(long, value_enum, default_value = "cpu")]
+        sort: TopSort,
+        /// How many processes to show (1 to 500).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+        /// Time between redraws.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Print once and exit (also when stdout is not a terminal).
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// What `top` sorts processes by.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TopSort {
+    Cpu,
+    Memory,
 }
 
 #[derive(Debug, Args)]
@@ -1029,6 +1072,45 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             return docker_command(&Settings::load()?, &host, command).await;
         }
         Command::Alerts(args) => alerts::run(&Settings::load()?, args).await?,
+        Command::Metrics {
+            host,
+            since,
+            until,
+            step,
+            metrics,
+            json,
+        } => {
+            let now = zpanel_shared::unix_now();
+            let options = MetricsOptions {
+                since: parse_time(&since, now)?,
+                until: until
+                    .map(|until| parse_time(&until, now))
+                    .transpose()?
+                    .unwrap_or(0),
+                step: step_seconds(step)?,
+                metrics,
+                json,
+            };
+            metrics::metrics(&Settings::load()?, &host, options).await?;
+        }
+        Command::Top {
+            host,
+            sort,
+            limit,
+            interval,
+            once,
+        } => {
+            let options = TopOptions {
+                sort: match sort {
+                    TopSort::Cpu => ProcessSort::Cpu,
+                    TopSort::Memory => ProcessSort::Memory,
+                },
+                limit,
+                interval: interval.max(Duration::from_millis(500)),
+                once,
+            };
+            top::top(&Settings::load()?, &host, options).await?;
+        }
     }
     Ok(0)
 }
