@@ -1,8 +1,8 @@
 // One chart of the host metrics page: the series of some metrics over time (one per instance:
 // a mount, an interface, a core), drawn by uPlot (loaded on first use, the chunk the Docker
 // stats chart loads too), with the unit on the axis and in the legend. Its data is a query's
-// answer, and then live samples appended; `data-points` on the chart says how many times it
-// drew.
+// answer, and then live samples appended; `data-points` on the chart says how many points in
+// time it drew.
 
 import { h } from './dom.js';
 import { seriesKey, valueText } from './metrics-api.js';
