@@ -173,40 +173,62 @@ impl LatestSample {
 /// Samples and values refused, by [`DropReason`].
 type DropCounts = [u64; DropReason::ALL.len()];
 
-/// The samples of a batch worth storing, each at its corrected time with its valid values,
-/// and what was refused. `last_at` is the host's newest stored sample, moved on by every
-/// sample taken.
+/// A host's newest stored sample: the second it is stored at, and its corrected time in
+/// milliseconds (what tells a resend from a new sample).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LastSample {
+    at: i64,
+    ms: i64,
+}
+
+impl LastSample {
+    /// After a restart only the stored second is known: every time that rounds to it or
+    /// before counts as already stored.
+    fn stored_at(at: i64) -> LastSample {
+        LastSample {
+            at,
+            ms: at * 1000 + 499,
+        }
+    }
+}
+
+/// The samples of a batch worth storing, each at its second with its valid values, and
+/// what was refused. `last` is the host's newest stored sample, moved on by every sample
+/// taken. A sample's time is corrected by the clocks' difference and rounded to the
+/// second; one that rounds onto the previous sample's second (its collection ran late, the
+/// next one early) takes the next second.
 fn admit(
     batch: &MetricBatch,
     received_ms: i64,
     now: i64,
     raw_retention: i64,
-    last_at: &mut Option<i64>,
+    last: &mut Option<LastSample>,
 ) -> (Vec<(i64, Vec<MetricValue>)>, DropCounts) {
     let mut dropped = DropCounts::default();
     // The clocks' difference in whole seconds: a resend after a reconnect measures a few
     // milliseconds differently, and must still land on the same seconds.
-    let skew = (received_ms.saturating_sub(batch.sent_at_ms))
+    let skew_ms = (received_ms.saturating_sub(batch.sent_at_ms))
         .saturating_add(500)
-        .div_euclid(1000);
+        .div_euclid(1000)
+        .saturating_mul(1000);
     let interval_ms = i64::from(batch.interval_ms.clamp(1000, 3_600_000));
-    let min_gap_ms = (interval_ms / 2).max(1000);
     let mut taken = Vec::new();
     for sample in &batch.samples {
-        let at = sample
-            .at_ms
-            .saturating_add(500)
-            .div_euclid(1000)
-            .saturating_add(skew);
+        let ms = sample.at_ms.saturating_add(skew_ms);
+        let mut at = ms.saturating_add(500).div_euclid(1000);
         let reason = if at > now + FUTURE_SLACK {
             Some(DropReason::Future)
         } else if at < now - raw_retention + PAST_MARGIN {
             Some(DropReason::Past)
         } else {
-            match *last_at {
-                Some(last) if at <= last => Some(DropReason::Duplicate),
-                Some(last) if (at - last) * 1000 < min_gap_ms => Some(DropReason::TooFrequent),
-                _ => None,
+            match *last {
+                Some(last) if ms <= last.ms => Some(DropReason::Duplicate),
+                Some(last) if ms - last.ms < interval_ms / 2 => Some(DropReason::TooFrequent),
+                Some(last) => {
+                    at = at.max(last.at + 1);
+                    None
+                }
+                None => None,
             }
         };
         if let Some(reason) = reason {
@@ -225,7 +247,7 @@ fn admit(
                 && v.instance.len() <= MAX_INSTANCE_BYTES
         });
         dropped[DropReason::Invalid as usize] += (before - values.len()) as u64;
-        *last_at = Some(at);
+        *last = Some(LastSample { at, ms });
         taken.push((at, values));
     }
     (taken, dropped)
@@ -323,8 +345,8 @@ impl MetricsService {
 /// What the writer knows of a host.
 #[derive(Default)]
 struct HostState {
-    /// The newest stored sample's time, once read from the database.
-    last_at: Option<i64>,
+    /// The newest stored sample, once read from the database.
+    last: Option<LastSample>,
     loaded: bool,
     /// The session whose batches arrive, and the sequence number it sends next: a batch
     /// beyond it means one was left out, and is left for the daemon to send again.
@@ -440,7 +462,7 @@ impl MetricsWriter {
         if !host.loaded {
             match self.store.last_metric_at(host_id).await {
                 Ok(last_at) => {
-                    host.last_at = last_at;
+                    host.last = last_at.map(LastSample::stored_at);
                     host.loaded = true;
                 }
                 Err(e) => {
@@ -463,7 +485,7 @@ impl MetricsWriter {
         }
         let now = crate::store::now();
         let raw_retention = self.service.retention.seconds(Resolution::Raw);
-        let (samples, dropped) = admit(&batch, received_ms, now, raw_retention, &mut host.last_at);
+        let (samples, dropped) = admit(&batch, received_ms, now, raw_retention, &mut host.last);
         for (total, n) in flush.dropped.iter_mut().zip(dropped) {
             *total += n;
         }
@@ -944,9 +966,9 @@ mod tests {
     fn admitted(
         batch: &MetricBatch,
         received_ms: i64,
-        last_at: &mut Option<i64>,
+        last: &mut Option<LastSample>,
     ) -> (Vec<i64>, Vec<(&'static str, u64)>) {
-        let (taken, dropped) = admit(batch, received_ms, NOW, RAW_RETENTION, last_at);
+        let (taken, dropped) = admit(batch, received_ms, NOW, RAW_RETENTION, last);
         let counts = DropReason::ALL
             .into_iter()
             .map(|reason| (reason.label(), dropped[reason as usize]))
@@ -957,20 +979,20 @@ mod tests {
 
     #[test]
     fn bad_samples_are_dropped_and_counted_by_reason() {
-        let mut last_at = Some(NOW - 100);
+        let mut last = Some(LastSample::stored_at(NOW - 100));
         let samples = vec![
             sample(NOW - 100, 1.0),               // the last stored one again
             sample(NOW - 150, 1.0),               // older still
             sample(NOW + 61, 1.0),                // a minute ahead
             sample(NOW - RAW_RETENTION - 1, 1.0), // beyond the retention
-            sample(NOW - 95, 1.0),                // fine
-            sample(NOW - 94, 1.0),                // 1 s after, the interval is 10 s
-            sample(NOW - 85, f64::NAN),           // fine but for its CPU value
-            sample(NOW - 75, -3.0),               // fine but for its CPU value
-            sample(NOW - 65, f64::INFINITY),      // fine but for its CPU value
+            sample(NOW - 90, 1.0),                // fine
+            sample(NOW - 89, 1.0),                // 1 s after, the interval is 10 s
+            sample(NOW - 80, f64::NAN),           // fine but for its CPU value
+            sample(NOW - 70, -3.0),               // fine but for its CPU value
+            sample(NOW - 60, f64::INFINITY),      // fine but for its CPU value
         ];
-        let (taken, dropped) = admitted(&batch(samples, 10), NOW * 1000, &mut last_at);
-        assert_eq!(taken, [NOW - 95, NOW - 85, NOW - 75, NOW - 65]);
+        let (taken, dropped) = admitted(&batch(samples, 10), NOW * 1000, &mut last);
+        assert_eq!(taken, [NOW - 90, NOW - 80, NOW - 70, NOW - 60]);
         assert_eq!(
             dropped,
             [
@@ -981,7 +1003,7 @@ mod tests {
                 ("invalid", 3)
             ]
         );
-        assert_eq!(last_at, Some(NOW - 65));
+        assert_eq!(last.map(|last| last.at), Some(NOW - 60));
     }
 
     #[test]
@@ -1038,6 +1060,27 @@ mod tests {
         assert_eq!(admitted(&late, NOW * 1000, &mut None).0, [NOW - 10]);
         late.samples[0].at_ms += 1;
         assert_eq!(admitted(&late, NOW * 1000, &mut None).0, [NOW - 9]);
+    }
+
+    #[test]
+    fn jittered_samples_keep_a_second_each() {
+        // Every second at about half past, some collections late by a few milliseconds.
+        let samples: Vec<MetricSample> = [498, 503, 497, 502, 499]
+            .iter()
+            .enumerate()
+            .map(|(n, late)| MetricSample {
+                at_ms: (NOW - 10 + n as i64) * 1000 + late,
+                ..sample(0, 1.0)
+            })
+            .collect();
+        let mut last = None;
+        let (taken, dropped) = admitted(&batch(samples.clone(), 1), NOW * 1000, &mut last);
+        assert_eq!(taken, [NOW - 10, NOW - 8, NOW - 7, NOW - 6, NOW - 5]);
+        assert!(dropped.is_empty());
+        // Sent again after a reconnect: all of them are known.
+        let (taken, dropped) = admitted(&batch(samples, 1), NOW * 1000 + 7, &mut last);
+        assert!(taken.is_empty());
+        assert_eq!(dropped, [("duplicate", 5)]);
     }
 
     #[test]
