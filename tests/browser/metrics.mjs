@@ -2,8 +2,10 @@
 // tests/tests/browser_metrics.rs: Debian's Chromium, driven by playwright-core, against a real
 // control plane and a daemon that takes a sample every second.
 //
-// As an admin it opens the fleet overview and sees the host online with its CPU and a CPU
-// sparkline; opens the host's page and sees the CPU chart drawn with points (a screenshot),
+// As an admin it opens the fleet overview and sees the host online with its CPU, a CPU
+// sparkline and its label chips; a label filter no host has hides the row and the page says
+// so, clearing the filter shows it again, a chip clicked filters by its label and keeps the
+// row; a column's header sorts by it, then the other way. It opens the host's page and sees the CPU chart drawn with points (a screenshot),
 // then more points as live samples come, and the top processes; switches to 24 hours. On the
 // alerts page it creates a webhook channel through the form, sends it a test notification
 // (nothing listens at its URL: the page shows the failure), creates a rule notifying that
@@ -14,7 +16,7 @@
 // shown when the test fails.
 //
 // Environment: ZPANEL_URL, ZPANEL_PASSWORD (the admin's), ZPANEL_HOST (the host's name),
-// ZPANEL_VIEWER and ZPANEL_VIEWER_PASSWORD, ZPANEL_WEBHOOK_URL (where nothing listens),
+// ZPANEL_LABELS (its labels, KEY=VALUE separated by spaces; none is env=prod), ZPANEL_VIEWER and ZPANEL_VIEWER_PASSWORD, ZPANEL_WEBHOOK_URL (where nothing listens),
 // ZPANEL_SCREENSHOT (PNG path prefix, optional), ZPANEL_CHROMIUM (default /usr/bin/chromium).
 
 import { ask, launchChromium, need, runSteps, shoot, step, STEP_MS } from './harness.mjs';
@@ -22,6 +24,7 @@ import { ask, launchChromium, need, runSteps, shoot, step, STEP_MS } from './har
 const url = need('ZPANEL_URL').replace(/\/$/, '');
 const password = need('ZPANEL_PASSWORD');
 const hostName = need('ZPANEL_HOST');
+const labels = need('ZPANEL_LABELS').split(' ');
 const viewer = need('ZPANEL_VIEWER');
 const viewerPassword = need('ZPANEL_VIEWER_PASSWORD');
 const webhookUrl = need('ZPANEL_WEBHOOK_URL');
@@ -29,6 +32,7 @@ const channel = 'ops-hook';
 const rule = 'busy-cpu';
 
 const fleetRow = `table.fleet tr[data-name="${hostName}"]`;
+const labelFilter = '.fleet-panel [data-field="label-filter"]';
 const cpuPlot = '.metric-chart[data-chart="cpu"] .metric-chart-plot';
 
 async function logIn(page, user, secret) {
@@ -77,6 +81,46 @@ await runSteps('metrics', { page, pageErrors, close }, async () => {
   console.log(`  the sparkline has ${sparkPoints} points`);
   await page.locator('#view-metrics .live[data-state="live"]').waitFor({ timeout: STEP_MS });
   await shoot(page, 'fleet');
+
+  step('the host shows its label chips');
+  for (const label of labels) {
+    await page.locator(`${fleetRow} td.labels .chip`, { hasText: label }).waitFor({ timeout: STEP_MS });
+  }
+  const chips = await page.locator(`${fleetRow} td.labels .chip`).count();
+  if (chips !== labels.length) throw new Error(`the row has ${chips} label chips, not ${labels.length}`);
+
+  step('a label filter no host has hides the row');
+  await page.fill(labelFilter, 'env=prod');
+  await page.press(labelFilter, 'Enter');
+  await page.locator(fleetRow).waitFor({ state: 'detached', timeout: STEP_MS });
+  await page.locator('table.fleet tr.none', { hasText: 'No host has these labels.' }).waitFor({ timeout: STEP_MS });
+  await page.locator('.fleet-panel .heading', { hasText: '0 of 1 hosts shown' }).waitFor({ timeout: STEP_MS });
+
+  step('clearing the filter shows the row again');
+  await page.click('.fleet-panel [data-action="clear-filter"]');
+  await page.locator(fleetRow).waitFor({ timeout: STEP_MS });
+  await page.locator('table.fleet tr.none').waitFor({ state: 'detached', timeout: STEP_MS });
+  if (await page.inputValue(labelFilter) !== '') throw new Error('the filter was not cleared');
+
+  step('clicking a label chip filters by it, and the row stays');
+  const [label] = labels;
+  await page.locator(`${fleetRow} td.labels .chip`, { hasText: label }).click();
+  await page.waitForFunction(([selector, label]) => document.querySelector(selector)?.value === label,
+    [labelFilter, label], { timeout: STEP_MS });
+  await page.locator('.fleet-panel .heading', { hasText: '1 of 1 hosts shown' }).waitFor({ timeout: STEP_MS });
+  await page.locator(fleetRow).waitFor({ timeout: STEP_MS });
+
+  step('a column header sorts by it, then the other way');
+  const nameHeader = page.locator('table.fleet th[data-sort="name"]');
+  const cpuHeader = page.locator('table.fleet th[data-sort="cpu"]');
+  await page.locator('table.fleet th[data-sort="name"][aria-sort="ascending"]').waitFor({ timeout: STEP_MS });
+  if (await cpuHeader.getAttribute('aria-sort') !== 'none') throw new Error('the CPU column is sorted before a click');
+  await cpuHeader.click();
+  await page.locator('table.fleet th[data-sort="cpu"][aria-sort="ascending"]').waitFor({ timeout: STEP_MS });
+  if (await nameHeader.getAttribute('aria-sort') !== 'none') throw new Error('the name column is still sorted by');
+  await cpuHeader.click();
+  await page.locator('table.fleet th[data-sort="cpu"][aria-sort="descending"]').waitFor({ timeout: STEP_MS });
+  await page.locator(fleetRow).waitFor({ timeout: STEP_MS });
 
   step('the host page draws the CPU chart with points');
   await page.click(`${fleetRow} td.name a`);

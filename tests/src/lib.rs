@@ -271,8 +271,24 @@ impl ControlPlane {
         flags: &[&str],
         prepare: impl FnOnce(&Daemon),
     ) -> Daemon {
+        self.add_online_host_labelled(cli, name, &[], flags, prepare)
+            .await
+    }
+
+    /// Like [`ControlPlane::add_online_host_with`], the host enrolled with these labels
+    /// (`KEY=VALUE`, see [`Daemon::join_labelled`]).
+    pub async fn add_online_host_labelled(
+        &self,
+        cli: &Cli,
+        name: &str,
+        labels: &[&str],
+        flags: &[&str],
+        prepare: impl FnOnce(&Daemon),
+    ) -> Daemon {
         let token = cli.join_token(1).await;
-        let daemon = Daemon::join(self, &token, name).await.expect("join");
+        let daemon = Daemon::join_labelled(self, &token, name, labels)
+            .await
+            .expect("join");
         prepare(&daemon);
         let mut all_flags = QUICK_RECONNECT.to_vec();
         all_flags.extend_from_slice(flags);
@@ -429,17 +445,42 @@ impl Daemon {
         Self::join_with_pin(cp, token, name, &cp.pin).await
     }
 
+    /// Like [`Daemon::join`], checking the control plane's certificate against `pin`.
     pub async fn join_with_pin(
         cp: &ControlPlane,
         token: &str,
         name: &str,
         pin: &str,
     ) -> anyhow::Result<Daemon> {
+        Self::enrol(cp, token, name, pin, &[]).await
+    }
+
+    /// Like [`Daemon::join`], the host enrolled with these labels (`KEY=VALUE`, each passed
+    /// as `--label`).
+    pub async fn join_labelled(
+        cp: &ControlPlane,
+        token: &str,
+        name: &str,
+        labels: &[&str],
+    ) -> anyhow::Result<Daemon> {
+        Self::enrol(cp, token, name, &cp.pin, labels).await
+    }
+
+    /// Runs `zpanel-bridge join` in a fresh config directory and reads the host's id from
+    /// the `bridge.toml` it wrote.
+    async fn enrol(
+        cp: &ControlPlane,
+        token: &str,
+        name: &str,
+        pin: &str,
+        labels: &[&str],
+    ) -> anyhow::Result<Daemon> {
         let config_dir = tempfile::Builder::new()
             .prefix("zpanel-bridge-")
             .tempdir()?;
         let out = Command::new(bin("zpanel-bridge"))
             .args(["join", "--server", &cp.url, "--ca-pin", pin, "--name", name])
+            .args(labels.iter().flat_map(|label| ["--label", label]))
             .arg("--config-dir")
             .arg(config_dir.path())
             .env("ZPANEL_JOIN_TOKEN", token)

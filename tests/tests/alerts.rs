@@ -3,8 +3,9 @@
 //! receiver in this process that checks every signature, and a webhook on a closed port.
 //! A metric rule (`processes` above a threshold, crossed both ways by starting and killing
 //! `sleep` processes on this machine, which is the host) fires, resolves, fires again inside
-//! its cooldown (recorded, not notified) and resolves; an offline rule fires when the daemon
-//! stops and resolves when it is back. Also what a viewer and bad input are told.
+//! its cooldown (recorded, not notified) and resolves, while the same rule selecting a label
+//! the host does not have never fires; an offline rule fires when the daemon stops and
+//! resolves when it is back. Also what a viewer and bad input are told.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -21,6 +22,8 @@ use zpanel_tests::web::Browser;
 use zpanel_tests::{Cli, ControlPlane, assert_eventually, stderr, stdout};
 
 const HOST: &str = "alert-host";
+/// The host's label: the metric rule selects it, its twin selects `env=prod`.
+const LABEL: &str = "env=test";
 const SECRET: &str = "webhook-test-secret";
 const WAIT: Duration = Duration::from_secs(60);
 /// `sleep` processes started to cross the threshold, and the margin to other processes
@@ -360,7 +363,7 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
     .await;
     let admin = cp.admin_cli().await;
     let daemon = cp
-        .add_online_host_with(&admin, HOST, &[], |daemon| {
+        .add_online_host_labelled(&admin, HOST, &[LABEL], &[], |daemon| {
             daemon.set_metrics_interval("1s")
         })
         .await;
@@ -489,7 +492,8 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
         "unknown channel \"pager\"",
     );
 
-    // the metric rule: more processes than now plus a margin, for 2 s
+    // the metric rule: more processes than now plus a margin, for 2 s, on hosts labelled
+    // env=test; its twin on env=prod hosts, which this one is not
     let threshold = processes_now() + MARGIN;
     let created = ok(
         &admin
@@ -505,6 +509,8 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
                 "2s",
                 "--severity",
                 "critical",
+                "--selector",
+                LABEL,
                 "--channel",
                 "mail",
                 "--channel",
@@ -520,6 +526,24 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
     assert!(
         created.contains(&format!("processes > {threshold} for 2s")),
         "{created}"
+    );
+    ok(
+        &admin
+            .run(&[
+                "alerts",
+                "create",
+                "prod-processes",
+                "--metric",
+                "processes",
+                "--above",
+                &threshold.to_string(),
+                "--for",
+                "2s",
+                "--selector",
+                "env=prod",
+            ])
+            .await,
+        "create the env=prod rule",
     );
     refused(
         &admin
@@ -540,6 +564,10 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
         assert!(header.contains(column), "{listed}");
     }
     assert!(listed.contains("mail,hook,dead"), "{listed}");
+    assert!(
+        listed.contains(LABEL) && listed.contains("env=prod"),
+        "{listed}"
+    );
 
     let sleepers = Sleepers::start();
     assert_eventually!(
@@ -555,6 +583,9 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
         "the rule never resolved: {:?}",
         history(&admin, &[]).await
     );
+    // (both rules are evaluated in the same passes, and many went by while it was firing)
+    let prod = history(&admin, &["--rule", "prod-processes"]).await;
+    assert!(prod.is_empty(), "a rule for env=prod fired: {prod:?}");
     assert_eventually!(
         smtp.subjects()
             == [

@@ -1,10 +1,11 @@
 //! The metrics and alerts pages in a browser: Chromium (driven by `tests/browser/metrics.mjs`)
-//! sees a host that samples every second in the fleet overview with its CPU and a sparkline,
-//! its CPU chart drawn with points that grow as live samples come (a screenshot), its top
-//! processes and the 24 h range; then creates a webhook channel, tests it, and creates a rule
-//! through the forms, and a viewer sees the rules without a form. This side answers whether
-//! the control plane really holds what the page created. Screenshots land in
-//! `target/debug/browser/`.
+//! sees a host that samples every second in the fleet overview with its CPU, a sparkline and
+//! its label chips, filters the overview by a label typed and by a chip clicked and sorts it
+//! by a column; sees the host's CPU chart drawn with points that grow as live samples come (a
+//! screenshot), its top processes and the 24 h range; then creates a webhook channel, tests
+//! it, and creates a rule through the forms, and a viewer sees the rules without a form. This
+//! side answers whether the control plane really holds what the page created. Screenshots
+//! land in `target/debug/browser/`.
 
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use zpanel_tests::web::Browser;
 /// Longest silence from the script between two commands (a step waits up to 60 s).
 const SCRIPT_SILENCE: Duration = Duration::from_secs(180);
 const HOST: &str = "metrics-host";
+/// The host's labels; the script filters the fleet overview by the first.
+const LABELS: [&str; 2] = ["env=test", "role=metrics"];
 const VIEWER: &str = "watcher";
 const VIEWER_PASSWORD: &str = "watcher-password-1";
 
@@ -25,7 +28,9 @@ async fn a_browser_charts_live_metrics_and_manages_alerts() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
     let _daemon = cp
-        .add_online_host_with(&cli, HOST, &[], |daemon| daemon.set_metrics_interval("1s"))
+        .add_online_host_labelled(&cli, HOST, &LABELS, &[], |daemon| {
+            daemon.set_metrics_interval("1s")
+        })
         .await;
     let admin = Browser::login(&cp, "admin", &cp.admin_password())
         .await
@@ -58,6 +63,7 @@ async fn a_browser_charts_live_metrics_and_manages_alerts() {
             ("ZPANEL_URL", &url),
             ("ZPANEL_PASSWORD", &password),
             ("ZPANEL_HOST", HOST),
+            ("ZPANEL_LABELS", &LABELS.join(" ")),
             ("ZPANEL_VIEWER", VIEWER),
             ("ZPANEL_VIEWER_PASSWORD", VIEWER_PASSWORD),
             ("ZPANEL_WEBHOOK_URL", &webhook_url),
