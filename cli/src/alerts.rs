@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, Subcommand};
-use serde::Serialize;
 use zpanel_proto::{
     AlertChannel, AlertEvent, AlertRule, CreateAlertChannelRequest, CreateAlertRuleRequest,
     DeleteAlertChannelRequest, DeleteAlertRuleRequest, ListAlertChannelsRequest,
     ListAlertEventsRequest, ListAlertRulesRequest, TestAlertChannelRequest,
 };
+
+use zpanel_shared::alerts::{ChannelJson, EventJson, RuleJson};
 
 use crate::client::{self, call_failed};
 use crate::config::Settings;
@@ -216,48 +217,6 @@ pub async fn run(settings: &Settings, args: AlertsArgs) -> anyhow::Result<()> {
 
 // === rules ===
 
-/// A rule as `--json` prints it (the fields of the HTTP API).
-#[derive(Debug, Serialize)]
-struct RuleJson {
-    id: String,
-    name: String,
-    kind: String,
-    metric: String,
-    instance: String,
-    comparison: String,
-    threshold: f64,
-    for_seconds: u64,
-    severity: String,
-    selector: BTreeMap<String, String>,
-    channels: Vec<String>,
-    cooldown_seconds: u64,
-    workspace: String,
-    created_at: i64,
-    created_by: String,
-}
-
-impl From<&AlertRule> for RuleJson {
-    fn from(r: &AlertRule) -> Self {
-        RuleJson {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            kind: r.kind.clone(),
-            metric: r.metric.clone(),
-            instance: r.instance.clone(),
-            comparison: r.comparison.clone(),
-            threshold: r.threshold,
-            for_seconds: r.for_seconds,
-            severity: r.severity.clone(),
-            selector: r.selector.clone().into_iter().collect(),
-            channels: r.channels.clone(),
-            cooldown_seconds: r.cooldown_seconds,
-            workspace: r.workspace.clone(),
-            created_at: r.created_at,
-            created_by: r.created_by.clone(),
-        }
-    }
-}
-
 fn duration(seconds: u64) -> String {
     humantime::format_duration(Duration::from_secs(seconds)).to_string()
 }
@@ -382,59 +341,6 @@ async fn create(settings: &Settings, args: CreateArgs) -> anyhow::Result<()> {
 
 // === history ===
 
-#[derive(Debug, Serialize)]
-struct DeliveryJson {
-    channel: String,
-    status: String,
-    attempts: u32,
-    last_error: String,
-    sent_at: Option<i64>,
-}
-
-/// An event as `--json` prints it (the fields of the HTTP API).
-#[derive(Debug, Serialize)]
-struct EventJson {
-    id: i64,
-    rule: String,
-    host_id: String,
-    host_name: String,
-    state: String,
-    severity: String,
-    value: f64,
-    at: i64,
-    summary: String,
-    notified: bool,
-    deliveries: Vec<DeliveryJson>,
-}
-
-impl From<&AlertEvent> for EventJson {
-    fn from(e: &AlertEvent) -> Self {
-        EventJson {
-            id: e.id,
-            rule: e.rule.clone(),
-            host_id: e.host_id.clone(),
-            host_name: e.host_name.clone(),
-            state: e.state.clone(),
-            severity: e.severity.clone(),
-            value: e.value,
-            at: e.at,
-            summary: e.summary.clone(),
-            notified: e.notified,
-            deliveries: e
-                .deliveries
-                .iter()
-                .map(|d| DeliveryJson {
-                    channel: d.channel.clone(),
-                    status: d.status.clone(),
-                    attempts: d.attempts,
-                    last_error: d.last_error.clone(),
-                    sent_at: (d.sent_at > 0).then_some(d.sent_at),
-                })
-                .collect(),
-        }
-    }
-}
-
 /// How an event was notified: `no (cooldown)`, or each channel's delivery status.
 fn notified(event: &AlertEvent) -> String {
     if !event.notified {
@@ -493,38 +399,6 @@ async fn history(
 }
 
 // === channels ===
-
-/// A channel as `--json` prints it (the fields of the HTTP API; never a secret).
-#[derive(Debug, Serialize)]
-struct ChannelJson {
-    id: String,
-    name: String,
-    kind: String,
-    url: String,
-    to: Vec<String>,
-    from: String,
-    chat_id: String,
-    has_secret: bool,
-    workspace: String,
-    created_at: i64,
-}
-
-impl From<&AlertChannel> for ChannelJson {
-    fn from(c: &AlertChannel) -> Self {
-        ChannelJson {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            kind: c.kind.clone(),
-            url: c.url.clone(),
-            to: c.to.clone(),
-            from: c.from.clone(),
-            chat_id: c.chat_id.clone(),
-            has_secret: c.has_secret,
-            workspace: c.workspace.clone(),
-            created_at: c.created_at,
-        }
-    }
-}
 
 /// Where a channel sends: its URL, its recipients or its chat.
 fn destination(c: &AlertChannel) -> String {

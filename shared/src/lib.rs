@@ -1,8 +1,9 @@
 //! Code both ends of the bridge session use: the frame codec, the WebSocket transport,
 //! numbered streams with replay buffers, TLS helpers (CA pins), reconnect backoff and Docker
-//! image references.
+//! image references; and the JSON of alerts that the HTTP API and the CLI both print.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod backoff;
 pub mod enroll;
 pub mod frame;

@@ -1,5 +1,6 @@
 //! Alert routes (ARCHITECTURE.md "Metrics and alerts"): rules, notification channels (never
-//! their secrets), test notifications and the alert history. JSON in and out; every decision
+//! their secrets), test notifications and the alert history. JSON in and out (the answers are
+//! `zpanel_shared::alerts`' types, which `zpanel alerts --json` prints too); every decision
 //! is the service's.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+
+use zpanel_shared::alerts::{ChannelJson, DeliveryJson, EventJson, RuleJson, sent_at};
 
 use super::auth::Caller;
 use super::{body, query};
@@ -39,25 +42,6 @@ fn no_content() -> Response {
 }
 
 // === rules ===
-
-#[derive(Serialize)]
-pub struct RuleJson {
-    id: String,
-    name: String,
-    kind: String,
-    metric: String,
-    instance: String,
-    comparison: String,
-    threshold: f64,
-    for_seconds: u64,
-    severity: String,
-    selector: BTreeMap<String, String>,
-    channels: Vec<String>,
-    cooldown_seconds: u64,
-    workspace: String,
-    created_at: i64,
-    created_by: String,
-}
 
 impl From<RuleView> for RuleJson {
     fn from(RuleView { rule, workspace }: RuleView) -> Self {
@@ -161,20 +145,6 @@ pub async fn delete_rule(
 }
 
 // === channels ===
-
-#[derive(Serialize)]
-pub struct ChannelJson {
-    id: String,
-    name: String,
-    kind: String,
-    url: String,
-    to: Vec<String>,
-    from: String,
-    chat_id: String,
-    has_secret: bool,
-    workspace: String,
-    created_at: i64,
-}
 
 impl From<ChannelView> for ChannelJson {
     fn from(view: ChannelView) -> Self {
@@ -282,30 +252,6 @@ pub async fn test_channel(
 
 // === history ===
 
-#[derive(Serialize)]
-pub struct DeliveryJson {
-    channel: String,
-    status: String,
-    attempts: u32,
-    last_error: String,
-    sent_at: Option<i64>,
-}
-
-#[derive(Serialize)]
-pub struct EventJson {
-    id: i64,
-    rule: String,
-    host_id: String,
-    host_name: String,
-    state: String,
-    severity: String,
-    value: f64,
-    at: i64,
-    summary: String,
-    notified: bool,
-    deliveries: Vec<DeliveryJson>,
-}
-
 impl From<AlertEventRecord> for EventJson {
     fn from(event: AlertEventRecord) -> Self {
         EventJson {
@@ -327,7 +273,7 @@ impl From<AlertEventRecord> for EventJson {
                     status: d.status,
                     attempts: d.attempts,
                     last_error: d.last_error,
-                    sent_at: Some(d.sent_at).filter(|at| *at > 0),
+                    sent_at: sent_at(d.sent_at),
                 })
                 .collect(),
         }
