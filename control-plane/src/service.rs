@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::router::{Channel, HostRouter, LocalRouter, RouteError};
 use crate::store::{
     AuditEntry, DEFAULT_WORKSPACE, HostFacts, HostRecord, NewHost, Store, StoreError,
+    WorkspaceRecord,
 };
 
 /// Longest a join token may live.
@@ -238,6 +239,22 @@ impl AppState {
         Ok(host.id)
     }
 
+    /// A workspace by id or name (default: the default workspace) the caller may do `action`
+    /// in; a refusal is audited like every other.
+    pub async fn workspace_for(
+        &self,
+        principal: &Principal,
+        action: Action,
+        workspace: Option<&str>,
+    ) -> Result<WorkspaceRecord, ServiceError> {
+        let workspace = self
+            .workspace(workspace.unwrap_or(DEFAULT_WORKSPACE))
+            .await?;
+        self.authorize(principal, action, Some(&workspace.id))
+            .await?;
+        Ok(workspace)
+    }
+
     /// A join token for hosts to join `workspace` (default: the default workspace).
     pub async fn create_join_token(
         &self,
@@ -247,9 +264,7 @@ impl AppState {
         workspace: Option<&str>,
     ) -> Result<JoinTokenCreated, ServiceError> {
         let workspace = self
-            .workspace(workspace.unwrap_or(DEFAULT_WORKSPACE))
-            .await?;
-        self.authorize(principal, Action::CreateJoinToken, Some(&workspace.id))
+            .workspace_for(principal, Action::CreateJoinToken, workspace)
             .await?;
         if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
             return Err(ServiceError::InvalidArgument(

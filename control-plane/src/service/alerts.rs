@@ -16,8 +16,8 @@ use super::audit::check;
 use super::{Action, AppState, Principal, ServiceError};
 use crate::router::HostRouter;
 use crate::store::{
-    AlertChannelRecord, AlertEventFilter, AlertEventRecord, AlertRuleRecord, DEFAULT_WORKSPACE,
-    HostRecord, NewAlertEvent, RawSample, StoreError, WorkspaceRecord, now,
+    AlertChannelRecord, AlertEventFilter, AlertEventRecord, AlertRuleRecord, HostRecord,
+    NewAlertEvent, RawSample, StoreError, now,
 };
 use notify::{Notice, Notifier, TELEGRAM_API};
 
@@ -726,20 +726,6 @@ impl AppState {
         Ok((visible, names))
     }
 
-    /// The workspace a new rule or channel goes in, if the caller may manage alerts there.
-    async fn alert_workspace(
-        &self,
-        principal: &Principal,
-        workspace: Option<&str>,
-    ) -> Result<WorkspaceRecord, ServiceError> {
-        let workspace = self
-            .workspace(workspace.unwrap_or(DEFAULT_WORKSPACE))
-            .await?;
-        self.authorize(principal, Action::ManageAlerts, Some(&workspace.id))
-            .await?;
-        Ok(workspace)
-    }
-
     /// The rules the caller sees, by name.
     pub async fn alert_rules(&self, principal: &Principal) -> Result<Vec<RuleView>, ServiceError> {
         let (visible, names) = self.alert_scope(principal).await?;
@@ -762,7 +748,11 @@ impl AppState {
         request: RuleRequest,
     ) -> Result<RuleView, ServiceError> {
         let workspace = self
-            .alert_workspace(principal, request.workspace.as_deref())
+            .workspace_for(
+                principal,
+                Action::ManageAlerts,
+                request.workspace.as_deref(),
+            )
             .await?;
         let mut rule = check_rule(&request)?;
         let channels = self.store.alert_channels().await?;
@@ -847,7 +837,11 @@ impl AppState {
         request: ChannelRequest,
     ) -> Result<ChannelView, ServiceError> {
         let workspace = self
-            .alert_workspace(principal, request.workspace.as_deref())
+            .workspace_for(
+                principal,
+                Action::ManageAlerts,
+                request.workspace.as_deref(),
+            )
             .await?;
         let mut channel = check_channel(&request, &self.alerts.notifier)?;
         channel.id = uuid::Uuid::new_v4().to_string();
