@@ -215,28 +215,33 @@ impl Store {
             .await?;
         for chunk in series.chunks(SERIES_PER_STATEMENT) {
             let ids = id_list(chunk);
-            let minute = format!(
-                "INSERT INTO metric_1m (series_id, at, min, max, sum, count)
-                 SELECT series_id, at - at % 60, MIN(value), MAX(value), SUM(value), COUNT(*)
-                 FROM metric_raw WHERE series_id IN ({ids}) AND at >= ?
-                 GROUP BY series_id, at - at % 60
-                 ON CONFLICT (series_id, at) DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count"
-            );
-            sqlx::query(&minute)
-                .bind(bucket(from, 60))
-                .execute(&self.pool)
-                .await?;
-            let hour = format!(
-                "INSERT INTO metric_1h (series_id, at, min, max, sum, count)
-                 SELECT series_id, at - at % 3600, MIN(min), MAX(max), SUM(sum), SUM(count)
-                 FROM metric_1m WHERE series_id IN ({ids}) AND at >= ?
-                 GROUP BY series_id, at - at % 3600
-                 ON CONFLICT (series_id, at) DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count"
-            );
-            sqlx::query(&hour)
-                .bind(bucket(from, 3600))
-                .execute(&self.pool)
-                .await?;
+            // Minutes from raw values first, then hours from those minutes.
+            for (target, source, width, aggregates) in [
+                (
+                    "metric_1m",
+                    "metric_raw",
+                    60,
+                    "MIN(value), MAX(value), SUM(value), COUNT(*)",
+                ),
+                (
+                    "metric_1h",
+                    "metric_1m",
+                    3600,
+                    "MIN(min), MAX(max), SUM(sum), SUM(count)",
+                ),
+            ] {
+                let statement = format!(
+                    "INSERT INTO {target} (series_id, at, min, max, sum, count)
+                     SELECT series_id, at - at % {width}, {aggregates}
+                     FROM {source} WHERE series_id IN ({ids}) AND at >= ?
+                     GROUP BY series_id, at - at % {width}
+                     ON CONFLICT (series_id, at) DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count"
+                );
+                sqlx::query(&statement)
+                    .bind(bucket(from, width))
+                    .execute(&self.pool)
+                    .await?;
+            }
         }
         sqlx::query("UPDATE metric_rollup SET at = NULL WHERE name = 'rolling'")
             .execute(&self.pool)
