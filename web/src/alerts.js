@@ -147,6 +147,27 @@ export class AlertsView {
     return true;
   }
 
+  /**
+   * Sends what a form asks with its submit button disabled (a double click sends one
+   * request). A refusal is said on the form's `error` line, a lost session goes to the login
+   * page; on success `done` is said and the tab drawn again.
+   */
+  async submit(form, error, call, done) {
+    const button = form.querySelector('[type="submit"]');
+    button.disabled = true;
+    try {
+      await call();
+    } catch (e) {
+      if (e.status === 401) return this.onUnauthenticated();
+      error.textContent = e.message;
+      return;
+    } finally {
+      button.disabled = false;
+    }
+    this.notify(done);
+    this.load();
+  }
+
   /** An event's value in its rule's unit. */
   valueOf(event) {
     const rule = this.rules.find((r) => r.name === event.rule);
@@ -277,19 +298,7 @@ export class AlertsView {
           error.textContent = e.message;
           return;
         }
-        const button = form.querySelector('[type="submit"]');
-        button.disabled = true;
-        try {
-          await alerts.createRule(rule);
-        } catch (e) {
-          if (e.status === 401) return this.onUnauthenticated();
-          error.textContent = e.message;
-          return;
-        } finally {
-          button.disabled = false;
-        }
-        this.notify(`rule ${rule.name} created`);
-        this.load();
+        await this.submit(form, error, () => alerts.createRule(rule), `rule ${rule.name} created`);
       },
     },
       h('h3', {}, 'New rule'),
@@ -431,19 +440,7 @@ export class AlertsView {
           channel[input.dataset.field] = input.dataset.field === 'to' ? value.split(/[\s,]+/).filter(Boolean) : value;
         }
         if (i.workspace) channel.workspace = i.workspace.value;
-        const button = form.querySelector('[type="submit"]');
-        button.disabled = true;
-        try {
-          await alerts.createChannel(channel);
-        } catch (e) {
-          if (e.status === 401) return this.onUnauthenticated();
-          error.textContent = e.message;
-          return;
-        } finally {
-          button.disabled = false;
-        }
-        this.notify(`channel ${channel.name} created`);
-        this.load();
+        await this.submit(form, error, () => alerts.createChannel(channel), `channel ${channel.name} created`);
       },
     },
       h('h3', {}, 'New channel'),
