@@ -3113,6 +3113,29 @@ async fn open_session(
     ))
 }
 
+/// What a synthetic daemon answers the control plane's next message with: a pong to a ping,
+/// nothing to the rest (frames other than pings and closes are handed to `other`), or why
+/// the session ended (`Err`).
+fn answer(
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    other: impl FnOnce(Body),
+) -> Result<Option<Body>, String> {
+    match message {
+        Some(Ok(Message::Binary(bytes))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES) {
+            Ok(Body::Ping(beat)) => Ok(Some(Body::Pong(beat))),
+            Ok(Body::Close(close)) => Err(format!("closed by the control plane: {}", close.reason)),
+            Ok(body) => {
+                other(body);
+                Ok(None)
+            }
+            Err(e) => Err(format!("bad frame: {e}")),
+        },
+        Some(Ok(Message::Close(_))) | None => Err("the control plane closed the connection".into()),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(format!("transport: {e}")),
+    }
+}
+
 /// Keeps a session alive until it ends; returns why it ended.
 async fn keep_alive(mut ws: Ws, interval: Duration) -> String {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -3120,16 +3143,9 @@ async fn keep_alive(mut ws: Ws, interval: Duration) -> String {
     let mut nonce = 0u64;
     loop {
         let reply = tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(Message::Binary(bytes))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES) {
-                    Ok(Body::Ping(beat)) => Some(Body::Pong(beat)),
-                    Ok(Body::Close(close)) => return format!("closed by the control plane: {}", close.reason),
-                    Ok(_) => None,
-                    Err(e) => return format!("bad frame: {e}"),
-                },
-                Some(Ok(Message::Close(_))) | None => return "the control plane closed the connection".into(),
-                Some(Ok(_)) => None,
-                Some(Err(e)) => return format!("transport: {e}"),
+            message = ws.next() => match answer(message, |_| {}) {
+                Ok(reply) => reply,
+                Err(why) => return why,
             },
             _ = tick.tick() => {
                 nonce += 1;
@@ -3456,23 +3472,19 @@ async fn feed_samples(mut ws: Ws, heartbeat: Duration, acked: Arc<AtomicU64>) ->
             continue;
         }
         let reply = tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(Message::Binary(bytes))) => match frame::decode(bytes, DEFAULT_MAX_FRAME_BYTES) {
-                    Ok(Body::MetricsAck(ack)) => {
+            message = ws.next() => {
+                let counted = |body| {
+                    if let Body::MetricsAck(ack) = body {
                         let now = ack.next_seq.clamp(acknowledged, next_seq);
                         acked.fetch_add(now - acknowledged, Ordering::Relaxed);
                         acknowledged = now;
-                        None
                     }
-                    Ok(Body::Ping(beat)) => Some(Body::Pong(beat)),
-                    Ok(Body::Close(close)) => return format!("closed by the control plane: {}", close.reason),
-                    Ok(_) => None,
-                    Err(e) => return format!("bad frame: {e}"),
-                },
-                Some(Ok(Message::Close(_))) | None => return "the control plane closed the connection".into(),
-                Some(Ok(_)) => None,
-                Some(Err(e)) => return format!("transport: {e}"),
-            },
+                };
+                match answer(message, counted) {
+                    Ok(reply) => reply,
+                    Err(why) => return why,
+                }
+            }
             _ = tick.tick() => {
                 nonce += 1;
                 Some(Body::Ping(Heartbeat { nonce }))
