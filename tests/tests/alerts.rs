@@ -455,42 +455,21 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
             .await,
         "role viewer may not manage alert rules and notification channels",
     );
-    refused(
-        &admin
-            .run(&[
-                "alerts",
-                "create",
-                "bad",
-                "--metric",
-                "cpu.total",
-                "--above",
-                "1",
-            ])
-            .await,
-        "unknown metric \"cpu.total\"; metrics are cpu, cpu.core, load1, load5, load15",
-    );
-    refused(
-        &admin
-            .run(&[
-                "alerts", "create", "bad", "--metric", "cpu", "--above", "NaN",
-            ])
-            .await,
-        "not NaN",
-    );
-    refused(
-        &admin
-            .run(&[
-                "alerts",
-                "create",
-                "bad",
-                "--offline",
-                "1m",
-                "--channel",
-                "pager",
-            ])
-            .await,
-        "unknown channel \"pager\"",
-    );
+    for (args, told) in [
+        (
+            &["--metric", "cpu.total", "--above", "1"][..],
+            "unknown metric \"cpu.total\"; metrics are cpu, cpu.core, load1, load5, load15",
+        ),
+        (&["--metric", "cpu", "--above", "NaN"], "not NaN"),
+        (
+            &["--offline", "1m", "--channel", "pager"],
+            "unknown channel \"pager\"",
+        ),
+    ] {
+        let mut create = vec!["alerts", "create", "bad"];
+        create.extend_from_slice(args);
+        refused(&admin.run(&create).await, told);
+    }
 
     // the metric rule: more processes than now plus a margin, for 2 s, on hosts labelled
     // env=test; its twin on env=prod hosts, which this one is not
