@@ -186,13 +186,7 @@ impl AppState {
         let online: std::collections::HashSet<String> =
             self.router.online_hosts().into_iter().collect();
         let now = crate::store::now();
-        let workspaces: std::collections::HashMap<String, String> = self
-            .store
-            .list_workspaces()
-            .await?
-            .into_iter()
-            .map(|w| (w.id, w.name))
-            .collect();
+        let workspaces = self.workspace_names().await?;
         Ok(self
             .store
             .list_hosts()
@@ -237,6 +231,19 @@ impl AppState {
         )
         .await;
         Ok(host.id)
+    }
+
+    /// Every workspace's name by its id, for views that name a record's workspace.
+    async fn workspace_names(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, ServiceError> {
+        Ok(self
+            .store
+            .list_workspaces()
+            .await?
+            .into_iter()
+            .map(|w| (w.id, w.name))
+            .collect())
     }
 
     /// A workspace by id or name (default: the default workspace) the caller may do `action`

@@ -716,14 +716,7 @@ impl AppState {
                 .filter(|w| check(principal, Action::ViewMetrics, Some(w)).is_ok())
                 .collect()
         });
-        let names = self
-            .store
-            .list_workspaces()
-            .await?
-            .into_iter()
-            .map(|w| (w.id, w.name))
-            .collect();
-        Ok((visible, names))
+        Ok((visible, self.workspace_names().await?))
     }
 
     /// The rules the caller sees, by name.
