@@ -3142,22 +3142,34 @@ async fn keep_alive(mut ws: Ws, interval: Duration) -> String {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nonce = 0u64;
     loop {
-        let reply = tokio::select! {
-            message = ws.next() => match answer(message, |_| {}) {
-                Ok(reply) => reply,
-                Err(why) => return why,
-            },
-            _ = tick.tick() => {
-                nonce += 1;
-                Some(Body::Ping(Heartbeat { nonce }))
-            }
-        };
-        if let Some(body) = reply
-            && let Err(e) = ws.send(Message::Binary(frame::encode(body))).await
-        {
-            return format!("transport: {e}");
+        if let Err(why) = turn(&mut ws, &mut tick, &mut nonce, |_| {}).await {
+            return why;
         }
     }
+}
+
+/// One turn of a synthetic daemon's session: the control plane's next message answered (see
+/// [`answer`]), or a ping numbered after `nonce` when `tick` comes first; then the reply, if
+/// any, sent. `Err`: why the session ended.
+async fn turn(
+    ws: &mut Ws,
+    tick: &mut tokio::time::Interval,
+    nonce: &mut u64,
+    other: impl FnOnce(Body),
+) -> Result<(), String> {
+    let reply = tokio::select! {
+        message = ws.next() => answer(message, other)?,
+        _ = tick.tick() => {
+            *nonce += 1;
+            Some(Body::Ping(Heartbeat { nonce: *nonce }))
+        }
+    };
+    if let Some(body) = reply {
+        ws.send(Message::Binary(frame::encode(body)))
+            .await
+            .map_err(|e| format!("transport: {e}"))?;
+    }
+    Ok(())
 }
 
 // === metrics: the idle daemon against node-exporter, ingest, a 30-day query ===
@@ -3471,29 +3483,15 @@ async fn feed_samples(mut ws: Ws, heartbeat: Duration, acked: Arc<AtomicU64>) ->
             }
             continue;
         }
-        let reply = tokio::select! {
-            message = ws.next() => {
-                let counted = |body| {
-                    if let Body::MetricsAck(ack) = body {
-                        let now = ack.next_seq.clamp(acknowledged, next_seq);
-                        acked.fetch_add(now - acknowledged, Ordering::Relaxed);
-                        acknowledged = now;
-                    }
-                };
-                match answer(message, counted) {
-                    Ok(reply) => reply,
-                    Err(why) => return why,
-                }
-            }
-            _ = tick.tick() => {
-                nonce += 1;
-                Some(Body::Ping(Heartbeat { nonce }))
+        let counted = |body| {
+            if let Body::MetricsAck(ack) = body {
+                let now = ack.next_seq.clamp(acknowledged, next_seq);
+                acked.fetch_add(now - acknowledged, Ordering::Relaxed);
+                acknowledged = now;
             }
         };
-        if let Some(body) = reply
-            && let Err(e) = ws.send(Message::Binary(frame::encode(body))).await
-        {
-            return format!("transport: {e}");
+        if let Err(why) = turn(&mut ws, &mut tick, &mut nonce, counted).await {
+            return why;
         }
     }
 }
