@@ -629,6 +629,18 @@ impl Daemon {
     }
 }
 
+/// Stdout of a CLI run that must succeed (`what` names it if it did not), as text.
+#[track_caller]
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}",
+        out.status.code(),
+        stderr(out)
+    );
+    stdout(out)
+}
+
 /// Stdout of a CLI run as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()

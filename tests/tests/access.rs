@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use zpanel_tests::web::{Browser, Screen, read_until};
-use zpanel_tests::{Cli, ControlPlane, Daemon, assert_eventually, files::add_host_serving};
+use zpanel_tests::{Cli, ControlPlane, Daemon, assert_eventually, files::add_host_serving, ok};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -21,15 +21,6 @@ struct Who {
     token: String,
     cli: Cli,
     web: Browser,
-}
-
-fn ok(out: &std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 async fn logged_in(cp: &ControlPlane, token: &str) -> Cli {

@@ -6,24 +6,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use zpanel_tests::web::Browser;
-use zpanel_tests::{ControlPlane, Daemon, assert_eventually, stderr, stdout};
+use zpanel_tests::{ControlPlane, Daemon, assert_eventually, ok, stderr, stdout};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Stdout of a run that must succeed.
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed ({:?}): {}",
-        out.status.code(),
-        stderr(out)
-    );
-    stdout(out)
-}
-
 /// Stdout of a run that must succeed, as JSON.
 fn json(out: &Output) -> Value {
-    serde_json::from_str(&ok(out)).expect("json on stdout")
+    serde_json::from_str(&ok(out, "a run answering JSON")).expect("json on stdout")
 }
 
 /// Checks that a run failed with one line on stderr containing `needle`.
@@ -74,9 +63,12 @@ async fn users_are_added_listed_given_roles_and_removed() {
         .expect("alice signs in with the password read from stdin");
 
     // without: API tokens only
-    let added = ok(&admin
-        .run(&["users", "add", "bot", "--role", "viewer"])
-        .await);
+    let added = ok(
+        &admin
+            .run(&["users", "add", "bot", "--role", "viewer"])
+            .await,
+        "users add",
+    );
     assert!(added.contains("API tokens only"), "{added}");
     refused(
         &admin
@@ -115,7 +107,7 @@ async fn users_are_added_listed_given_roles_and_removed() {
     assert_eq!(bot["totp"], false);
     assert_eq!(bot["roles"], serde_json::json!({"default": "viewer"}));
     assert!(bot["created_at"].as_i64().unwrap() > 0);
-    let table = ok(&admin.run(&["users", "list"]).await);
+    let table = ok(&admin.run(&["users", "list"]).await, "users list");
     let header = table.lines().next().unwrap();
     for column in ["NAME", "ADMIN/ROLES", "PASSWORD", "TOTP", "CREATED"] {
         assert!(header.contains(column), "{table}");
@@ -136,21 +128,30 @@ async fn users_are_added_listed_given_roles_and_removed() {
         "last admin",
     );
 
-    let set = ok(&admin.run(&["users", "set-role", "bot", "operator"]).await);
+    let set = ok(
+        &admin.run(&["users", "set-role", "bot", "operator"]).await,
+        "users set-role",
+    );
     assert_eq!(set, "bot is now default:operator\n");
-    let set = ok(&admin.run(&["users", "set-role", "alice", "admin"]).await);
+    let set = ok(
+        &admin.run(&["users", "set-role", "alice", "admin"]).await,
+        "users set-role",
+    );
     assert_eq!(set, "alice is now admin\n");
     // with another admin, an admin can step down
-    ok(&admin
-        .run(&[
-            "users",
-            "set-role",
-            "alice",
-            "viewer",
-            "--workspace",
-            "default",
-        ])
-        .await);
+    ok(
+        &admin
+            .run(&[
+                "users",
+                "set-role",
+                "alice",
+                "viewer",
+                "--workspace",
+                "default",
+            ])
+            .await,
+        "users set-role",
+    );
     let users = json(&admin.run(&["users", "list", "--json"]).await);
     assert_eq!(named(&users, "alice")["admin"], false);
     assert_eq!(
@@ -162,9 +163,15 @@ async fn users_are_added_listed_given_roles_and_removed() {
         serde_json::json!({"default": "operator"})
     );
 
-    ok(&admin.run(&["users", "reset-totp", "alice"]).await);
+    ok(
+        &admin.run(&["users", "reset-totp", "alice"]).await,
+        "users reset-totp",
+    );
     assert_eq!(
-        ok(&admin.run(&["users", "remove", "bot"]).await),
+        ok(
+            &admin.run(&["users", "remove", "bot"]).await,
+            "users remove"
+        ),
         "removed user bot\n"
     );
     let users = json(&admin.run(&["users", "list", "--json"]).await);
@@ -223,9 +230,12 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
         .await
         .expect("join");
     assert_eq!(
-        ok(&admin
-            .run(&["workspaces", "add-host", "ops", "web-moved"])
-            .await),
+        ok(
+            &admin
+                .run(&["workspaces", "add-host", "ops", "web-moved"])
+                .await,
+            "workspaces add-host"
+        ),
         "host web-moved is in workspace ops\n"
     );
     assert_eventually!(
@@ -237,7 +247,7 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
     assert_eq!(named(&hosts, "web-default")["workspace"], "default");
     assert_eq!(named(&hosts, "web-ops")["workspace"], "ops");
     assert_eq!(named(&hosts, "web-moved")["workspace"], "ops");
-    let table = ok(&admin.run(&["hosts"]).await);
+    let table = ok(&admin.run(&["hosts"]).await, "hosts");
     assert!(
         table.lines().next().unwrap().contains("WORKSPACE"),
         "{table}"
@@ -250,31 +260,40 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
     );
 
     // members
-    ok(&admin
-        .run(&[
-            "users",
-            "add",
-            "dev",
-            "--role",
-            "developer",
-            "--workspace",
-            "ops",
-        ])
-        .await);
-    ok(&admin
-        .run(&["users", "add", "ann", "--role", "viewer"])
-        .await);
-    assert_eq!(
-        ok(&admin
+    ok(
+        &admin
             .run(&[
-                "workspaces",
-                "add-member",
-                "ops",
-                "ann",
+                "users",
+                "add",
+                "dev",
                 "--role",
-                "operator"
+                "developer",
+                "--workspace",
+                "ops",
             ])
-            .await),
+            .await,
+        "users add",
+    );
+    ok(
+        &admin
+            .run(&["users", "add", "ann", "--role", "viewer"])
+            .await,
+        "users add",
+    );
+    assert_eq!(
+        ok(
+            &admin
+                .run(&[
+                    "workspaces",
+                    "add-member",
+                    "ops",
+                    "ann",
+                    "--role",
+                    "operator"
+                ])
+                .await,
+            "workspaces add-member"
+        ),
         "ann is operator in workspace ops\n"
     );
     refused(
@@ -288,9 +307,12 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
         named(&users, "ann")["roles"],
         serde_json::json!({"default": "viewer", "ops": "operator"})
     );
-    ok(&admin
-        .run(&["workspaces", "remove-member", "ops", "ann"])
-        .await);
+    ok(
+        &admin
+            .run(&["workspaces", "remove-member", "ops", "ann"])
+            .await,
+        "workspaces remove-member",
+    );
     refused(
         &admin
             .run(&["workspaces", "remove-member", "ops", "ann"])
@@ -304,7 +326,7 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
         (listed["hosts"].as_u64(), listed["members"].as_u64()),
         (Some(2), Some(1))
     );
-    let table = ok(&admin.run(&["workspaces", "list"]).await);
+    let table = ok(&admin.run(&["workspaces", "list"]).await, "workspaces list");
     let ops_line = table.lines().find(|l| l.starts_with("ops ")).unwrap();
     assert!(ops_line.ends_with("2/-/1"), "{table}");
 
@@ -336,11 +358,14 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
     let token_id = created["id"].as_str().unwrap();
 
     let viewer = zpanel_tests::Cli::new();
-    let login = ok(&viewer
-        .run(&[
-            "login", "--server", &cp.url, "--token", token, "--ca-pin", &cp.pin,
-        ])
-        .await);
+    let login = ok(
+        &viewer
+            .run(&[
+                "login", "--server", &cp.url, "--token", token, "--ca-pin", &cp.pin,
+            ])
+            .await,
+        "viewer login",
+    );
     assert!(login.contains("as dev (viewer)"), "{login}");
     let visible = viewer.hosts().await;
     let mut seen: Vec<(&str, &str)> = visible
@@ -371,7 +396,7 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
     let out = admin
         .run(&["exec", "web-ops", "--", "echo", "from ops"])
         .await;
-    assert_eq!(ok(&out), "from ops\n");
+    assert_eq!(ok(&out, "exec"), "from ops\n");
 
     // no role above the user's
     refused(
@@ -400,31 +425,40 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
         "ops",
     ];
     refused(&admin.run(&second).await, "quota");
-    ok(&admin
-        .run(&["workspaces", "set-quota", "ops", "--max-api-tokens", "2"])
-        .await);
+    ok(
+        &admin
+            .run(&["workspaces", "set-quota", "ops", "--max-api-tokens", "2"])
+            .await,
+        "workspaces set-quota",
+    );
     let workspaces = json(&admin.run(&["workspaces", "list", "--json"]).await);
     let listed = named(&workspaces, "ops");
     assert_eq!(listed["max_hosts"], 2);
     assert_eq!(listed["max_api_tokens"], 2);
     let out = admin.run(&second).await;
-    let plain_token = ok(&out);
+    let plain_token = ok(&out, "api-tokens create");
     assert_eq!(plain_token.lines().count(), 1, "{plain_token}");
     let note = stderr(&out);
     assert!(
         note.contains("for dev in workspace ops as developer") && note.contains("shown only once"),
         "{note}"
     );
-    ok(&admin
-        .run(&["workspaces", "set-quota", "ops", "--max-hosts", "0"])
-        .await);
+    ok(
+        &admin
+            .run(&["workspaces", "set-quota", "ops", "--max-hosts", "0"])
+            .await,
+        "workspaces set-quota",
+    );
     let workspaces = json(&admin.run(&["workspaces", "list", "--json"]).await);
     assert_eq!(named(&workspaces, "ops")["max_hosts"], Value::Null);
     assert_eq!(named(&workspaces, "ops")["max_api_tokens"], 2);
 
     // revoked: the token no longer authenticates
     assert_eq!(
-        ok(&admin.run(&["api-tokens", "revoke", token_id]).await),
+        ok(
+            &admin.run(&["api-tokens", "revoke", token_id]).await,
+            "api-tokens revoke"
+        ),
         format!("revoked API token {token_id}\n")
     );
     refused(&viewer.run(&["hosts"]).await, "invalid API token");
@@ -438,7 +472,10 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
     assert_eq!(revoked["state"], "revoked");
     assert_eq!(revoked["name"], "dashboard");
     assert_eq!(revoked["workspace"], "ops");
-    let table = ok(&admin.run(&["api-tokens", "list", "--all"]).await);
+    let table = ok(
+        &admin.run(&["api-tokens", "list", "--all"]).await,
+        "api-tokens list",
+    );
     assert!(
         table.lines().next().unwrap().contains("LAST USED"),
         "{table}"
@@ -451,10 +488,16 @@ async fn a_workspace_token_sees_and_does_only_what_its_role_allows() {
 async fn the_audit_log_is_listed_exported_and_verified() {
     let cp = ControlPlane::start().await;
     let admin = cp.admin_cli().await;
-    ok(&admin
-        .run(&["users", "add", "carol", "--role", "viewer"])
-        .await);
-    ok(&admin.run(&["workspaces", "create", "qa"]).await);
+    ok(
+        &admin
+            .run(&["users", "add", "carol", "--role", "viewer"])
+            .await,
+        "users add",
+    );
+    ok(
+        &admin.run(&["workspaces", "create", "qa"]).await,
+        "workspaces create",
+    );
     let created = json(
         &admin
             .run(&[
@@ -469,7 +512,10 @@ async fn the_audit_log_is_listed_exported_and_verified() {
             .await,
     );
     let token_id = created["id"].as_str().unwrap();
-    ok(&admin.run(&["api-tokens", "revoke", token_id]).await);
+    ok(
+        &admin.run(&["api-tokens", "revoke", token_id]).await,
+        "api-tokens revoke",
+    );
 
     let entries = json(&admin.run(&["audit", "--json"]).await);
     let entries = entries.as_array().unwrap();
@@ -539,7 +585,7 @@ async fn the_audit_log_is_listed_exported_and_verified() {
     assert_eq!(none, serde_json::json!([]));
 
     // the table: the newest at the bottom, host ids shortened
-    let table = ok(&admin.run(&["audit"]).await);
+    let table = ok(&admin.run(&["audit"]).await, "audit");
     let lines: Vec<&str> = table.lines().collect();
     assert!(
         lines[0].starts_with("TIME") && lines[0].ends_with("DETAIL"),
@@ -552,17 +598,20 @@ async fn the_audit_log_is_listed_exported_and_verified() {
     );
 
     // export: the same entries as JSON lines
-    let export = ok(&admin.run(&["audit", "export"]).await);
+    let export = ok(&admin.run(&["audit", "export"]).await, "audit export");
     let exported: Vec<Value> = export
         .lines()
         .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
         .collect();
     assert_eq!(&exported, entries);
-    let exported = ok(&admin.run(&["audit", "export", "--action", "user"]).await);
+    let exported = ok(
+        &admin.run(&["audit", "export", "--action", "user"]).await,
+        "audit export",
+    );
     assert_eq!(exported.lines().count(), 1, "{exported}");
 
     // the chain holds, then an edited entry is found
-    let verified = ok(&admin.run(&["audit", "verify"]).await);
+    let verified = ok(&admin.run(&["audit", "verify"]).await, "audit verify");
     assert_eq!(
         verified,
         format!("audit log verified: {} entries\n", entries.len())

@@ -7,27 +7,17 @@
 //! started.
 
 use std::collections::BTreeSet;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::Command;
-use zpanel_tests::{Cli, ControlPlane, assert_eventually, http_get, stderr, stdout};
+use zpanel_tests::{Cli, ControlPlane, assert_eventually, http_get, ok, stderr};
 
 const HOST: &str = "metrics-host";
 const WAIT: Duration = Duration::from_secs(60);
 /// How long the control plane stays down.
 const OUTAGE: Duration = Duration::from_secs(15);
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}): {}",
-        out.status.code(),
-        stderr(out)
-    );
-    stdout(out)
-}
 
 /// `zpanel metrics HOST ARGS... --json`, parsed.
 async fn history(cli: &Cli, args: &[&str]) -> Value {
