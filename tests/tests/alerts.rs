@@ -1,6 +1,7 @@
 //! Alerts end to end: a real control plane evaluating every second, a real daemon sampling
-//! every second, a real SMTP server (Python's aiosmtpd, writing a Maildir), a webhook
-//! receiver in this process that checks every signature, and a webhook on a closed port.
+//! every second, a real SMTP server (Python's aiosmtpd, writing a Maildir), an HTTP receiver
+//! in this process that checks every webhook signature and records what Slack and Telegram
+//! channels post to it, and a webhook on a closed port.
 //! A metric rule (`processes` above a threshold, crossed both ways by starting and killing
 //! `sleep` processes on this machine, which is the host) fires, resolves, fires again inside
 //! its cooldown (recorded, not notified) and resolves, while the same rule selecting a label
@@ -19,27 +20,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use zpanel_tests::web::Browser;
-use zpanel_tests::{Cli, ControlPlane, assert_eventually, stderr, stdout};
+use zpanel_tests::{Cli, ControlPlane, assert_eventually, ok, stderr, stdout};
 
 const HOST: &str = "alert-host";
 /// The host's label: the metric rule selects it, its twin selects `env=prod`.
 const LABEL: &str = "env=test";
 const SECRET: &str = "webhook-test-secret";
+/// Where on the receiver the signed webhook posts, and where the Slack channel does.
+const WEBHOOK_PATH: &str = "/alerts";
+const SLACK_PATH: &str = "/slack";
+/// The Telegram channel's bot token and chat.
+const BOT_TOKEN: &str = "123456:test-bot-token";
+const CHAT_ID: &str = "100200300";
 const WAIT: Duration = Duration::from_secs(60);
 /// `sleep` processes started to cross the threshold, and the margin to other processes
 /// that come and go on this machine meanwhile.
 const EXTRA_PROCESSES: usize = 300;
 const MARGIN: usize = 150;
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}): {}",
-        out.status.code(),
-        stderr(out)
-    );
-    stdout(out)
-}
 
 fn json(out: &Output, what: &str) -> Value {
     serde_json::from_str(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
@@ -126,13 +123,16 @@ impl SmtpServer {
     }
 }
 
-// === the webhook receiver ===
+// === the HTTP receiver ===
 
-/// Webhook bodies received with a valid signature, and whether any came without one.
+/// What the receiver got: webhook bodies with a valid signature, the JSON posted unsigned to
+/// other paths (Slack's and Telegram's) by path, and how many requests it refused.
 #[derive(Default)]
 struct Received {
     bodies: Vec<Value>,
-    bad_signatures: usize,
+    unsigned: Vec<(String, Value)>,
+    /// Requests on the webhook path without a valid signature, and bodies that are not JSON.
+    refused: usize,
 }
 
 /// Reads one HTTP/1.1 request: its header lines and its body.
@@ -192,8 +192,9 @@ fn signed(lines: &[String], body: &[u8]) -> bool {
     signature == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Starts the receiver on a free port; answers 200 to a signed request, 401 otherwise.
-async fn webhook_receiver() -> (u16, Arc<Mutex<Received>>) {
+/// Starts the receiver on a free port; answers 200 to a signed request on the webhook path
+/// and to any JSON on another path, 401 otherwise.
+async fn receiver() -> (u16, Arc<Mutex<Received>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let received = Arc::new(Mutex::new(Received::default()));
@@ -205,16 +206,26 @@ async fn webhook_receiver() -> (u16, Arc<Mutex<Received>>) {
                 let Some((lines, body)) = read_request(&mut stream).await else {
                     return;
                 };
+                // `POST /path HTTP/1.1`
+                let path = lines
+                    .first()
+                    .and_then(|l| l.split(' ').nth(1))
+                    .unwrap_or_default()
+                    .to_string();
                 let good = signed(&lines, &body);
                 let status = {
                     let mut received = record.lock().expect("lock");
                     match serde_json::from_slice::<Value>(&body) {
-                        Ok(value) if good => {
+                        Ok(value) if path == WEBHOOK_PATH && good => {
                             received.bodies.push(value);
                             "200 OK"
                         }
+                        Ok(value) if path != WEBHOOK_PATH => {
+                            received.unsigned.push((path, value));
+                            "200 OK"
+                        }
                         _ => {
-                            received.bad_signatures += 1;
+                            received.refused += 1;
                             "401 Unauthorized"
                         }
                     }
@@ -239,6 +250,37 @@ fn webhook_events(received: &Mutex<Received>, rule: &str) -> Vec<String> {
         .filter(|b| b["rule"] == rule)
         .map(|b| b["event"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// The JSON bodies posted unsigned to `path`, in order.
+fn posted(received: &Mutex<Received>, path: &str) -> Vec<Value> {
+    received
+        .lock()
+        .expect("lock")
+        .unsigned
+        .iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, body)| body.clone())
+        .collect()
+}
+
+/// The `text`s posted to `path` that contain `needle`, in order.
+fn texts(received: &Mutex<Received>, path: &str, needle: &str) -> Vec<String> {
+    posted(received, path)
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .filter(|text| text.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether `texts` are one chat message each starting with these headlines.
+fn headlines(texts: &[String], expected: &[&str]) -> bool {
+    texts.len() == expected.len()
+        && texts
+            .iter()
+            .zip(expected)
+            .all(|(text, headline)| text.starts_with(&format!("{headline}: ")))
 }
 
 // === the host ===
@@ -348,9 +390,9 @@ fn write_secret(dir: &Path, name: &str, secret: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
+async fn rules_fire_and_resolve_on_every_channel_kind() {
     let smtp = SmtpServer::start().await;
-    let (hook_port, received) = webhook_receiver().await;
+    let (receiver_port, received) = receiver().await;
     let closed_port = free_port().await;
     let cp = ControlPlane::start_with(&[
         "--alert-interval",
@@ -370,7 +412,8 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
     let secrets = tempfile::tempdir().expect("temp dir");
 
     // channels: e-mail through the server's SMTP settings, a signed webhook (its secret on
-    // stdin), and a signed webhook nobody listens to
+    // stdin), a signed webhook nobody listens to, Slack, and Telegram (its bot token in a
+    // file, its bot API on the receiver)
     ok(
         &admin
             .run(&[
@@ -393,7 +436,7 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
                     "add",
                     "hook",
                     "--webhook",
-                    &format!("http://127.0.0.1:{hook_port}/alerts"),
+                    &format!("http://127.0.0.1:{receiver_port}{WEBHOOK_PATH}"),
                     "--secret-file",
                     "-",
                 ],
@@ -418,6 +461,38 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
             .await,
         "add dead",
     );
+    ok(
+        &admin
+            .run(&[
+                "alerts",
+                "channels",
+                "add",
+                "slack",
+                "--slack",
+                &format!("http://127.0.0.1:{receiver_port}{SLACK_PATH}"),
+            ])
+            .await,
+        "add slack",
+    );
+    let bot_token = write_secret(secrets.path(), "bot-token", BOT_TOKEN);
+    ok(
+        &admin
+            .run(&[
+                "alerts",
+                "channels",
+                "add",
+                "telegram",
+                "--telegram",
+                CHAT_ID,
+                "--bot-token-file",
+                bot_token.to_str().expect("utf-8"),
+                "--api-url",
+                &format!("http://127.0.0.1:{receiver_port}"),
+            ])
+            .await,
+        "add telegram",
+    );
+    let telegram_path = format!("/bot{BOT_TOKEN}/sendMessage");
     let channels = json(
         &admin.run(&["alerts", "channels", "list", "--json"]).await,
         "channels list",
@@ -431,7 +506,11 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
         hook.get("secret").is_none(),
         "a secret was answered: {hook}"
     );
-    assert!(!stdout(&admin.run(&["alerts", "channels", "list"]).await).contains(SECRET));
+    let table = stdout(&admin.run(&["alerts", "channels", "list"]).await);
+    assert!(
+        !table.contains(SECRET) && !table.contains(BOT_TOKEN),
+        "{table}"
+    );
 
     // a test notification is signed too
     let tested = ok(
@@ -440,6 +519,17 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
     );
     assert!(tested.contains("sent a test notification"), "{tested}");
     assert_eq!(webhook_events(&received, "test"), ["test"]);
+    ok(
+        &admin.run(&["alerts", "channels", "test", "telegram"]).await,
+        "test telegram",
+    );
+    let tests = posted(&received, &telegram_path);
+    assert_eq!(tests.len(), 1, "{tests:?}");
+    assert_eq!(tests[0]["chat_id"], CHAT_ID);
+    assert_eq!(
+        tests[0]["text"],
+        "[zpanel] TEST notification: a test notification on channel telegram"
+    );
     refused(
         &admin.run(&["alerts", "channels", "test", "dead"]).await,
         "the test notification on dead failed",
@@ -496,6 +586,10 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
                 "hook",
                 "--channel",
                 "dead",
+                "--channel",
+                "slack",
+                "--channel",
+                "telegram",
                 "--cooldown",
                 "1h",
             ])
@@ -542,7 +636,7 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
     ] {
         assert!(header.contains(column), "{listed}");
     }
-    assert!(listed.contains("mail,hook,dead"), "{listed}");
+    assert!(listed.contains("mail,hook,dead,slack,telegram"), "{listed}");
     assert!(
         listed.contains(LABEL) && listed.contains("env=prod"),
         "{listed}"
@@ -580,6 +674,29 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
         WAIT,
         "webhooks: {:?}",
         received.lock().expect("lock").bodies
+    );
+    let chat = [
+        "[zpanel] FIRING critical many-processes on alert-host",
+        "[zpanel] RESOLVED critical many-processes on alert-host",
+    ];
+    assert_eventually!(
+        headlines(&texts(&received, SLACK_PATH, "many-processes"), &chat),
+        WAIT,
+        "slack: {:?}",
+        posted(&received, SLACK_PATH)
+    );
+    assert_eventually!(
+        headlines(&texts(&received, &telegram_path, "many-processes"), &chat),
+        WAIT,
+        "telegram: {:?}",
+        received.lock().expect("lock").unsigned
+    );
+    assert!(
+        posted(&received, &telegram_path)
+            .iter()
+            .all(|b| b["chat_id"] == CHAT_ID),
+        "{:?}",
+        posted(&received, &telegram_path)
     );
     let firing = received
         .lock()
@@ -622,7 +739,7 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
 
     // the channels that work were delivered at once; the dead one is retried and recorded
     let first = events.last().expect("first event");
-    for channel in ["mail", "hook"] {
+    for channel in ["mail", "hook", "slack", "telegram"] {
         assert_eq!(delivery(first, channel)["status"], "sent", "{first}");
         assert_eq!(delivery(first, channel)["attempts"], 1, "{first}");
     }
@@ -650,6 +767,8 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
         smtp.subjects()
     );
     assert_eq!(webhook_events(&received, "many-processes").len(), 2);
+    assert_eq!(texts(&received, SLACK_PATH, "many-processes").len(), 2);
+    assert_eq!(texts(&received, &telegram_path, "many-processes").len(), 2);
 
     // the offline rule: the daemon stops, then comes back
     ok(
@@ -693,9 +812,9 @@ async fn rules_fire_and_resolve_with_email_and_signed_webhooks() {
     );
     assert!(table.contains("no (cooldown)"), "{table}");
     assert_eq!(
-        received.lock().expect("lock").bad_signatures,
+        received.lock().expect("lock").refused,
         0,
-        "a webhook came without a valid signature"
+        "the receiver refused a request (a webhook without a valid signature?)"
     );
 
     // the same over HTTP: the history, a rule created and deleted, a channel without secrets
