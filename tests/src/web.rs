@@ -90,6 +90,9 @@ pub async fn request_bytes(
     head.push_str("\r\n");
     tls.write_all(head.as_bytes()).await?;
     tls.write_all(body).await?;
+    // TLS keeps what the socket would not take yet: without a flush, a busy machine leaves
+    // the body's last records unsent and both sides wait for each other.
+    tls.flush().await?;
     let mut raw = Vec::new();
     let _ = tls.read_to_end(&mut raw).await;
     let split = raw
@@ -256,7 +259,7 @@ impl Browser {
             "GET {path} HTTP/1.1\r\nHost: {authority}\r\nCookie: {}\r\n\r\n",
             self.cookie
         );
-        if tls.write_all(head.as_bytes()).await.is_err() {
+        if tls.write_all(head.as_bytes()).await.is_err() || tls.flush().await.is_err() {
             return false;
         }
         let mut seen = String::new();
