@@ -147,8 +147,13 @@ struct AddChannelArgs {
     /// POST {"text": ...} to this Slack-compatible incoming webhook URL.
     #[arg(long, value_name = "URL")]
     slack: Option<String>,
-    /// Send to this Telegram chat (with --bot-token-file).
-    #[arg(long, value_name = "CHAT_ID", requires = "bot_token_file")]
+    /// Send to this Telegram chat (with --bot-token-file); a group's id is negative.
+    #[arg(
+        long,
+        value_name = "CHAT_ID",
+        requires = "bot_token_file",
+        allow_hyphen_values = true
+    )]
     telegram: Option<String>,
     /// The Telegram bot token, read from this file (`-`: stdin).
     #[arg(long, value_name = "FILE", requires = "telegram")]
@@ -565,6 +570,25 @@ mod tests {
         rule.kind = "offline".into();
         rule.for_seconds = 120;
         assert_eq!(condition(&rule), "offline for 2m");
+    }
+
+    #[test]
+    fn a_group_chat_id_is_negative() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            args: AddChannelArgs,
+        }
+        let parsed = <Command as clap::Parser>::try_parse_from([
+            "add",
+            "team",
+            "--telegram",
+            "-100200300",
+            "--bot-token-file",
+            "token.txt",
+        ])
+        .expect("a negative chat id parses");
+        assert_eq!(parsed.args.telegram.as_deref(), Some("-100200300"));
     }
 
     #[test]
