@@ -21,7 +21,7 @@ use zpanel_cli::files::download::cat;
 use zpanel_cli::files::edit::{EditOptions, edit};
 use zpanel_cli::files::location::Remote;
 use zpanel_cli::files::ls::{LsOptions, ls};
-use zpanel_cli::metrics::{self, MetricsOptions, parse_time, step_seconds};
+use zpanel_cli::metrics::{self, MetricsOptions, step_seconds};
 use zpanel_cli::shell::{ContainerShell, ShellOptions, shell};
 use zpanel_cli::top::{self, TopOptions};
 use zpanel_cli::users::{self, NewUser};
@@ -1080,13 +1080,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             metrics,
             json,
         } => {
+            // The times `docker logs --since` takes: unix seconds, a duration back, RFC 3339.
             let now = zpanel_shared::unix_now();
+            let time = |text: &str| parse::since_at(text, now).map_err(anyhow::Error::msg);
             let options = MetricsOptions {
-                since: parse_time(&since, now)?,
-                until: until
-                    .map(|until| parse_time(&until, now))
-                    .transpose()?
-                    .unwrap_or(0),
+                since: time(&since)?,
+                until: until.as_deref().map(time).transpose()?.unwrap_or(0),
                 step: step_seconds(step)?,
                 metrics,
                 json,

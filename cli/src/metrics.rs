@@ -20,24 +20,6 @@ pub struct MetricsOptions {
     pub json: bool,
 }
 
-/// A time as the options take it: Unix seconds, RFC 3339, or a duration before `now`
-/// (`5m`, `2h`, `7d`).
-pub fn parse_time(text: &str, now: i64) -> anyhow::Result<i64> {
-    if let Ok(unix) = text.parse::<i64>() {
-        return Ok(unix);
-    }
-    if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(now - ago.as_secs() as i64);
-    }
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{text:?} is not a time: give a duration before now (5m, 2h, 7d), Unix seconds or RFC 3339"
-            )
-        })
-}
-
 /// A value in its metric's unit: percent, bytes, bytes per second, seconds of uptime,
 /// a load or a count.
 pub fn format_value(metric: &str, value: f64) -> String {
@@ -207,6 +189,7 @@ mod tests {
     #[test]
     fn times_are_durations_ago_unix_seconds_or_rfc3339() {
         let now = 1_800_000_000;
+        let parse_time = crate::docker::parse::since_at;
         assert_eq!(parse_time("5m", now).unwrap(), now - 300);
         assert_eq!(parse_time("1700000000", now).unwrap(), 1_700_000_000);
         assert_eq!(parse_time("1970-01-01T00:01:00Z", now).unwrap(), 60);
