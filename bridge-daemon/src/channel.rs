@@ -289,6 +289,7 @@ fn capability_of(request: &open::Request) -> Capability {
         | open::Request::DockerPull(_)
         | open::Request::DockerImport(_) => Capability::Docker,
         open::Request::Processes(_) => Capability::Metrics,
+        open::Request::Upgrade(_) => Capability::Exec,
     }
 }
 

@@ -13,6 +13,8 @@ pub fn collect() -> HostInfo {
         kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
         arch: std::env::consts::ARCH.into(),
         daemon_version: zpanel_shared::VERSION.into(),
+        daemon_sha256: String::new(),
+        systemd: false,
     }
 }
 

@@ -305,6 +305,7 @@ impl DaemonSession {
             }
             Body::Pong(_) => {}
             Body::MetricsAck(ack) => self.work.telemetry.acknowledge(ack.next_seq),
+            Body::RenewNow(_) => {}
             Body::Open(open) => self.open(open),
             Body::Data(ChannelData {
                 channel_id,
@@ -368,6 +369,7 @@ impl DaemonSession {
             | Body::FileChanged(_)
             | Body::DockerUpdate(_)
             | Body::DockerDone(_)
+            | Body::UpgradeDone(_)
             | Body::Metrics(_) => {
                 return Err(SessionEnd::Protocol(
                     "frame not allowed from the control plane".into(),
@@ -425,6 +427,10 @@ impl DaemonSession {
                 let killed = terminals.kill(&kill.session_id, &kill.owner_id);
                 return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
             }
+            open::Request::Upgrade(_) => Err((
+                OpenError::BadRequest,
+                "upgrades over the session are being built".to_string(),
+            )),
             open::Request::Processes(request) => {
                 let telemetry = self.work.telemetry.clone();
                 return self

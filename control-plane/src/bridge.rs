@@ -388,6 +388,7 @@ fn on_frame(
             (done.channel_id, session.deliver(done.channel_id, event))
         }
         Body::Close(close) => (close.channel_id, session.channel_closed(close)),
+        Body::UpgradeDone(_) => return Ok(()),
         Body::RenewCertificate(renew) => {
             renew_certificate(session, state, renew.csr_pem);
             return Ok(());
@@ -399,7 +400,8 @@ fn on_frame(
         | Body::CertificateRenewed(_)
         | Body::TerminalResize(_)
         | Body::FileCommit(_)
-        | Body::MetricsAck(_) => {
+        | Body::MetricsAck(_)
+        | Body::RenewNow(_) => {
             // counted as refused input when the session ends
             return Err(SessionEnd::Protocol(
                 "frame not allowed from a daemon".into(),
@@ -443,6 +445,7 @@ fn renew_certificate(session: &Arc<SessionHandle>, state: &Arc<AppState>, csr_pe
                 cert_pem: cert.cert_pem,
                 expires_at: cert.expires_at,
                 error: String::new(),
+                ca_pem: String::new(),
             },
             Err(e) => CertificateRenewed {
                 error: e.to_string(),

@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// Sender address of alert e-mails whose channel names none.
     #[arg(long, env = "ZPANEL_SMTP_FROM")]
     pub smtp_from: Option<String>,
+    /// Daemon binaries for `install.sh` and `zpanel hosts upgrade`, named
+    /// `zpanel-bridge-linux-ARCH` (default: the `zpanel-bridge` beside this program, for this
+    /// machine's architecture).
+    #[arg(long, env = "ZPANEL_DOWNLOADS_DIR")]
+    pub downloads_dir: Option<std::path::PathBuf>,
     /// Keep hosts' raw metric samples this long.
     #[arg(long, env = "ZPANEL_METRICS_RAW_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
     pub metrics_raw_retention: Duration,

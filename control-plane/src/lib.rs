@@ -7,6 +7,7 @@ pub mod api;
 pub mod bridge;
 pub mod ca;
 pub mod config;
+pub mod downloads;
 pub mod metrics;
 pub mod recording;
 pub mod router;
@@ -117,6 +118,7 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
             args.smtp_from.clone(),
         )?,
         telemetry,
+        downloads: downloads::Downloads::new(args.downloads_dir.clone()),
         ca,
     });
 

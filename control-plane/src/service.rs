@@ -109,6 +109,8 @@ pub struct AppState {
     pub alerts: alerts::Alerts,
     /// Host metrics: the writer's queue, the latest samples, the live broadcast.
     pub telemetry: Arc<metrics::MetricsService>,
+    /// The daemon binaries handed to `install.sh` and to upgrades.
+    pub downloads: crate::downloads::Downloads,
 }
 
 /// A host as listed.

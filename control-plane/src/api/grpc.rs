@@ -17,11 +17,12 @@ use zpanel_proto::{
     CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteHostRequest, DeleteHostResponse,
     ExecClientMessage, ExecServerMessage, ExecStarted, FileOpRequest, FileReply, Host,
     KillTerminalRequest, KillTerminalResponse, ListHostsRequest, ListHostsResponse,
-    ListTerminalsRequest, ListTerminalsResponse, ReadFileRequest, ReadFileResponse, StreamKind,
-    TerminalAttached, TerminalClientMessage, TerminalServerMessage, WhoAmIRequest, WhoAmIResponse,
-    WriteFileAccepted, WriteFileRequest, WriteFileResponse, exec_client_message,
-    exec_server_message, read_file_response, terminal_client_message, terminal_server_message,
-    write_file_request, write_file_response,
+    ListTerminalsRequest, ListTerminalsResponse, ReadFileRequest, ReadFileResponse,
+    RevokeHostRequest, RevokeHostResponse, StreamKind, TerminalAttached, TerminalClientMessage,
+    TerminalServerMessage, UpgradeHostsRequest, WhoAmIRequest, WhoAmIResponse, WriteFileAccepted,
+    WriteFileRequest, WriteFileResponse, exec_client_message, exec_server_message,
+    read_file_response, terminal_client_message, terminal_server_message, write_file_request,
+    write_file_response,
 };
 
 use crate::router::ChannelEvent;
@@ -85,6 +86,8 @@ impl OperatorApi {
 }
 
 type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecServerMessage, Status>> + Send>>;
+type UpgradeStream =
+    Pin<Box<dyn Stream<Item = Result<zpanel_proto::UpgradeProgress, Status>> + Send>>;
 type AuditStream = Pin<Box<dyn Stream<Item = Result<zpanel_proto::AuditEntry, Status>> + Send>>;
 type TerminalStream = Pin<Box<dyn Stream<Item = Result<TerminalServerMessage, Status>> + Send>>;
 type ReadFileStream = Pin<Box<dyn Stream<Item = Result<ReadFileResponse, Status>> + Send>>;
@@ -373,6 +376,7 @@ impl Operator for OperatorApi {
                 labels: view.record.labels.into_iter().collect(),
                 enrolled_at: view.record.enrolled_at,
                 workspace: view.workspace,
+                ..Default::default()
             })
             .collect();
         Ok(Response::new(ListHostsResponse { hosts }))
@@ -388,6 +392,22 @@ impl Operator for OperatorApi {
             .delete_host(&principal, &request.into_inner().host)
             .await?;
         Ok(Response::new(DeleteHostResponse { id }))
+    }
+
+    async fn revoke_host(
+        &self,
+        _request: Request<RevokeHostRequest>,
+    ) -> Result<Response<RevokeHostResponse>, Status> {
+        Err(Status::unimplemented("revoke: being built"))
+    }
+
+    type UpgradeHostsStream = UpgradeStream;
+
+    async fn upgrade_hosts(
+        &self,
+        _request: Request<UpgradeHostsRequest>,
+    ) -> Result<Response<UpgradeStream>, Status> {
+        Err(Status::unimplemented("upgrade: being built"))
     }
 
     async fn create_join_token(

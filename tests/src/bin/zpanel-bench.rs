@@ -3094,6 +3094,7 @@ async fn open_session(
             kernel: String::new(),
             arch: std::env::consts::ARCH.into(),
             daemon_version: "bench".into(),
+            ..Default::default()
         }),
     };
     ws.send(Message::Binary(frame::encode(Body::Hello(hello))))
