@@ -259,6 +259,8 @@ async fn handle_connection(
         kernel: h.kernel,
         arch: h.arch,
         daemon_version: h.daemon_version,
+        daemon_sha256: h.daemon_sha256,
+        systemd: h.systemd,
     });
     let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let session = Arc::new(SessionHandle::new(

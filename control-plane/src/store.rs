@@ -62,7 +62,18 @@ pub struct HostRecord {
     pub enrolled_at: i64,
     pub last_seen: Option<i64>,
     pub workspace_id: String,
+    /// Unix seconds; set once the host is revoked.
+    pub revoked_at: Option<i64>,
+    pub cert_expires_at: i64,
+    /// Pin of the CA that issued the host's current certificate.
+    pub cert_ca_pin: String,
+    /// sha256 of the daemon executable, and whether it runs under systemd (last hello).
+    pub daemon_sha256: String,
+    pub systemd: bool,
 }
+
+/// The columns `host_from_row` reads, in its order.
+const HOST_COLUMNS: &str = "id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen, workspace_id, revoked_at, cert_expires_at, cert_ca_pin, daemon_sha256, systemd";
 
 /// What the daemon reports about its machine.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +83,8 @@ pub struct HostFacts {
     pub kernel: String,
     pub arch: String,
     pub daemon_version: String,
+    pub daemon_sha256: String,
+    pub systemd: bool,
 }
 
 pub struct NewHost<'a> {
@@ -291,7 +304,7 @@ impl Store {
     /// Records what a daemon reported when its session started.
     pub async fn host_connected(&self, host_id: &str, facts: &HostFacts) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE hosts SET hostname = ?, os = ?, kernel = ?, arch = ?, daemon_version = ?, last_seen = ?, status = 'online'
+            "UPDATE hosts SET hostname = ?, os = ?, kernel = ?, arch = ?, daemon_version = ?, daemon_sha256 = ?, systemd = ?, last_seen = ?, status = 'online'
              WHERE id = ?",
         )
         .bind(&facts.hostname)
@@ -299,6 +312,8 @@ impl Store {
         .bind(&facts.kernel)
         .bind(&facts.arch)
         .bind(&facts.daemon_version)
+        .bind(&facts.daemon_sha256)
+        .bind(facts.systemd)
         .bind(now())
         .bind(host_id)
         .execute(&self.pool)
@@ -355,19 +370,16 @@ impl Store {
     }
 
     pub async fn list_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen, workspace_id FROM hosts ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(host_from_row).collect())
     }
 
     /// A host by id, or by name when no id matches.
     pub async fn find_host(&self, id_or_name: &str) -> Result<Option<HostRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, os, kernel, arch, daemon_version, labels, enrolled_at, last_seen, workspace_id FROM hosts
-             WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1",
+            &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1"),
         )
         .bind(id_or_name)
         .fetch_optional(&self.pool)
@@ -458,6 +470,11 @@ fn host_from_row(r: &sqlx::sqlite::SqliteRow) -> HostRecord {
         enrolled_at: r.get(7),
         last_seen: r.get(8),
         workspace_id: r.get(9),
+        revoked_at: r.get(10),
+        cert_expires_at: r.get(11),
+        cert_ca_pin: r.get(12),
+        daemon_sha256: r.get(13),
+        systemd: r.get(14),
     }
 }
 

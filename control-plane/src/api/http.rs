@@ -203,6 +203,7 @@ async fn enroll(
                     kernel: request.kernel,
                     arch: request.arch,
                     daemon_version: request.daemon_version,
+                    ..Default::default()
                 },
             },
             peer.ip(),
