@@ -10,6 +10,7 @@ use std::time::Duration;
 pub mod browser;
 pub mod docker;
 pub mod files;
+pub mod nspawn;
 pub mod pty;
 pub mod web;
 
@@ -88,6 +89,12 @@ impl ControlPlane {
     }
 
     pub async fn start_with(extra_args: &[&str]) -> ControlPlane {
+        Self::start_on("127.0.0.1", extra_args).await
+    }
+
+    /// Like [`ControlPlane::start_with`], both listeners on `ip` (free ports): its URLs,
+    /// and so the install command, name that address (e.g. [`nspawn::Machine::host_ip`]).
+    pub async fn start_on(ip: &str, extra_args: &[&str]) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("zpanel-cp-")
             .tempdir()
@@ -103,7 +110,7 @@ impl ControlPlane {
             stdout: String::new(),
             extra_args,
         };
-        cp.launch("127.0.0.1:0", "127.0.0.1:0")
+        cp.launch(&format!("{ip}:0"), &format!("{ip}:0"))
             .await
             .expect("control plane starts");
         cp
