@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod image;
 pub mod process;
 pub mod replay;
+pub mod systemd;
 pub mod tls;
 pub mod transport;
 
