@@ -1,8 +1,8 @@
 //! A channel's attachment to what outlives it (an exec job or a terminal session), to a
 //! file transfer or to a Docker stream, and the task that serves it: the open result, output
 //! streams from their offsets, input acknowledgements and the end (an exit, a write's
-//! verdict, a watch's changes, a pull's outcome). Exec, terminal, file and Docker channels
-//! share all of it.
+//! verdict, a watch's changes, a pull's outcome, an upgrade's). Exec, terminal, file, Docker
+//! and upgrade channels share all of it.
 
 use std::sync::Arc;
 
@@ -19,14 +19,20 @@ use crate::docker::DockerChannel;
 use crate::exec::{ExecError, ExecJob};
 use crate::files::FileChannel;
 use crate::terminal::{TerminalError, Viewer};
+use crate::upgrade::UpgradeChannel;
 
 /// What a channel is attached to. Jobs and terminal sessions outlive the channel; the
 /// attachment is what ends with it. A file or Docker channel's work ends with it.
 pub(crate) enum Target {
-    Exec { job: Arc<ExecJob>, number: u64 },
+    Exec {
+        job: Arc<ExecJob>,
+        number: u64,
+    },
     Terminal(Viewer),
     File(Arc<FileChannel>),
     Docker(Arc<DockerChannel>),
+    /// A new daemon binary coming in.
+    Upgrade(Arc<UpgradeChannel>),
 }
 
 impl Target {
@@ -38,6 +44,7 @@ impl Target {
             }
             Target::File(file) => file.output(kind),
             Target::Docker(docker) => docker.output(kind),
+            Target::Upgrade(_) => None,
         }
     }
 
@@ -46,7 +53,7 @@ impl Target {
     fn origin(&self) -> u64 {
         match self {
             Target::File(file) => file.origin(),
-            Target::Exec { .. } | Target::Terminal(_) | Target::Docker(_) => 0,
+            Target::Exec { .. } | Target::Terminal(_) | Target::Docker(_) | Target::Upgrade(_) => 0,
         }
     }
 
@@ -59,6 +66,17 @@ impl Target {
         match self {
             Target::File(file) => file.prepare().await.map_err(|f| f.refusal(channel_id)),
             Target::Docker(docker) => docker.prepare().await.map_err(|f| f.refusal(channel_id)),
+            Target::Upgrade(upgrade) => {
+                upgrade
+                    .prepare()
+                    .await
+                    .map_err(|(error, message)| OpenResult {
+                        channel_id,
+                        error: error as i32,
+                        message,
+                        ..OpenResult::default()
+                    })
+            }
             Target::Exec { .. } | Target::Terminal(_) => Ok((OpenResult::default(), Vec::new())),
         }
     }
@@ -69,7 +87,9 @@ impl Target {
         match self {
             Target::File(file) => file.failed().await,
             Target::Docker(docker) => docker.failed().await,
-            Target::Exec { .. } | Target::Terminal(_) => std::future::pending().await,
+            Target::Exec { .. } | Target::Terminal(_) | Target::Upgrade(_) => {
+                std::future::pending().await
+            }
         }
     }
 
@@ -81,6 +101,7 @@ impl Target {
             Target::Terminal(viewer) => viewer.session().exit(),
             Target::File(file) => return file.finish(channel_id, outbound).await,
             Target::Docker(docker) => return docker.finish(channel_id, outbound).await,
+            Target::Upgrade(upgrade) => return upgrade.finish(channel_id, outbound).await,
         };
         let exit = *exit.wait_for(Option::is_some).await.ok()?;
         outbound
@@ -99,6 +120,7 @@ impl Target {
             Target::Terminal(_) => None,
             Target::File(file) => file.input_written(),
             Target::Docker(docker) => docker.input_written(),
+            Target::Upgrade(upgrade) => upgrade.input_written(),
         }
     }
 
@@ -107,6 +129,7 @@ impl Target {
         match self {
             Target::File(file) => file.input(chunk),
             Target::Docker(docker) => docker.input(chunk),
+            Target::Upgrade(upgrade) => upgrade.input(chunk),
             _ if chunk.stream() != StreamKind::Stdin => {
                 Err("only stdin may be sent to a command or a terminal".into())
             }
@@ -122,11 +145,13 @@ impl Target {
     /// An acknowledgement of output; an error closes the channel with its message.
     pub fn ack(&self, ack: StreamAck) -> Result<(), String> {
         match self {
-            Target::Exec { .. } | Target::Docker(_) => match self.output(ack.stream()) {
-                Some(stream) => stream.with(|buffer| buffer.ack(ack.offset)),
-                None => Ok(()),
+            Target::Exec { .. } | Target::Docker(_) | Target::Upgrade(_) => {
+                match self.output(ack.stream()) {
+                    Some(stream) => stream.with(|buffer| buffer.ack(ack.offset)),
+                    None => Ok(()),
+                }
+                .map_err(|e| e.to_string())
             }
-            .map_err(|e| e.to_string()),
             Target::Terminal(viewer) if ack.stream() == StreamKind::Stdout => {
                 viewer.ack(ack.offset).map_err(|e| e.to_string())
             }
@@ -138,8 +163,8 @@ impl Target {
     pub fn signal(&self, signal: i32) {
         match self {
             Target::Exec { job, .. } => job.signal(signal),
-            Target::Terminal(_) | Target::File(_) | Target::Docker(_) => {
-                tracing::debug!("signal for a terminal, file or docker channel ignored")
+            Target::Terminal(_) | Target::File(_) | Target::Docker(_) | Target::Upgrade(_) => {
+                tracing::debug!("signal for a terminal, file, docker or upgrade channel ignored")
             }
         }
     }
@@ -151,8 +176,8 @@ impl Target {
                     tracing::debug!("resize ignored: {e}");
                 }
             }
-            Target::Exec { .. } | Target::File(_) | Target::Docker(_) => {
-                tracing::debug!("resize for an exec, file or docker channel ignored")
+            Target::Exec { .. } | Target::File(_) | Target::Docker(_) | Target::Upgrade(_) => {
+                tracing::debug!("resize for an exec, file, docker or upgrade channel ignored")
             }
         }
     }
@@ -163,6 +188,8 @@ impl Target {
             Target::Terminal(viewer) => viewer.detach(release),
             Target::File(file) => file.detach(),
             Target::Docker(docker) => docker.detach(),
+            // an upgrade goes on: once the binary is in, it is swapped in whoever listens
+            Target::Upgrade(_) => {}
         }
     }
 
@@ -289,7 +316,7 @@ fn capability_of(request: &open::Request) -> Capability {
         | open::Request::DockerPull(_)
         | open::Request::DockerImport(_) => Capability::Docker,
         open::Request::Processes(_) => Capability::Metrics,
-        open::Request::Upgrade(_) => Capability::Exec,
+        open::Request::Upgrade(_) => Capability::Upgrade,
     }
 }
 

@@ -35,6 +35,17 @@ pub enum Command {
     /// container runs in its pseudo-terminal (started by the daemon, not by hand).
     #[command(hide = true)]
     ContainerShell(ContainerShellArgs),
+    /// Rolls an upgrade back when the new daemon has no session by the deadline in
+    /// `upgrade.json`: what the transient unit an upgrade starts runs, from the previous
+    /// binary (started by the daemon, not by hand).
+    #[command(hide = true)]
+    UpgradeGuard(UpgradeGuardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeGuardArgs {
+    #[arg(long, env = "ZPANEL_BRIDGE_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -195,15 +206,19 @@ pub enum Capability {
     Docker,
     /// Metrics collected for the control plane, and the process list.
     Metrics,
+    /// Replacing the daemon's own executable with one the control plane sends
+    /// (`zpanel hosts upgrade`; only under systemd, with a rollback guard).
+    Upgrade,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Exec,
         Capability::Terminal,
         Capability::Files,
         Capability::Docker,
         Capability::Metrics,
+        Capability::Upgrade,
     ];
 
     /// Its name in `bridge.toml`.
@@ -214,6 +229,7 @@ impl Capability {
             Capability::Files => "files",
             Capability::Docker => "docker",
             Capability::Metrics => "metrics",
+            Capability::Upgrade => "upgrade",
         }
     }
 
@@ -225,6 +241,7 @@ impl Capability {
             Capability::Files => "files",
             Capability::Docker => "containers",
             Capability::Metrics => "metrics and processes",
+            Capability::Upgrade => "upgrades of its daemon",
         }
     }
 }
@@ -543,7 +560,7 @@ mod tests {
             load("[policy]\ncapabilities = [\"exec\", \"shell\"]\n"),
             format!(
                 "{path} is not valid: line 6: unknown variant `shell`, \
-                 expected one of `exec`, `terminal`, `files`, `docker`, `metrics`"
+                 expected one of `exec`, `terminal`, `files`, `docker`, `metrics`, `upgrade`"
             )
         );
         assert_eq!(

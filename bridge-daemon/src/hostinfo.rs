@@ -1,5 +1,9 @@
 //! Facts about this machine reported in the session's hello.
 
+use std::io::Read;
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
 use zpanel_proto::HostInfo;
 
 pub fn hostname() -> String {
@@ -13,8 +17,39 @@ pub fn collect() -> HostInfo {
         kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
         arch: std::env::consts::ARCH.into(),
         daemon_version: zpanel_shared::VERSION.into(),
-        daemon_sha256: String::new(),
-        systemd: false,
+        daemon_sha256: daemon_sha256().into(),
+        systemd: under_systemd(),
+    }
+}
+
+/// Lower-case hex sha256 of the running executable (empty when it cannot be read), hashed
+/// the first time it is asked for: `session::run` asks on a blocking thread at start.
+pub fn daemon_sha256() -> &'static str {
+    static SHA256: OnceLock<String> = OnceLock::new();
+    SHA256.get_or_init(|| match hash_file("/proc/self/exe") {
+        Ok(sha256) => sha256,
+        Err(e) => {
+            tracing::warn!("cannot hash this daemon's executable: {e}");
+            String::new()
+        }
+    })
+}
+
+/// Whether the daemon runs as a systemd service (systemd sets `INVOCATION_ID` for it).
+pub fn under_systemd() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some_and(|id| !id.is_empty())
+}
+
+fn hash_file(path: &str) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buffer[..n]);
     }
 }
 

@@ -15,3 +15,4 @@ pub mod join;
 pub mod session;
 pub mod telemetry;
 pub mod terminal;
+pub mod upgrade;

@@ -1,5 +1,6 @@
-//! `zpanel-bridge`: parses flags, builds the runtime, runs `join`, `run` or (in a terminal
-//! session's pseudo-terminal) `container-shell`.
+//! `zpanel-bridge`: parses flags, builds the runtime, runs `join`, `run`, (in a terminal
+//! session's pseudo-terminal) `container-shell` or (in an upgrade's transient unit)
+//! `upgrade-guard`.
 
 use std::process::ExitCode;
 
@@ -16,6 +17,10 @@ fn main() -> ExitCode {
             // the thread still reading the terminal's input must not hold the process.
             let code = runtime.block_on(zpanel_bridge::docker::container_shell(args));
             std::process::exit(code)
+        }
+        Command::UpgradeGuard(args) => {
+            zpanel_shared::process::init_logging();
+            zpanel_bridge::upgrade::guard(&args.config_dir)
         }
         Command::Join(args) => {
             zpanel_shared::process::init_logging();

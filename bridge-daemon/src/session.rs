@@ -36,7 +36,8 @@ use crate::exec::Jobs;
 use crate::files::{self, FileChannel, Files};
 use crate::telemetry::Telemetry;
 use crate::terminal::{ContainerShells, TerminalLimits, Terminals};
-use crate::{certificate, hostinfo};
+use crate::upgrade::{Installation, UpgradeChannel};
+use crate::{certificate, hostinfo, upgrade};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const OUTBOUND_QUEUE: usize = 128;
@@ -64,6 +65,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(files.clone().reap_forever());
     let policy = Arc::new(settings.policy.clone());
     let telemetry = Telemetry::new(&settings.metrics);
+    // hashes the executable (for the hello) off the async threads, once
+    let config_dir = args.config_dir.clone();
+    let installation = tokio::task::spawn_blocking(move || {
+        let installation = Installation::detect(&config_dir);
+        upgrade::at_start(&installation);
+        installation
+    })
+    .await
+    .context("cannot inspect this daemon's installation")?;
+    let installation = Arc::new(installation);
     if policy.offers(Capability::Metrics) {
         tokio::spawn(telemetry.clone().collect_forever());
     }
@@ -85,6 +96,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     docker: docker.clone(),
                     policy: policy.clone(),
                     telemetry: telemetry.clone(),
+                    installation: installation.clone(),
                 };
                 let end = serve(ws, work, &args.config_dir, &settings.name).await;
                 tracing::warn!("session ended: {end:#}");
@@ -171,8 +183,8 @@ fn tls_failure(e: &std::io::Error) -> anyhow::Error {
 
 /// What outlives sessions: the exec jobs and terminal sessions channels attach to, the
 /// file service (with its interrupted uploads), the Docker engine, the policy every
-/// session is served under (read at start), and the samples the control plane has not
-/// stored yet.
+/// session is served under (read at start), the samples the control plane has not
+/// stored yet, and where the daemon runs from (for upgrades).
 #[derive(Clone)]
 struct Work {
     jobs: Arc<Jobs>,
@@ -181,6 +193,7 @@ struct Work {
     docker: Arc<Docker>,
     policy: Arc<Policy>,
     telemetry: Arc<Telemetry>,
+    installation: Arc<Installation>,
 }
 
 /// Runs one session after the hello: waits for the welcome, then serves frames.
@@ -200,6 +213,9 @@ async fn serve(mut ws: Ws, work: Work, config_dir: &Path, name: &str) -> anyhow:
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
     let max_frame = (welcome.max_frame_bytes as usize).clamp(64 * 1024, DEFAULT_MAX_FRAME_BYTES);
     tracing::info!(version = welcome.version, ?interval, "session open");
+    // a session is what an upgrade waits for: this binary is here to stay
+    let installation = work.installation.clone();
+    tokio::task::spawn_blocking(move || upgrade::commit(&installation));
     let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (renewed, renewal_answers) = mpsc::channel(1);
     let metrics = tokio::spawn(work.telemetry.clone().send(outbound.clone(), max_frame));
@@ -427,10 +443,10 @@ impl DaemonSession {
                 let killed = terminals.kill(&kill.session_id, &kill.owner_id);
                 return self.answer(channel_id, killed.map(|()| None).map_err(terminal_refusal));
             }
-            open::Request::Upgrade(_) => Err((
-                OpenError::BadRequest,
-                "upgrades over the session are being built".to_string(),
-            )),
+            open::Request::Upgrade(request) => {
+                let upgrade = UpgradeChannel::new(&self.work.installation, request);
+                return self.open_prepared(channel_id, Target::Upgrade(upgrade));
+            }
             open::Request::Processes(request) => {
                 let telemetry = self.work.telemetry.clone();
                 return self
@@ -675,6 +691,7 @@ pub(crate) mod tests {
                 docker,
                 policy: Arc::new(policy),
                 telemetry: Telemetry::new(&crate::config::MetricsSettings::default()),
+                installation: Arc::new(crate::upgrade::tests::not_under_systemd()),
             },
             attachments: Arc::default(),
             answering: Arc::default(),
