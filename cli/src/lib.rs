@@ -1,7 +1,7 @@
 //! The `zpanel` CLI's pieces: settings, the gRPC connection, `hosts`, `exec` and `shell`
 //! (streaming with resume), `sessions`, files on hosts, Docker on hosts, the local terminal,
 //! the access commands: `users`, `api-tokens`, `workspaces` and `audit`, `metrics` and `top`,
-//! and `alerts`.
+//! `alerts`, and `hosts upgrade`.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -21,5 +21,6 @@ pub mod shell;
 pub mod streaming;
 pub mod top;
 pub mod tty;
+pub mod upgrade;
 pub mod users;
 pub mod workspaces;

@@ -25,7 +25,7 @@ use zpanel_cli::metrics::{self, MetricsOptions, step_seconds};
 use zpanel_cli::shell::{ContainerShell, ShellOptions, shell};
 use zpanel_cli::top::{self, TopOptions};
 use zpanel_cli::users::{self, NewUser};
-use zpanel_cli::{alerts, hosts, sessions, workspaces};
+use zpanel_cli::{alerts, hosts, sessions, upgrade, workspaces};
 use zpanel_proto::{
     ContainerAction, ContainerSpec, ContainerVerb, CreateJoinTokenRequest, DockerLogs,
     NetworkCreate, PortBinding, ProcessSort, PruneKind, Quotas, VolumeCreate, WhoAmIRequest,
@@ -821,6 +821,24 @@ struct HostsArgs {
 enum HostsAction {
     /// Delete a host: its session ends and its certificate is refused from now on.
     Rm { host: String },
+    /// Send the control plane's daemon binary to hosts (admins): each host checks it, swaps
+    /// it in and restarts under systemd, and rolls back when the new daemon has no session
+    /// in time.
+    Upgrade {
+        /// Host names or ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        hosts: Vec<String>,
+        /// Every host you may upgrade (hosts offline or not under systemd are skipped).
+        #[arg(long)]
+        all: bool,
+        /// Roll a host back when the new daemon has no session this long after the swap
+        /// (default 2m).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        rollback_after: Option<Duration>,
+        /// Print each progress message as a JSON line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -893,6 +911,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             action: Some(HostsAction::Rm { host }),
             ..
         }) => hosts::delete(&Settings::load()?, host).await?,
+        Command::Hosts(HostsArgs {
+            action:
+                Some(HostsAction::Upgrade {
+                    hosts,
+                    all,
+                    rollback_after,
+                    json,
+                }),
+            json: json_before,
+        }) => {
+            let settings = Settings::load()?;
+            upgrade::upgrade(&settings, hosts, all, rollback_after, json || json_before).await?
+        }
         Command::Tokens {
             action:
                 TokensAction::Create {

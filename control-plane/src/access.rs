@@ -62,6 +62,8 @@ pub enum Action {
     ManageAlerts,
     /// Delete a host (it must enrol again).
     DeleteHost,
+    /// Replace a host's daemon with the control plane's binary (`zpanel hosts upgrade`).
+    UpgradeHost,
     CreateJoinToken,
     Exec,
     /// Open, attach to, list and end one's own terminal sessions.
@@ -94,11 +96,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::ListHosts,
         Action::ViewMetrics,
         Action::ManageAlerts,
         Action::DeleteHost,
+        Action::UpgradeHost,
         Action::CreateJoinToken,
         Action::Exec,
         Action::Terminal,
@@ -122,6 +125,7 @@ impl Action {
             Action::ViewMetrics => "see metrics and alerts",
             Action::ManageAlerts => "manage alert rules and notification channels",
             Action::DeleteHost => "delete hosts",
+            Action::UpgradeHost => "upgrade hosts' daemons",
             Action::CreateJoinToken => "create join tokens",
             Action::Exec => "run commands on hosts",
             Action::Terminal => "open terminals on hosts",
@@ -156,6 +160,7 @@ impl Action {
             | Action::ManageDocker
             | Action::ManageAlerts => Role::Operator,
             Action::WatchAnyTerminal
+            | Action::UpgradeHost
             | Action::ManageUsers
             | Action::ManageWorkspaces
             | Action::VerifyAudit => Role::Admin,
@@ -281,6 +286,8 @@ mod tests {
     #[test]
     fn role_table() {
         assert!(allowed(Role::Admin, Action::DeleteHost));
+        assert!(allowed(Role::Admin, Action::UpgradeHost));
+        assert!(!allowed(Role::Operator, Action::UpgradeHost));
         assert!(allowed(Role::Developer, Action::Exec));
         assert!(!allowed(Role::Developer, Action::CreateJoinToken));
         assert!(!allowed(Role::Viewer, Action::Exec));

@@ -390,7 +390,13 @@ fn on_frame(
             (done.channel_id, session.deliver(done.channel_id, event))
         }
         Body::Close(close) => (close.channel_id, session.channel_closed(close)),
-        Body::UpgradeDone(_) => return Ok(()),
+        Body::UpgradeDone(done) => {
+            let channel_id = done.channel_id;
+            (
+                channel_id,
+                session.deliver(channel_id, ChannelEvent::UpgradeDone(done)),
+            )
+        }
         Body::RenewCertificate(renew) => {
             renew_certificate(session, state, renew.csr_pem);
             return Ok(());

@@ -66,6 +66,8 @@ pub enum ChannelEvent {
     DockerUpdated(DockerUpdate),
     /// A pull or import ended (the image, or the error).
     DockerDone(DockerOutcome),
+    /// An upgrade's binary was swapped in (the daemon restarts now), or why not.
+    UpgradeDone(zpanel_proto::UpgradeDone),
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -11,6 +11,7 @@ pub mod login;
 pub mod metrics;
 pub mod relay;
 pub mod terminal;
+pub mod upgrade;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -359,12 +359,12 @@ impl Operator for OperatorApi {
         request: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
         let principal = self.principal(&request).await?;
-        let hosts = self
-            .state
-            .list_hosts(&principal)
-            .await?
+        let views = self.state.list_hosts(&principal).await?;
+        let upgradable = self.state.upgrades_available(&views).await;
+        let hosts = views
             .into_iter()
             .map(|view| Host {
+                upgrade_available: upgradable.contains(&view.record.id),
                 id: view.record.id,
                 name: view.record.name,
                 online: view.online,
@@ -405,9 +405,29 @@ impl Operator for OperatorApi {
 
     async fn upgrade_hosts(
         &self,
-        _request: Request<UpgradeHostsRequest>,
+        request: Request<UpgradeHostsRequest>,
     ) -> Result<Response<UpgradeStream>, Status> {
-        Err(Status::unimplemented("upgrade: being built"))
+        let principal = self.principal(&request).await?;
+        let body = request.into_inner();
+        let upgrade = crate::service::upgrade::UpgradeRequest {
+            hosts: body.hosts,
+            all: body.all,
+            rollback_after: (body.rollback_after_secs > 0)
+                .then(|| Duration::from_secs(u64::from(body.rollback_after_secs))),
+        };
+        let progress = self.state.upgrade_hosts(&principal, upgrade).await?;
+        let stream = futures_util::stream::unfold(progress, |mut progress| async move {
+            let p = progress.recv().await?;
+            let message = zpanel_proto::UpgradeProgress {
+                host: p.host,
+                state: p.state.as_str().into(),
+                detail: p.detail,
+                from_sha256: p.from_sha256,
+                to_sha256: p.to_sha256,
+            };
+            Some((Ok(message), progress))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn create_join_token(
@@ -889,7 +909,7 @@ async fn relay_exec(
                         exited = true;
                         Server::Exit(exit)
                     }
-                    Some(ChannelEvent::FileDone(_) | ChannelEvent::FileChanged(_) | ChannelEvent::DockerUpdated(_) | ChannelEvent::DockerDone(_)) => {
+                    Some(ChannelEvent::FileDone(_) | ChannelEvent::FileChanged(_) | ChannelEvent::DockerUpdated(_) | ChannelEvent::DockerDone(_) | ChannelEvent::UpgradeDone(_)) => {
                         let _ = tx.send(Err(Status::internal("the host sent a file or Docker event on an exec channel"))).await;
                         return;
                     }

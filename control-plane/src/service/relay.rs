@@ -266,6 +266,11 @@ impl<V: HostEvent> Upload<V> {
         }
     }
 
+    /// The channel, to read what follows the verdict (an upgrade: the session's end).
+    pub fn into_channel(self) -> Channel {
+        self.channel
+    }
+
     /// Closes the channel telling the host the upload is over.
     pub fn release(self) {
         self.channel.release();

@@ -147,7 +147,8 @@ impl TerminalChannel {
                 ChannelEvent::FileDone(_)
                 | ChannelEvent::FileChanged(_)
                 | ChannelEvent::DockerUpdated(_)
-                | ChannelEvent::DockerDone(_),
+                | ChannelEvent::DockerDone(_)
+                | ChannelEvent::UpgradeDone(_),
             ) => TerminalEvent::Lost(
                 "the host sent a file or Docker event on a terminal channel".into(),
             ),
