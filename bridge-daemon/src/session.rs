@@ -79,6 +79,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(telemetry.clone().collect_forever());
     }
     tracing::info!(host = %settings.host_id, name = %settings.name, bridge = %settings.bridge_url, capabilities = ?policy.capabilities, max_channels = policy.max_channels, docker = %docker.endpoint(), "zpanel-bridge starting");
+    // Ready once configured and about to connect, not once connected: a host must start
+    // (and boot) while its control plane is down.
+    zpanel_shared::systemd::ready(&format!("connecting to {}", settings.bridge_url));
+    zpanel_shared::systemd::spawn_watchdog();
     let mut backoff = Backoff::new(args.reconnect_base, args.reconnect_max);
     loop {
         let started = Instant::now();
@@ -89,6 +93,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         match connected {
             Ok(ws) => {
+                zpanel_shared::systemd::status(&format!("connected to {}", settings.bridge_url));
                 let work = Work {
                     jobs: jobs.clone(),
                     terminals: terminals.clone(),
@@ -100,8 +105,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 };
                 let end = serve(ws, work, &args.config_dir, &settings.name).await;
                 tracing::warn!("session ended: {end:#}");
+                zpanel_shared::systemd::status(&format!("disconnected ({end:#}); reconnecting"));
             }
-            Err(e) => tracing::warn!("cannot open a session with {}: {e:#}", settings.bridge_url),
+            Err(e) => {
+                tracing::warn!("cannot open a session with {}: {e:#}", settings.bridge_url);
+                zpanel_shared::systemd::status(&format!(
+                    "cannot reach {} ({e:#}); retrying",
+                    settings.bridge_url
+                ));
+            }
         }
         if started.elapsed() > HEALTHY_SESSION {
             backoff.reset();

@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod ca;
 pub mod config;
 pub mod downloads;
+pub mod install;
 pub mod metrics;
 pub mod recording;
 pub mod router;
@@ -135,6 +136,9 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     }
     // Last: scripts (and the test harness) read up to this line.
     println!("  admin token: {}", admin_token_path.display());
+    // Migrated and listening: systemd (Type=notify) may start what depends on us.
+    zpanel_shared::systemd::ready(&format!("serving {public_url}; hosts connect to {bridge_url}"));
+    zpanel_shared::systemd::spawn_watchdog();
 
     tokio::spawn(flush_last_seen(state.clone(), shutdown.clone()));
     tokio::spawn(service::alerts::run(state.clone(), shutdown.clone()));

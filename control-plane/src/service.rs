@@ -304,10 +304,11 @@ impl AppState {
         )
         .await;
         let ca_pin = self.ca.pin();
-        let install_command = format!(
-            "curl -fsSL {}/install.sh | sudo sh -s -- --token {token} --ca-pin {ca_pin}",
-            self.public_url
-        );
+        // Pasted on the new host: fetches the served install.sh, checks it against its
+        // sha256 (the host cannot check the control plane's certificate yet) and runs it.
+        let script = crate::install::InstallScript::for_url(&self.public_url);
+        let install_command =
+            crate::install::install_command(&self.public_url, &script.sha256, &token, &ca_pin);
         Ok(JoinTokenCreated {
             token,
             expires_at,

@@ -8,6 +8,7 @@ mod alerts;
 mod auth;
 mod docker;
 mod files;
+mod install;
 mod metrics;
 mod terminal;
 
@@ -105,6 +106,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/hosts/{host}/files/archive", get(files::archive))
         .route("/api/v1/hosts/{host}/files/op", post(files::change))
         .route("/api/v1/hosts/{host}/files/watch", get(files::watch))
+        .merge(install::routes())
         .merge(docker::routes())
         .merge(metrics::routes())
         .merge(alerts::routes())
