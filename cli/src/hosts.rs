@@ -22,6 +22,10 @@ struct HostJson {
     arch: String,
     daemon_version: String,
     labels: BTreeMap<String, String>,
+    /// sha256 of the daemon binary the host runs.
+    daemon_sha256: String,
+    /// The control plane has another daemon binary for it (`zpanel hosts upgrade`).
+    upgrade_available: bool,
 }
 
 impl From<Host> for HostJson {
@@ -37,6 +41,8 @@ impl From<Host> for HostJson {
             arch: h.arch,
             daemon_version: h.daemon_version,
             labels: h.labels.into_iter().collect(),
+            daemon_sha256: h.daemon_sha256,
+            upgrade_available: h.upgrade_available,
         }
     }
 }
@@ -76,7 +82,11 @@ fn table(hosts: &[HostJson]) -> String {
                 h.id.clone(),
                 h.name.clone(),
                 h.workspace.clone(),
-                h.status.into(),
+                if h.upgrade_available {
+                    format!("{}, update available", h.status)
+                } else {
+                    h.status.into()
+                },
                 h.last_seen.clone().unwrap_or_else(|| "never".into()),
                 h.os.clone(),
                 labels.join(","),

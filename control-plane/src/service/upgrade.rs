@@ -289,13 +289,13 @@ impl AppState {
             Err(e) => return outcome(UpgradeState::Failed, e.to_string(), &from, ""),
         };
         let to = binary.sha256.clone();
-        if !host.systemd {
-            let detail = "the daemon does not run under systemd; upgrade it with install.sh";
-            return outcome(UpgradeState::Unsupported, detail, &from, &to);
-        }
         if from == to {
             let detail = format!("host {name} already runs {}", short(&to));
             return outcome(UpgradeState::UpToDate, detail, &from, &to);
+        }
+        if !host.systemd {
+            let detail = "the daemon does not run under systemd; upgrade it with install.sh";
+            return outcome(UpgradeState::Unsupported, detail, &from, &to);
         }
         let detail = format!("sending {} bytes", binary.size);
         report(UpgradeState::Sending, detail, &from, &to).await;
