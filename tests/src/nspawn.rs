@@ -334,6 +334,13 @@ impl Machine {
             std::process::id(),
             MACHINES.fetch_add(1, Ordering::Relaxed)
         );
+        // Its own name, resolvable (sudo looks it up), instead of the one debootstrap copied.
+        let root = dir.path().join("root");
+        std::fs::write(root.join("etc/hostname"), format!("{name}\n"))?;
+        std::fs::write(
+            root.join("etc/hosts"),
+            format!("127.0.0.1 localhost\n127.0.1.1 {name}\n::1 localhost\n"),
+        )?;
         let mut machine = Machine {
             name,
             dir,
