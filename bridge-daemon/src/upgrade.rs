@@ -13,6 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ pub struct Installation {
     pub start_guard: fn(&Installation, &Marker) -> Result<(), String>,
     /// Has the service restarted into the new binary (`systemctl`); a stand-in in unit tests.
     pub restart: fn(&Installation),
+    /// An upgrade is being received or swapped in: a second one is refused meanwhile.
+    pub busy: AtomicBool,
 }
 
 impl Installation {
@@ -84,6 +87,7 @@ impl Installation {
             unit: own_unit().unwrap_or_else(|| DEFAULT_UNIT.to_string()),
             start_guard: start_guard_unit,
             restart: restart_service,
+            busy: AtomicBool::new(false),
         }
     }
 
@@ -250,6 +254,8 @@ impl UpgradeChannel {
             let swapped = outcome.is_ok();
             if let Err(e) = &outcome {
                 tracing::warn!("upgrade to {} failed: {e}", request.sha256);
+                // (once swapped in, the daemon restarts: it stays busy until then)
+                installation.busy.store(false, Ordering::SeqCst);
             }
             done.send_replace(Some(outcome));
             if swapped {
@@ -311,6 +317,22 @@ fn begin(installation: &Installation, request: &UpgradeStart) -> Result<TempBina
     if !installation.systemd {
         return Err((OpenError::Refused, NOT_UNDER_SYSTEMD.into()));
     }
+    if installation.busy.swap(true, Ordering::SeqCst) {
+        let message = "another upgrade is being received; try again after it";
+        return Err((OpenError::BadRequest, message.into()));
+    }
+    let temp = checked_temp(installation, request);
+    if temp.is_err() {
+        installation.busy.store(false, Ordering::SeqCst);
+    }
+    temp
+}
+
+/// The request's checks and the temporary file, for [`begin`].
+fn checked_temp(
+    installation: &Installation,
+    request: &UpgradeStart,
+) -> Result<TempBinary, Refusal> {
     let executable = installation
         .executable
         .as_ref()
@@ -668,6 +690,7 @@ pub(crate) mod tests {
             unit: DEFAULT_UNIT.into(),
             start_guard: |_, _| Err("no systemd in tests".into()),
             restart: |_| {},
+            busy: AtomicBool::new(false),
         }
     }
 
@@ -691,6 +714,7 @@ pub(crate) mod tests {
                 Ok(())
             },
             restart: |_| {},
+            busy: AtomicBool::new(false),
         })
     }
 
@@ -853,7 +877,15 @@ pub(crate) mod tests {
             )
         );
 
-        // another upgrade waits for this one's verdict
+        // another upgrade waits: for the restart, then for this one's verdict
+        let refused = upgrade(&installation, &new, new.len() as u64, sha256(&new))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.message,
+            "another upgrade is being received; try again after it"
+        );
+        installation.busy.store(false, Ordering::SeqCst);
         let refused = upgrade(&installation, &new, new.len() as u64, sha256(&new))
             .await
             .unwrap_err();
