@@ -18,9 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use zpanel_proto::frame::Body;
 use zpanel_proto::{
-    BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, CertificateRenewed, ChannelAck,
-    ChannelData, Close, FileCommit, Heartbeat, Hello, Open, OpenError, OpenResult, TerminalListing,
-    TerminalResize, open, open_result,
+    BRIDGE_PROTOCOL_MIN_VERSION, BRIDGE_PROTOCOL_VERSION, ChannelAck, ChannelData, Close,
+    FileCommit, Heartbeat, Hello, Open, OpenError, OpenResult, TerminalListing, TerminalResize,
+    open, open_result,
 };
 use zpanel_shared::backoff::Backoff;
 use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
@@ -184,8 +184,8 @@ fn tls_failure(e: &std::io::Error) -> anyhow::Error {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
         Some(rustls::Error::AlertReceived(alert)) => anyhow::anyhow!(
-            "the control plane refused this host's certificate ({alert:?}): the host was deleted, \
-             its certificate expired, or it belongs to another control plane; re-enrol with \
+            "the control plane refused this host's certificate ({alert:?}): the host was revoked or \
+             deleted, its certificate expired, or it belongs to another control plane; re-enrol with \
              `zpanel-bridge join`"
         ),
         Some(tls) => anyhow::anyhow!("tls: {tls}"),
@@ -229,7 +229,7 @@ async fn serve(mut ws: Ws, work: Work, config_dir: &Path, name: &str) -> anyhow:
     let installation = work.installation.clone();
     tokio::task::spawn_blocking(move || upgrade::commit(&installation));
     let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let (renewed, renewal_answers) = mpsc::channel(1);
+    let (renewed, renewal_answers) = mpsc::channel(4);
     let metrics = tokio::spawn(work.telemetry.clone().send(outbound.clone(), max_frame));
     let session = DaemonSession {
         outbound: outbound.clone(),
@@ -302,7 +302,7 @@ pub(crate) struct DaemonSession {
     /// channels.
     answering: Arc<()>,
     /// Answers to certificate renewals, for the renewal task.
-    renewed: mpsc::Sender<CertificateRenewed>,
+    renewed: mpsc::Sender<certificate::Renewal>,
 }
 
 impl DaemonSession {
@@ -333,7 +333,9 @@ impl DaemonSession {
             }
             Body::Pong(_) => {}
             Body::MetricsAck(ack) => self.work.telemetry.acknowledge(ack.next_seq),
-            Body::RenewNow(_) => {}
+            Body::RenewNow(_) => {
+                let _ = self.renewed.try_send(certificate::Renewal::Now);
+            }
             Body::Open(open) => self.open(open),
             Body::Data(ChannelData {
                 channel_id,
@@ -383,7 +385,7 @@ impl DaemonSession {
             }
             Body::Close(close) => self.detach(close.channel_id, close.release),
             Body::CertificateRenewed(answer) => {
-                let _ = self.renewed.try_send(answer);
+                let _ = self.renewed.try_send(certificate::Renewal::Answer(answer));
             }
             Body::Data(_) | Body::Ack(_) | Body::TerminalResize(_) => {
                 tracing::debug!("empty data, ack or resize frame ignored");

@@ -1,9 +1,10 @@
-//! `zpanel hosts`: the hosts the caller can see (a table, or JSON), and deleting one.
+//! `zpanel hosts`: the hosts the caller can see (a table, or JSON), deleting and revoking
+//! one.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use zpanel_proto::{DeleteHostRequest, Host, ListHostsRequest};
+use zpanel_proto::{DeleteHostRequest, Host, ListHostsRequest, RevokeHostRequest};
 
 use crate::client::{self, call_failed};
 use crate::config::Settings;
@@ -26,6 +27,11 @@ struct HostJson {
     daemon_sha256: String,
     /// The control plane has another daemon binary for it (`zpanel hosts upgrade`).
     upgrade_available: bool,
+    /// When the host was revoked; `status` is `revoked` then.
+    revoked_at: Option<String>,
+    cert_expires_at: Option<String>,
+    /// Pin of the CA that issued the host's certificate.
+    cert_ca_pin: String,
 }
 
 impl From<Host> for HostJson {
@@ -34,7 +40,13 @@ impl From<Host> for HostJson {
             id: h.id,
             name: h.name,
             workspace: h.workspace,
-            status: if h.online { "online" } else { "offline" },
+            status: if h.revoked_at > 0 {
+                "revoked"
+            } else if h.online {
+                "online"
+            } else {
+                "offline"
+            },
             last_seen: (h.last_seen > 0).then(|| rfc3339(h.last_seen)),
             os: h.os,
             kernel: h.kernel,
@@ -43,6 +55,9 @@ impl From<Host> for HostJson {
             labels: h.labels.into_iter().collect(),
             daemon_sha256: h.daemon_sha256,
             upgrade_available: h.upgrade_available,
+            revoked_at: (h.revoked_at > 0).then(|| rfc3339(h.revoked_at)),
+            cert_expires_at: (h.cert_expires_at > 0).then(|| rfc3339(h.cert_expires_at)),
+            cert_ca_pin: h.cert_ca_pin,
         }
     }
 }
@@ -105,6 +120,25 @@ pub async fn delete(settings: &Settings, host: String) -> anyhow::Result<()> {
         .into_inner();
     println!("deleted host {}", deleted.id);
     Ok(())
+}
+
+/// Revokes a host. Revoking a revoked host is not an error: it says when that happened.
+pub async fn revoke(settings: &Settings, host: String) -> anyhow::Result<()> {
+    let mut client = client::connect(settings).await?;
+    match client.revoke_host(RevokeHostRequest { host }).await {
+        Ok(revoked) => {
+            println!(
+                "revoked host {}: its session ended and its certificate is refused from now on",
+                revoked.into_inner().id
+            );
+            Ok(())
+        }
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {
+            println!("{}", client::status_message(&status));
+            Ok(())
+        }
+        Err(status) => Err(call_failed(status)),
+    }
 }
 
 #[cfg(test)]

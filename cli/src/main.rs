@@ -821,6 +821,9 @@ struct HostsArgs {
 enum HostsAction {
     /// Delete a host: its session ends and its certificate is refused from now on.
     Rm { host: String },
+    /// Revoke a host (admins): its session ends at once and its certificate is refused from
+    /// now on; it stays listed, as revoked, until `zpanel hosts rm`.
+    Revoke { host: String },
     /// Send the control plane's daemon binary to hosts (admins): each host checks it, swaps
     /// it in and restarts under systemd, and rolls back when the new daemon has no session
     /// in time.
@@ -911,6 +914,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             action: Some(HostsAction::Rm { host }),
             ..
         }) => hosts::delete(&Settings::load()?, host).await?,
+        Command::Hosts(HostsArgs {
+            action: Some(HostsAction::Revoke { host }),
+            ..
+        }) => hosts::revoke(&Settings::load()?, host).await?,
         Command::Hosts(HostsArgs {
             action:
                 Some(HostsAction::Upgrade {

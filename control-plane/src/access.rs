@@ -62,6 +62,8 @@ pub enum Action {
     ManageAlerts,
     /// Delete a host (it must enrol again).
     DeleteHost,
+    /// Revoke a host: its session ends and its certificate is refused; it stays listed.
+    RevokeHost,
     /// Replace a host's daemon with the control plane's binary (`zpanel hosts upgrade`).
     UpgradeHost,
     CreateJoinToken,
@@ -96,11 +98,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::ListHosts,
         Action::ViewMetrics,
         Action::ManageAlerts,
         Action::DeleteHost,
+        Action::RevokeHost,
         Action::UpgradeHost,
         Action::CreateJoinToken,
         Action::Exec,
@@ -125,6 +128,7 @@ impl Action {
             Action::ViewMetrics => "see metrics and alerts",
             Action::ManageAlerts => "manage alert rules and notification channels",
             Action::DeleteHost => "delete hosts",
+            Action::RevokeHost => "revoke hosts",
             Action::UpgradeHost => "upgrade hosts' daemons",
             Action::CreateJoinToken => "create join tokens",
             Action::Exec => "run commands on hosts",
@@ -160,6 +164,7 @@ impl Action {
             | Action::ManageDocker
             | Action::ManageAlerts => Role::Operator,
             Action::WatchAnyTerminal
+            | Action::RevokeHost
             | Action::UpgradeHost
             | Action::ManageUsers
             | Action::ManageWorkspaces
@@ -286,6 +291,8 @@ mod tests {
     #[test]
     fn role_table() {
         assert!(allowed(Role::Admin, Action::DeleteHost));
+        assert!(allowed(Role::Admin, Action::RevokeHost));
+        assert!(!allowed(Role::Operator, Action::RevokeHost));
         assert!(allowed(Role::Admin, Action::UpgradeHost));
         assert!(!allowed(Role::Operator, Action::UpgradeHost));
         assert!(allowed(Role::Developer, Action::Exec));

@@ -8,12 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -28,6 +25,7 @@ use zpanel_shared::frame::{self, DEFAULT_MAX_FRAME_BYTES};
 use zpanel_shared::replay::DEFAULT_WINDOW_BYTES;
 use zpanel_shared::transport::{self, SessionEnd};
 
+use crate::ca::{CaState, ServerCertificate};
 use crate::metrics::Metrics;
 use crate::router::{ChannelEvent, Delivery, SessionHandle};
 use crate::service::AppState;
@@ -67,17 +65,19 @@ impl HostAllowList {
     }
 }
 
-/// Client verification: a chain to our CA (webpki, with expiry) whose common name is an
-/// allowed host.
+/// Client verification: a chain to a trusted CA (webpki, with expiry; the CAs change
+/// during a rotation) whose common name is an allowed host.
 #[derive(Debug)]
 struct HostCertVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    cas: Arc<CaState>,
     allowed: HostAllowList,
 }
 
 impl ClientCertVerifier for HostCertVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        // The trusted CAs change at runtime; hints are optional and daemons have one
+        // certificate to offer anyway.
+        &[]
     }
 
     fn verify_client_cert(
@@ -87,12 +87,12 @@ impl ClientCertVerifier for HostCertVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self
-            .inner
+            .cas
             .verify_client_cert(end_entity, intermediates, now)?;
         match crate::ca::host_identity(end_entity).map(|identity| identity.host_id) {
             Some(host_id) if self.allowed.contains(&host_id) => Ok(verified),
             Some(host_id) => Err(rustls::Error::General(format!(
-                "host {host_id} is not enrolled"
+                "host {host_id} is not allowed: it was revoked or deleted, or never enrolled here"
             ))),
             None => Err(rustls::Error::General(
                 "client certificate has no common name".into(),
@@ -106,7 +106,12 @@ impl ClientCertVerifier for HostCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &zpanel_shared::tls::provider().signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -115,32 +120,37 @@ impl ClientCertVerifier for HostCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &zpanel_shared::tls::provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        zpanel_shared::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
-/// TLS for the bridge listener: our server chain, and mandatory client certificates.
+/// TLS for the bridge listener: the server certificate of the current CA, and mandatory
+/// client certificates from a trusted CA naming an allowed host. Both are read from `cas` at
+/// every handshake, so a CA rotation takes effect without a restart.
 pub fn tls_config(
-    ca: &CertificateDer<'static>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    cas: Arc<CaState>,
     allowed: HostAllowList,
 ) -> Result<ServerConfig, rustls::Error> {
     let provider = zpanel_shared::tls::provider();
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone())?;
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
-    let verifier = Arc::new(HostCertVerifier { inner, allowed });
+    let verifier = Arc::new(HostCertVerifier {
+        cas: cas.clone(),
+        allowed,
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(Arc::new(ServerCertificate(cas)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // No session resumption: a resumed handshake skips client-certificate verification, and
     // with it the check that the host is still enrolled. Daemons reconnect rarely.
@@ -187,14 +197,20 @@ async fn handle_connection(
         .await
         .map_err(|_| "tls handshake timed out".to_string())?
         .map_err(|e| format!("tls: {e}"))?;
-    let identity = tls
+    let client_cert = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(|cert| crate::ca::host_identity(cert))
-        .ok_or("no client certificate naming a host")?;
+        .ok_or("no client certificate")?;
+    let identity =
+        crate::ca::host_identity(client_cert).ok_or("no client certificate naming a host")?;
     let (host_id, cert_not_after) = (identity.host_id, identity.not_after);
+    // Which CA issued the certificate the host holds: during a CA rotation a host still on
+    // the old CA renews at once.
+    let authorities = state.ca.authorities();
+    let cert_ca_pin = authorities.issuer_pin(client_cert).unwrap_or_default();
+    let renew_now = cert_ca_pin != authorities.issuing.pin();
     // The verifier checked this during the handshake; checking again here also covers a
     // host deleted while the handshake ran.
     if !state.allowed_hosts.contains(&host_id) {
@@ -274,7 +290,11 @@ async fn handle_connection(
         heartbeat_interval_ms: heartbeat.as_millis() as u32,
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
         window_bytes: DEFAULT_WINDOW_BYTES as u32,
-        renew_certificate_after: state.renew_after(cert_not_after),
+        renew_certificate_after: if renew_now {
+            zpanel_shared::unix_now()
+        } else {
+            state.renew_after(cert_not_after)
+        },
     };
     let _ = outbound_tx.try_send(Body::Welcome(welcome));
     if let Err(e) = state
@@ -283,6 +303,9 @@ async fn handle_connection(
         .await
     {
         tracing::warn!(host = %host_id, "cannot record host connection: {e:#}");
+    }
+    if let Err(e) = state.store.set_host_ca_pin(&host_id, &cert_ca_pin).await {
+        tracing::warn!(host = %host_id, "cannot record the CA of the host's certificate: {e:#}");
     }
     state.router.register(session.clone());
     Metrics::add(&state.metrics.sessions_accepted, 1);
@@ -453,7 +476,7 @@ fn renew_certificate(session: &Arc<SessionHandle>, state: &Arc<AppState>, csr_pe
                 cert_pem: cert.cert_pem,
                 expires_at: cert.expires_at,
                 error: String::new(),
-                ca_pem: String::new(),
+                ca_pem: cert.ca_bundle,
             },
             Err(e) => CertificateRenewed {
                 error: e.to_string(),

@@ -27,6 +27,37 @@ pub enum Command {
     },
     /// Set or reset a user's web password (read from --password-file, or asked for).
     Passwd(PasswdArgs),
+    /// The CA: rotate it, or see how a rotation is going.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Replace the CA without reinstalling any host: control planes sharing the data
+    /// directory trust both CAs while every host's certificate is re-issued over its
+    /// session, then the old CA is retired. Run it again to resume.
+    Rotate(CaRotateArgs),
+    /// Print the CA's pin, or how far a rotation is.
+    Status {
+        #[arg(long, env = "ZPANEL_DATA_DIR", default_value = "/var/lib/zpanel")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CaRotateArgs {
+    #[arg(long, env = "ZPANEL_DATA_DIR", default_value = "/var/lib/zpanel")]
+    pub data_dir: PathBuf,
+    /// How long to wait for every host to hold a certificate of the new CA.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// After the timeout, retire the old CA anyway: hosts still on it can no longer
+    /// connect and must be enrolled again.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -224,7 +255,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::parse_from(argv).command {
             Command::Serve(args) => args,
-            Command::CaPin { .. } | Command::Passwd(_) => unreachable!(),
+            Command::CaPin { .. } | Command::Passwd(_) | Command::Ca { .. } => unreachable!(),
         }
     }
 

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::HostAllowList;
-use crate::ca::Ca;
+use crate::ca::{Authorities, CaState, ServerCertificate};
 use crate::config::{PasswdArgs, ServeArgs};
 use crate::metrics::Metrics;
 use crate::router::{HostRouter, LocalRouter};
@@ -49,10 +49,13 @@ pub fn ca_dir(data_dir: &Path) -> std::path::PathBuf {
 pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone();
     create_private_dir(&data_dir)?;
-    let ca = Ca::load_or_create(&ca_dir(&data_dir)).context("cannot load or create the CA")?;
     let store = Store::open(&data_dir.join("zpanel.db"))
         .await
         .context("cannot open the database")?;
+    // A control plane starting in the middle of a CA rotation comes up in its phase.
+    let rotation = store.ca_rotation().await?;
+    let authorities = Authorities::load(&ca_dir(&data_dir), rotation.as_ref())
+        .context("cannot load or create the CA")?;
     let admin_token_path = data_dir.join("admin-token");
     if let Some(token) = store.bootstrap_admin().await? {
         zpanel_shared::fsutil::write_atomic(
@@ -66,7 +69,7 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     bootstrap_admin_password(&store, &admin_password_path).await?;
     store.mark_all_offline().await?;
     let allowed_hosts = HostAllowList::default();
-    for host_id in store.host_ids().await? {
+    for host_id in store.allowed_host_ids().await? {
         allowed_hosts.allow(&host_id);
     }
 
@@ -77,19 +80,19 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     let public_url = args.public_url();
     let bridge_url = args.bridge_url();
 
-    let (chain, key) = ca.issue_server_cert(&server_names(&args, &public_url, &bridge_url))?;
-    let bridge_tls = bridge::tls_config(
-        ca.cert_der(),
-        chain.clone(),
-        key.clone_key(),
-        allowed_hosts.clone(),
-    )?;
+    let ca = Arc::new(CaState::new(
+        authorities,
+        server_names(&args, &public_url, &bridge_url),
+    )?);
+    let bridge_tls = bridge::tls_config(ca.clone(), allowed_hosts.clone())?;
     let web_tls = if args.insecure_http {
         None
     } else if let (Some(cert), Some(key_path)) = (&args.tls_cert, &args.tls_key) {
         Some(web::tls_config_from_files(cert, key_path)?)
     } else {
-        Some(web::tls_config(chain, key)?)
+        Some(web::tls_config_resolving(Arc::new(ServerCertificate(
+            ca.clone(),
+        )))?)
     };
 
     let metrics = Arc::new(Metrics::default());
@@ -137,10 +140,18 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
     // Last: scripts (and the test harness) read up to this line.
     println!("  admin token: {}", admin_token_path.display());
     // Migrated and listening: systemd (Type=notify) may start what depends on us.
-    zpanel_shared::systemd::ready(&format!("serving {public_url}; hosts connect to {bridge_url}"));
+    zpanel_shared::systemd::ready(&format!(
+        "serving {public_url}; hosts connect to {bridge_url}"
+    ));
     zpanel_shared::systemd::spawn_watchdog();
 
     tokio::spawn(flush_last_seen(state.clone(), shutdown.clone()));
+    tokio::spawn(service::lifecycle::follow_ca_rotation(
+        state.clone(),
+        ca_dir(&data_dir),
+        rotation,
+        shutdown.clone(),
+    ));
     tokio::spawn(service::alerts::run(state.clone(), shutdown.clone()));
     tokio::spawn(metrics_writer.run(shutdown.clone()));
     tokio::spawn(service::metrics::keep_metrics(

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
-use zpanel_cp::config::{Cli, Command};
+use zpanel_cp::config::{CaCommand, Cli, Command};
 
 fn main() -> ExitCode {
     let cli: Cli = zpanel_shared::process::parse_args("zpanel-cp", 64);
@@ -32,6 +32,33 @@ fn main() -> ExitCode {
         Command::Passwd(args) => {
             let runtime = zpanel_shared::process::runtime("zpanel-cp", Some(1));
             match runtime.block_on(zpanel_cp::passwd(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("zpanel-cp: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Ca { command } => {
+            let runtime = zpanel_shared::process::runtime("zpanel-cp", Some(1));
+            let result = runtime.block_on(async {
+                match command {
+                    CaCommand::Rotate(args) => {
+                        zpanel_cp::service::lifecycle::ca_rotate(
+                            zpanel_cp::service::lifecycle::RotateOptions {
+                                data_dir: args.data_dir,
+                                timeout: args.timeout,
+                                force: args.force,
+                            },
+                        )
+                        .await
+                    }
+                    CaCommand::Status { data_dir } => {
+                        zpanel_cp::service::lifecycle::ca_status(&data_dir).await
+                    }
+                }
+            });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("zpanel-cp: {e:#}");

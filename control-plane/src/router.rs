@@ -449,7 +449,8 @@ impl LocalRouter {
         current
     }
 
-    fn get(&self, host_id: &str) -> Option<Arc<SessionHandle>> {
+    /// The host's live session, to send it a session-level frame (`RenewNow`).
+    pub fn get(&self, host_id: &str) -> Option<Arc<SessionHandle>> {
         self.sessions().get(host_id).cloned()
     }
 

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod audit;
 pub mod docker;
 pub mod files;
+pub mod lifecycle;
 pub mod limits;
 pub mod login;
 pub mod metrics;
@@ -21,7 +22,7 @@ use zpanel_proto::{DockerError, FileError, open};
 
 pub use crate::access::{Action, Principal, Role};
 use crate::bridge::HostAllowList;
-use crate::ca::Ca;
+use crate::ca::CaState;
 use crate::metrics::Metrics;
 use crate::router::{Channel, HostRouter, LocalRouter, RouteError};
 use crate::store::{
@@ -92,7 +93,8 @@ impl From<StoreError> for ServiceError {
 /// Everything the adapters share.
 pub struct AppState {
     pub store: Store,
-    pub ca: Ca,
+    /// The CAs in force (two during a CA rotation) and the listeners' TLS identity.
+    pub ca: Arc<CaState>,
     pub router: Arc<LocalRouter>,
     pub metrics: Arc<Metrics>,
     pub allowed_hosts: HostAllowList,
@@ -384,6 +386,7 @@ impl AppState {
             self.store.refund_join_token(&token_id).await?;
             return Err(e);
         }
+        self.store.set_host_ca_pin(&host_id, &cert.ca_pin).await?;
         self.allowed_hosts.allow(&host_id);
         self.audit(
             AuditEntry::new(&format!("join-token:{token_id}"), "host.enroll")
@@ -397,7 +400,7 @@ impl AppState {
             host_id,
             name,
             cert_pem: cert.cert_pem,
-            ca_pem: self.ca.cert_pem().to_string(),
+            ca_pem: cert.ca_bundle,
             bridge_url: self.bridge_url.clone(),
             cert_expires_at: cert.expires_at,
         })
@@ -415,6 +418,14 @@ impl AppState {
         host_id: &str,
         csr_pem: &str,
     ) -> Result<crate::ca::HostCertificate, ServiceError> {
+        let host = self.store.find_host(host_id).await?;
+        if let Some(at) = host.as_ref().and_then(|h| h.revoked_at) {
+            return Err(ServiceError::Forbidden(format!(
+                "this host was revoked at {}; {}",
+                lifecycle::rfc3339(at),
+                lifecycle::REVOKED_ADVICE
+            )));
+        }
         let cert = self
             .ca
             .sign_host_csr(csr_pem, host_id, self.host_cert_ttl)
@@ -422,17 +433,13 @@ impl AppState {
         self.store
             .update_host_certificate(host_id, &cert.serial, cert.expires_at)
             .await?;
-        let workspace = self
-            .store
-            .find_host(host_id)
-            .await?
-            .map(|h| h.workspace_id)
-            .unwrap_or_default();
+        self.store.set_host_ca_pin(host_id, &cert.ca_pin).await?;
+        let workspace = host.map(|h| h.workspace_id).unwrap_or_default();
         self.audit(
             AuditEntry::new(host_id, "host.certificate.renew")
                 .credential("host certificate")
                 .host(host_id, &workspace)
-                .detail(&cert.serial),
+                .detail(format!("serial {} from CA {}", cert.serial, cert.ca_pin)),
         )
         .await;
         tracing::info!(host = %host_id, expires_at = cert.expires_at, "host certificate renewed");
@@ -537,7 +544,10 @@ impl AppState {
 fn route_error(host: &HostRecord, e: RouteError) -> ServiceError {
     use zpanel_proto::OpenError;
     match e {
-        RouteError::Offline => ServiceError::Unavailable(format!("host {} is offline", host.name)),
+        RouteError::Offline => match host.revoked_at {
+            Some(at) => lifecycle::revoked(host, at),
+            None => ServiceError::Unavailable(format!("host {} is offline", host.name)),
+        },
         RouteError::SessionLost | RouteError::Timeout(_) => {
             ServiceError::Unavailable(format!("host {}: {e}", host.name))
         }

@@ -1,10 +1,12 @@
 //! Storage: the SQLite database (sqlx, migrations in `control-plane/migrations`). Only this
 //! module and its children write SQL. Every function is one statement or one short
-//! transaction. Users, workspaces and tokens are in `access`, the audit chain in `audit`.
+//! transaction. Users, workspaces and tokens are in `access`, the audit chain in `audit`,
+//! revocation and the CA rotation in `lifecycle`.
 
 mod access;
 mod alerts;
 mod audit;
+mod lifecycle;
 mod metrics;
 
 pub use access::{

@@ -31,6 +31,19 @@ pub fn tls_config(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Like [`tls_config`], the certificate chosen at every handshake (the internal CA's, which a
+/// CA rotation replaces at runtime).
+pub fn tls_config_resolving(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> anyhow::Result<TlsAcceptor> {
+    let mut config = ServerConfig::builder_with_provider(zpanel_shared::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 pub fn tls_config_from_files(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let read = |path: &Path| {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))

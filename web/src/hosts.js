@@ -1,6 +1,7 @@
 // The hosts page: the host table, kept live by the server's event stream
-// (`GET /api/v1/hosts/events`, event `hosts`, data = the whole list), with a way from each
-// host to its terminals, files and Docker page; and the host picker other pages share.
+// (`GET /api/v1/hosts/events`, event `hosts`, data = the whole list; a host's status is
+// online, offline or revoked), with a way from each host to its terminals, files and Docker
+// page; and the host picker other pages share.
 
 import { $, ago, dateTime, h } from './dom.js';
 import { LiveEvents } from './live-events.js';
@@ -61,6 +62,8 @@ export class HostsView {
 
   row(host) {
     const online = host.status === 'online';
+    // a revoked host's certificate is refused: it stays listed (with its history) until deleted
+    const away = host.status === 'revoked' ? 'The host was revoked' : 'The host is offline';
     return h('tr', { dataset: { host: host.id, name: host.name, status: host.status, workspace: host.workspace } },
       h('td', { class: 'name' }, host.name, h('div', { class: 'muted mono small', title: host.id }, host.id.slice(0, 8))),
       h('td', { class: 'workspace' }, host.workspace || '—'),
@@ -74,7 +77,7 @@ export class HostsView {
           type: 'button',
           class: 'primary terminal',
           disabled: !online,
-          title: online ? 'Open a new terminal session' : 'The host is offline',
+          title: online ? 'Open a new terminal session' : away,
           onclick: () => this.onOpenTerminal(host),
         }, 'Terminal'),
         h('button', { type: 'button', disabled: !online, onclick: () => this.onShowSessions(host) }, 'Sessions'),
@@ -82,14 +85,14 @@ export class HostsView {
           type: 'button',
           class: 'files',
           disabled: !online,
-          title: online ? 'Browse and edit files' : 'The host is offline',
+          title: online ? 'Browse and edit files' : away,
           onclick: () => this.onOpenFiles(host),
         }, 'Files'),
         h('button', {
           type: 'button',
           class: 'docker',
           disabled: !online,
-          title: online ? 'Containers, images, volumes and networks' : 'The host is offline',
+          title: online ? 'Containers, images, volumes and networks' : away,
           onclick: () => this.onOpenDocker(host),
         }, 'Docker'),
       ),

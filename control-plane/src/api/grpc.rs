@@ -376,7 +376,10 @@ impl Operator for OperatorApi {
                 labels: view.record.labels.into_iter().collect(),
                 enrolled_at: view.record.enrolled_at,
                 workspace: view.workspace,
-                ..Default::default()
+                daemon_sha256: view.record.daemon_sha256,
+                revoked_at: view.record.revoked_at.unwrap_or(0),
+                cert_expires_at: view.record.cert_expires_at,
+                cert_ca_pin: view.record.cert_ca_pin,
             })
             .collect();
         Ok(Response::new(ListHostsResponse { hosts }))
@@ -396,9 +399,14 @@ impl Operator for OperatorApi {
 
     async fn revoke_host(
         &self,
-        _request: Request<RevokeHostRequest>,
+        request: Request<RevokeHostRequest>,
     ) -> Result<Response<RevokeHostResponse>, Status> {
-        Err(Status::unimplemented("revoke: being built"))
+        let principal = self.principal(&request).await?;
+        let id = self
+            .state
+            .revoke_host(&principal, &request.into_inner().host)
+            .await?;
+        Ok(Response::new(RevokeHostResponse { id }))
     }
 
     type UpgradeHostsStream = UpgradeStream;

@@ -180,7 +180,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 async fn ca_pem(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
-        state.ca.cert_pem().to_string(),
+        state.ca.cert_pem(),
     )
 }
 
@@ -245,7 +245,13 @@ async fn host_list(
         .map(|view| HostJson {
             id: view.record.id,
             name: view.record.name,
-            status: if view.online { "online" } else { "offline" },
+            status: if view.record.revoked_at.is_some() {
+                "revoked"
+            } else if view.online {
+                "online"
+            } else {
+                "offline"
+            },
             last_seen: view.record.last_seen,
             os: view.record.os,
             kernel: view.record.kernel,
