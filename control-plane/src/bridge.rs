@@ -92,7 +92,7 @@ impl ClientCertVerifier for HostCertVerifier {
         match crate::ca::host_identity(end_entity).map(|identity| identity.host_id) {
             Some(host_id) if self.allowed.contains(&host_id) => Ok(verified),
             Some(host_id) => Err(rustls::Error::General(format!(
-                "host {host_id} is not allowed: it was revoked or deleted, or never enrolled here"
+                "host {host_id} is not enrolled here, or was revoked or deleted"
             ))),
             None => Err(rustls::Error::General(
                 "client certificate has no common name".into(),

@@ -90,7 +90,7 @@ async fn a_revoked_host_is_cut_off_refused_and_listed_until_deleted() {
     );
     assert_eventually!(
         cp.log().contains(&format!(
-            "host {} is not allowed: it was revoked",
+            "host {} is not enrolled here, or was revoked",
             daemon.host_id
         )),
         Duration::from_secs(10),
