@@ -149,7 +149,7 @@ async fn a_policy_the_daemon_cannot_read_stops_it_at_start() {
     let message = run_fails(&unknown).await;
     assert!(
         message.ends_with(
-            ": unknown variant `shell`, expected one of `exec`, `terminal`, `files`, `docker`, `metrics`"
+            ": unknown variant `shell`, expected one of `exec`, `terminal`, `files`, `docker`, `metrics`, `upgrade`"
         ),
         "{message}"
     );
