@@ -44,8 +44,13 @@ async fn token(cli: &Cli, extra: &[&str]) -> Token {
 
 /// Pastes a command into the host's shell (bash, as a user's terminal would run it).
 async fn paste(machine: &Machine, command: &str) -> (bool, String, String) {
+    paste_into(machine, "bash", command).await
+}
+
+/// Pastes a command into `shell` (`bash`, `sh`) on the host.
+async fn paste_into(machine: &Machine, shell: &str, command: &str) -> (bool, String, String) {
     let out = machine
-        .exec_with_stdin("bash -s", command.as_bytes())
+        .exec_with_stdin(&format!("{shell} -s"), command.as_bytes())
         .await
         .expect("nsenter");
     (
@@ -125,10 +130,14 @@ async fn printed_command_installs_a_host_that_survives_restarts_reboots_and_unin
     wait_online(&cli, &name, "after the install").await;
     // READY=1 reached systemd (Type=notify: otherwise the unit would still be activating),
     // and the daemon's status line says it is connected.
-    let status = machine
-        .run("systemctl status zpanel-bridge --no-pager || true")
-        .await;
-    assert!(status.contains("Status: \"connected to"), "{status}");
+    assert_eventually!(
+        machine
+            .run("systemctl show -p StatusText --value zpanel-bridge")
+            .await
+            .starts_with("connected to wss://"),
+        Duration::from_secs(30),
+        "the daemon's status line never said it was connected"
+    );
     let first_id = host_id(&cli, &name).await;
 
     // systemctl restart: a new process, online again.
@@ -414,8 +423,8 @@ async fn bad_input_stops_with_one_line_and_installs_nothing() {
     );
     assert_nothing_installed(&machine).await;
 
-    // After all that, the valid token still installs the host.
-    let (ok, stdout, stderr) = paste(&machine, &valid.command).await;
+    // After all that, the valid token still installs the host (pasted into sh this time).
+    let (ok, stdout, stderr) = paste_into(&machine, "sh", &valid.command).await;
     assert!(ok, "install failed:\n{stdout}\n{stderr}");
     wait_online(&cli, &machine.name, "after the refused attempts").await;
 }
