@@ -109,9 +109,51 @@ async fn daemons_not_under_systemd_are_not_upgraded_and_the_same_binary_is_up_to
     assert_eq!(ok(&out, "exec"), "still here\n");
     assert!(!daemon.log().contains("upgrade swapped in"));
 
-    // the audit log has each host's outcome
+    // an operator may not upgrade (admins only), and the refusal is audited
+    ok(
+        &cli.run(&["users", "add", "op", "--role", "operator"]).await,
+        "users add",
+    );
+    let created = ok(
+        &cli.run(&[
+            "api-tokens",
+            "create",
+            "--user",
+            "op",
+            "--role",
+            "operator",
+            "--json",
+        ])
+        .await,
+        "api-tokens create",
+    );
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let operator = Cli::new();
+    let login = [
+        "login",
+        "--server",
+        &cp.url,
+        "--token",
+        created["token"].as_str().unwrap(),
+        "--ca-pin",
+        &cp.pin,
+    ];
+    ok(&operator.run(&login).await, "operator login");
+    let out = operator.run(&["hosts", "upgrade", "by-hand"]).await;
+    assert_eq!(
+        (out.status.success(), stderr(&out).trim()),
+        (
+            false,
+            "zpanel: role operator may not upgrade hosts' daemons"
+        )
+    );
+    let out = operator.run(&["hosts", "upgrade", "--all"]).await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+
+    // the audit log has each host's outcome and the refusals
     let audit = ok(&cli.run(&["audit", "--json"]).await, "audit");
     assert!(audit.contains("host.upgrade"), "{audit}");
+    assert!(audit.contains("may not upgrade hosts' daemons"), "{audit}");
 }
 
 /// Installs the daemon as the `zpanel-bridge` service (the unit in `systemd/`), enrolled as
