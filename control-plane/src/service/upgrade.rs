@@ -303,9 +303,16 @@ impl AppState {
             Ok(channel) => channel,
             Err(failed) => return Outcome { from, to, ..failed },
         };
-        let detail = format!("host {name} swapped the binary in and restarts");
+        let detail = match channel {
+            Some(_) => format!("host {name} swapped the binary in and restarts"),
+            None => {
+                format!("host {name} had the whole binary when its session ended; waiting for it")
+            }
+        };
         report(UpgradeState::Restarting, detail, &from, &to).await;
-        if !session_ends(channel).await {
+        if let Some(channel) = channel
+            && !session_ends(channel).await
+        {
             let detail = format!(
                 "host {name} did not restart within {} s of swapping the binary in; its guard \
                  rolls back after {} s",
@@ -318,13 +325,15 @@ impl AppState {
     }
 
     /// Streams the binary and waits for `UpgradeDone`; the channel (for the session's end),
-    /// or the final outcome (`from` and `to` filled by the caller).
+    /// none when the session ended after the host had the whole binary (the answer may
+    /// have been lost as the daemon restarted: its next session tells), or the final
+    /// outcome (`from` and `to` filled by the caller).
     async fn send_binary(
         &self,
         host: &HostRecord,
         binary: &DaemonBinary,
         rollback_after: Duration,
-    ) -> Result<Channel, Outcome> {
+    ) -> Result<Option<Channel>, Outcome> {
         let failed = |detail: String| outcome(UpgradeState::Failed, detail, "", "");
         let request = UpgradeStart {
             sha256: binary.sha256.clone(),
@@ -375,11 +384,15 @@ impl AppState {
                 .await
                 .map_err(lost)?;
         }
-        let done = upload.finish().await.map_err(lost)?;
+        let done = match upload.finish().await {
+            Ok(done) => done,
+            Err(RelayError::Lost(_)) if upload.acked() == binary.size => return Ok(None),
+            Err(e) => return Err(lost(e)),
+        };
         if !done.error.is_empty() {
             return Err(failed(format!("host {}: {}", host.name, done.error)));
         }
-        Ok(upload.into_channel())
+        Ok(Some(upload.into_channel()))
     }
 
     /// Waits for the host's next session: on `to` it is upgraded, on `from` rolled back.
