@@ -366,7 +366,9 @@ fn checked_temp(
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let path = executable.with_file_name(format!(".{name}.new.{:016x}", rand::random::<u64>()));
+    // `<name>.*` like the previous binary: install.sh --uninstall removes what an
+    // interrupted upgrade left
+    let path = executable.with_file_name(format!("{name}.new.{:016x}", rand::random::<u64>()));
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
