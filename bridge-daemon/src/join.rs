@@ -43,7 +43,11 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
 
     let info = hostinfo::collect();
     let name = args.name.clone().unwrap_or_else(|| info.hostname.clone());
-    let key = KeyPair::generate()?;
+    let previous = previous_identity(&args.config_dir, &server);
+    let (key, previous_cert_pem) = match previous {
+        Some((key, cert_pem)) => (key, Some(cert_pem)),
+        None => (KeyPair::generate()?, None),
+    };
     let csr_pem = crate::certificate::csr_pem(&key, &name)?;
     let request = EnrollRequest {
         token,
@@ -55,6 +59,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         arch: info.arch,
         daemon_version: info.daemon_version,
         labels: args.labels.iter().cloned().collect(),
+        previous_cert_pem,
     };
     let (status, body) = http::request(
         Method::POST,
@@ -107,4 +112,17 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// The key and certificate of an earlier enrolment with the same control plane, if this
+/// config directory holds one: joining again with them keeps the host's identity.
+fn previous_identity(dir: &std::path::Path, server: &str) -> Option<(KeyPair, String)> {
+    let settings = Settings::load(dir).ok()?;
+    if settings.server_url.trim_end_matches('/') != server {
+        return None;
+    }
+    let key_pem = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
+    let cert_pem = std::fs::read_to_string(dir.join(CERT_FILE)).ok()?;
+    let key = KeyPair::from_pem(&key_pem).ok()?;
+    Some((key, cert_pem))
 }

@@ -19,6 +19,8 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use time::OffsetDateTime;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::prelude::FromDer;
 
 use zpanel_shared::fsutil;
 
@@ -315,6 +317,28 @@ impl Authorities {
             }
         }
         bundle
+    }
+
+    /// The host a machine enrolled as before, when `cert_pem` is a host certificate that a
+    /// trusted CA signed and `csr_pem` is a validly signed request for the same key: the
+    /// request's signature proves the machine still holds the key the certificate names.
+    pub fn previous_host(&self, cert_pem: &str, csr_pem: &str) -> Option<String> {
+        let cert_der = zpanel_shared::tls::certs_from_pem(cert_pem.as_bytes())
+            .ok()?
+            .remove(0);
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).ok()?;
+        let signed = self.trusted.iter().any(|ca| {
+            x509_parser::parse_x509_certificate(ca.cert_der())
+                .is_ok_and(|(_, ca)| cert.verify_signature(Some(ca.public_key())).is_ok())
+        });
+        let (_, csr_pem) = x509_parser::pem::parse_x509_pem(csr_pem.as_bytes()).ok()?;
+        let (_, csr) = X509CertificationRequest::from_der(&csr_pem.contents).ok()?;
+        let same_key = csr.verify_signature().is_ok()
+            && csr.certification_request_info.subject_pki.raw == cert.public_key().raw;
+        (signed && same_key)
+            .then(|| host_identity(&cert_der))
+            .flatten()
+            .map(|identity| identity.host_id)
     }
 
     /// The pin of the trusted CA that issued `cert` (DER).

@@ -137,6 +137,9 @@ pub struct EnrollRequest {
     pub csr_pem: String,
     pub name: String,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The certificate of an earlier enrolment of the same machine (see
+    /// `Authorities::previous_host`).
+    pub previous_cert_pem: Option<String>,
     pub facts: HostFacts,
 }
 
@@ -344,10 +347,16 @@ impl AppState {
             zpanel_shared::enroll::check_label(key, value)
                 .map_err(ServiceError::InvalidArgument)?;
         }
-        if self.store.host_name_taken(&name).await? {
+        let again = self.enrolled_before(&request).await?;
+        if self.store.host_name_taken(&name).await?
+            && again.as_ref().is_none_or(|host| host.name != name)
+        {
             return Err(StoreError::NameTaken(name).into());
         }
-        let host_id = uuid::Uuid::new_v4().to_string();
+        let host_id = match &again {
+            Some(host) => host.id.clone(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         let cert = self
             .ca
             .sign_host_csr(&request.csr_pem, &host_id, self.host_cert_ttl)
@@ -367,7 +376,14 @@ impl AppState {
                 return Err(ServiceError::InvalidArgument(refusal.to_string()));
             }
         };
-        let inserted = match self.check_host_quota(&workspace_id).await {
+        let same_workspace = again
+            .as_ref()
+            .is_some_and(|host| host.workspace_id == workspace_id);
+        let quota = match same_workspace {
+            true => Ok(()),
+            false => self.check_host_quota(&workspace_id).await,
+        };
+        let inserted = match quota {
             Ok(()) => {
                 let new_host = NewHost {
                     id: &host_id,
@@ -378,7 +394,11 @@ impl AppState {
                     cert_expires_at: cert.expires_at,
                     workspace_id: &workspace_id,
                 };
-                self.store.insert_host(new_host).await.map_err(Into::into)
+                match again {
+                    Some(_) => self.store.reenrol_host(new_host).await,
+                    None => self.store.insert_host(new_host).await,
+                }
+                .map_err(Into::into)
             }
             Err(e) => Err(e),
         };
@@ -392,10 +412,14 @@ impl AppState {
             AuditEntry::new(&format!("join-token:{token_id}"), "host.enroll")
                 .credential(format!("address:{key}"))
                 .host(&host_id, &workspace_id)
-                .target(&name),
+                .target(&name)
+                .detail(match again {
+                    Some(_) => "again, as the same machine",
+                    None => "",
+                }),
         )
         .await;
-        tracing::info!(host = %host_id, %name, "host enrolled");
+        tracing::info!(host = %host_id, %name, again = again.is_some(), "host enrolled");
         Ok(Enrolled {
             host_id,
             name,
@@ -404,6 +428,36 @@ impl AppState {
             bridge_url: self.bridge_url.clone(),
             cert_expires_at: cert.expires_at,
         })
+    }
+
+    /// The host a machine enrolling again was, when it proves it (see
+    /// `Authorities::previous_host`); a revoked one must be deleted first.
+    async fn enrolled_before(
+        &self,
+        request: &EnrollRequest,
+    ) -> Result<Option<HostRecord>, ServiceError> {
+        let Some(cert_pem) = &request.previous_cert_pem else {
+            return Ok(None);
+        };
+        let Some(host_id) = self
+            .ca
+            .authorities()
+            .previous_host(cert_pem, &request.csr_pem)
+        else {
+            return Ok(None);
+        };
+        let Some(host) = self.store.find_host(&host_id).await? else {
+            return Ok(None);
+        };
+        if let Some(at) = host.revoked_at {
+            return Err(ServiceError::Forbidden(format!(
+                "this machine is host {}, revoked at {}: delete it (`zpanel hosts rm {}`) before enrolling the machine again",
+                host.name,
+                lifecycle::rfc3339(at),
+                host.name
+            )));
+        }
+        Ok(Some(host))
     }
 
     /// When a daemon should renew a certificate expiring at `not_after`: with a third of the

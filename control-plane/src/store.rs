@@ -295,12 +295,31 @@ impl Store {
         .bind(host.workspace_id)
         .execute(&self.pool)
         .await;
-        match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::NameTaken(host.name.into()))
-            }
-            other => other.map(|_| ()).map_err(Into::into),
-        }
+        name_unique(result, host.name)
+    }
+
+    /// Enrols a host again under its id (the same machine, proven by its key): its name,
+    /// facts, labels, certificate and workspace are replaced; its history stays.
+    pub async fn reenrol_host(&self, host: NewHost<'_>) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "UPDATE hosts SET name = ?, hostname = ?, os = ?, kernel = ?, arch = ?, daemon_version = ?, labels = ?,
+                cert_serial = ?, cert_expires_at = ?, workspace_id = ?
+             WHERE id = ?",
+        )
+        .bind(host.name)
+        .bind(&host.facts.hostname)
+        .bind(&host.facts.os)
+        .bind(&host.facts.kernel)
+        .bind(&host.facts.arch)
+        .bind(&host.facts.daemon_version)
+        .bind(serde_json::to_string(host.labels).unwrap_or_else(|_| "{}".into()))
+        .bind(host.cert_serial)
+        .bind(host.cert_expires_at)
+        .bind(host.workspace_id)
+        .bind(host.id)
+        .execute(&self.pool)
+        .await;
+        name_unique(result, host.name)
     }
 
     /// Records what a daemon reported when its session started.
@@ -457,6 +476,16 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+}
+
+/// A host write's result, a taken name told as such.
+fn name_unique<T>(result: Result<T, sqlx::Error>, name: &str) -> Result<(), StoreError> {
+    match result {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::NameTaken(name.into()))
+        }
+        other => other.map(|_| ()).map_err(Into::into),
     }
 }
 

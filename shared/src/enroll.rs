@@ -26,6 +26,11 @@ pub struct EnrollRequest {
     /// Labels to select hosts by (`env=prod`, `role=db`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// A machine enrolled before with this control plane sends the certificate it was given,
+    /// and its CSR is for the same key: the CSR's signature proves the machine still holds
+    /// that key, so it enrols again as the same host (same id, history and name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_cert_pem: Option<String>,
 }
 
 /// Most labels a host may carry.

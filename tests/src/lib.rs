@@ -438,6 +438,32 @@ impl Cli {
     }
 }
 
+/// Runs `zpanel-bridge join` into `config_dir` and reads the host's id from the
+/// `bridge.toml` it wrote; the output's failure is returned as the error.
+pub async fn join_into(
+    config_dir: &Path,
+    cp: &ControlPlane,
+    token: &str,
+    name: &str,
+    pin: &str,
+    labels: &[&str],
+) -> anyhow::Result<String> {
+    let out = Command::new(bin("zpanel-bridge"))
+        .args(["join", "--server", &cp.url, "--ca-pin", pin, "--name", name])
+        .args(labels.iter().flat_map(|label| ["--label", label]))
+        .arg("--config-dir")
+        .arg(config_dir)
+        .env("ZPANEL_JOIN_TOKEN", token)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let settings: toml::Value =
+        toml::from_str(&std::fs::read_to_string(config_dir.join("bridge.toml"))?)?;
+    Ok(settings["host_id"].as_str().context("host_id")?.to_string())
+}
+
 /// An enrolled daemon, maybe running.
 pub struct Daemon {
     child: Option<Child>,
@@ -485,27 +511,19 @@ impl Daemon {
         let config_dir = tempfile::Builder::new()
             .prefix("zpanel-bridge-")
             .tempdir()?;
-        let out = Command::new(bin("zpanel-bridge"))
-            .args(["join", "--server", &cp.url, "--ca-pin", pin, "--name", name])
-            .args(labels.iter().flat_map(|label| ["--label", label]))
-            .arg("--config-dir")
-            .arg(config_dir.path())
-            .env("ZPANEL_JOIN_TOKEN", token)
-            .output()
-            .await?;
-        if !out.status.success() {
-            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        let settings: toml::Value = toml::from_str(&std::fs::read_to_string(
-            config_dir.path().join("bridge.toml"),
-        )?)?;
-        let host_id = settings["host_id"].as_str().context("host_id")?.to_string();
+        let host_id = join_into(config_dir.path(), cp, token, name, pin, labels).await?;
         Ok(Daemon {
             child: None,
             config_dir,
             name: name.into(),
             host_id,
         })
+    }
+
+    /// Runs `zpanel-bridge join` again in this daemon's config directory, as re-running the
+    /// install does; answers the host id it enrolled as.
+    pub async fn join_again(&self, cp: &ControlPlane, token: &str) -> anyhow::Result<String> {
+        join_into(self.config_dir.path(), cp, token, &self.name, &cp.pin, &[]).await
     }
 
     pub fn log_path(&self) -> PathBuf {

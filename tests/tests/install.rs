@@ -172,34 +172,53 @@ async fn printed_command_installs_a_host_that_survives_restarts_reboots_and_unin
     );
     wait_online(&cli, &name, "after a reboot").await;
 
-    // A second token while the host is still in the panel: its name is taken, so the run
-    // stops with one line and the installed daemon keeps running untouched.
+    // A second token while the host is still in the panel: the machine proves it holds the
+    // key of its certificate, so it enrols again as the same host, with a new certificate.
+    let cert_before = machine.read_file("/etc/zpanel/cert.pem").unwrap();
     let second = token(&cli, &[]).await;
-    let (ok, _, stderr) = paste(&machine, &second.command).await;
-    assert!(!ok || stderr.contains("zpanel install:"), "{stderr}");
-    let line = one_line(&stderr);
-    assert!(line.contains("already taken"), "{stderr}");
-    assert_eq!(
-        machine
-            .run("systemctl is-active zpanel-bridge || true")
-            .await
-            .trim(),
-        "active"
+    let (ok, stdout, stderr) = paste(&machine, &second.command).await;
+    assert!(
+        ok,
+        "re-run failed:
+{stdout}
+{stderr}
+{}",
+        cp.log()
     );
-    wait_online(&cli, &name, "after a refused re-run").await;
+    wait_online(&cli, &name, "after a re-run with a new token").await;
+    assert_eq!(
+        host_id(&cli, &name).await,
+        first_id,
+        "the re-run did not keep the host's identity"
+    );
+    assert_ne!(
+        machine.read_file("/etc/zpanel/cert.pem").unwrap(),
+        cert_before,
+        "the re-run did not issue a new certificate"
+    );
+    let listed = cli.hosts().await;
+    assert_eq!(
+        listed.iter().filter(|h| h["name"] == name.as_str()).count(),
+        1,
+        "the re-run listed the host twice: {listed:?}"
+    );
 
-    // Removed from the panel, the same token enrols the host again: a new identity, online.
+    // Removed from the panel, a third token enrols the machine as a new host.
     let out = cli.run(&["hosts", "rm", &name]).await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (ok, stdout, stderr) = paste(&machine, &second.command).await;
+    let third = token(&cli, &[]).await;
+    let (ok, stdout, stderr) = paste(&machine, &third.command).await;
     assert!(ok, "re-install failed:\n{stdout}\n{stderr}");
     wait_online(&cli, &name, "after enrolling again").await;
     let second_id = host_id(&cli, &name).await;
-    assert_ne!(second_id, first_id, "the host kept its old identity");
+    assert_ne!(
+        second_id, first_id,
+        "a deleted host came back under its old id"
+    );
     let settings =
         String::from_utf8(machine.read_file("/etc/zpanel/bridge.toml").unwrap()).unwrap();
     assert!(settings.contains(&second_id), "{settings}");

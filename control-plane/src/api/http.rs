@@ -199,6 +199,7 @@ async fn enroll(
                 csr_pem: request.csr_pem,
                 name: request.name,
                 labels: request.labels,
+                previous_cert_pem: request.previous_cert_pem,
                 facts: HostFacts {
                     hostname: request.hostname,
                     os: request.os,

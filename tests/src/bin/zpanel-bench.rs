@@ -2989,6 +2989,7 @@ async fn enroll(web: &WebClient, token: &str, name: String) -> anyhow::Result<Sy
         arch: std::env::consts::ARCH.into(),
         daemon_version: "bench".into(),
         labels: [("role".to_string(), "bench".to_string())].into(),
+        previous_cert_pem: None,
     };
     let (status, body) = web
         .post_json(ENROLL_PATH, &serde_json::to_vec(&request)?)
