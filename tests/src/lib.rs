@@ -217,6 +217,18 @@ impl ControlPlane {
         panic!("control plane did not restart: {last:?}");
     }
 
+    /// `zpanel-cp ARGS --data-dir DIR`: the admin command (`ca rotate`, `ca-pin`, ...) on this
+    /// control plane's data directory.
+    pub fn admin_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin("zpanel-cp"));
+        command
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .kill_on_drop(true);
+        command
+    }
+
     /// The admin's generated web password (`DATA_DIR/admin-password`).
     pub fn admin_password(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("admin-password"))
@@ -418,6 +430,25 @@ impl Cli {
         json["token"].as_str().expect("token").to_string()
     }
 
+    /// `zpanel tokens create --json` with `extra` flags: the token and the install command
+    /// printed with it (what a user pastes on the new host).
+    pub async fn create_token(&self, extra: &[&str]) -> JoinToken {
+        let mut args = vec!["tokens", "create", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args).await;
+        assert!(
+            out.status.success(),
+            "tokens create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let field = |name: &str| json[name].as_str().expect(name).to_string();
+        JoinToken {
+            token: field("token"),
+            install_command: field("install_command"),
+        }
+    }
+
     /// `zpanel hosts --json`, parsed.
     pub async fn hosts(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["hosts", "--json"]).await;
@@ -436,6 +467,12 @@ impl Cli {
             .find(|h| h["name"] == name)
             .and_then(|h| h["status"].as_str().map(str::to_string))
     }
+}
+
+/// A join token and the install command `zpanel tokens create` printed with it.
+pub struct JoinToken {
+    pub token: String,
+    pub install_command: String,
 }
 
 /// Runs `zpanel-bridge join` into `config_dir` and reads the host's id from the
@@ -638,6 +675,16 @@ impl Daemon {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Pins of the CA certificates in the daemon's `ca.pem` (the bundle it trusts).
+    pub fn trusted_ca_pins(&self) -> Vec<String> {
+        let pem = std::fs::read(self.config_dir.path().join("ca.pem")).expect("ca.pem");
+        zpanel_shared::tls::certs_from_pem(&pem)
+            .expect("ca.pem parses")
+            .iter()
+            .map(|c| zpanel_shared::tls::ca_pin(c))
+            .collect()
     }
 
     pub async fn kill(&mut self) {

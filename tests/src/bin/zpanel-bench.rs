@@ -5,8 +5,9 @@
 //! echo and output throughput against `ssh -tt` and terminado; access: what authorisation,
 //! logins and the audit chain cost; Docker: `ps` against the docker CLI and the throughput of
 //! following a container's logs against `docker logs -f`; metrics: the idle daemon's memory
-//! and CPU against prometheus-node-exporter, ingest on SQLite and a 30-day query) and prints
-//! tables of medians and ratios.
+//! and CPU against prometheus-node-exporter, ingest on SQLite and a 30-day query; lifecycle:
+//! install on a booted Debian, upgrade against scp + ssh, CA rotation and revocation, see
+//! `zpanel-bench/lifecycle.rs`) and prints tables of medians and ratios.
 //! Build and run: `cargo build --release --workspace && target/release/zpanel-bench`.
 #![forbid(unsafe_code)]
 
@@ -43,6 +44,10 @@ use zpanel_shared::tls::{ServerTrust, certs_from_pem, key_from_pem};
 use zpanel_tests::files::{add_host_serving, sha256_file, write_random};
 use zpanel_tests::web::{Browser, Screen, Socket, read_until, send_json, type_text};
 use zpanel_tests::{Cli, ControlPlane, memory_kib};
+
+// A crate root looks for modules beside it: the section lives in a directory of the bench's name.
+#[path = "zpanel-bench/lifecycle.rs"]
+mod lifecycle;
 
 /// The host the exec and throughput runs target.
 const HOST: &str = "bench-host";
@@ -161,6 +166,8 @@ struct Args {
     /// Leave out the metrics benchmark.
     #[arg(long)]
     skip_metrics: bool,
+    #[command(flatten)]
+    lifecycle: lifecycle::Args,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -508,6 +515,17 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
         Some(metrics(&args).await.context("metrics")?)
     };
 
+    // === lifecycle ===
+    let lifecycle_report = if args.lifecycle.skip_lifecycle {
+        None
+    } else {
+        Some(
+            lifecycle::run(&args.lifecycle, args.skip_ssh)
+                .await
+                .context("lifecycle")?,
+        )
+    };
+
     // === idle sessions ===
     if args.sessions > 0 {
         let result = idle_sessions(&args).await.context("idle sessions")?;
@@ -531,6 +549,9 @@ async fn run(args: Args, open_files: u64) -> anyhow::Result<()> {
     }
     if let Some(metrics) = metrics_report {
         println!("\nMetrics:\n\n{}", metrics.render());
+    }
+    if let Some(lifecycle) = lifecycle_report {
+        println!("\nLifecycle:\n\n{}", lifecycle.render());
     }
     Ok(())
 }
