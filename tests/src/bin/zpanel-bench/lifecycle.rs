@@ -173,26 +173,38 @@ async fn install_and_upgrade(
     let peer_file = tempfile::Builder::new()
         .prefix("zpanel-bench-push-")
         .tempfile()?;
-    let (mut zpanel, mut ssh) = (Vec::new(), Vec::new());
+    let (mut zpanel, mut zpanel_sent, mut ssh, mut ssh_copied) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.upgrade_runs {
         // zpanel: to whichever binary the host does not run
         let binary = other_binary(&cli, &name, &original, &appended).await;
         std::fs::write(&offered, binary)?;
         committed(&machine).await?;
-        let started = Instant::now();
-        let out = cli.run(&["hosts", "upgrade", &name, "--json"]).await;
-        let took = started.elapsed();
-        succeeded("zpanel hosts upgrade", &out)?;
+        let (lines, took) = timed_lines(
+            "zpanel hosts upgrade",
+            cli.command(&["hosts", "upgrade", &name, "--json"]),
+        )
+        .await?;
         ensure!(
             daemon_sha256(&cli, &name).await == sha256(binary),
-            "the host does not run the new binary after `zpanel hosts upgrade`: {}",
-            String::from_utf8_lossy(&out.stdout).trim()
+            "the host does not run the new binary after `zpanel hosts upgrade`: {lines:?}"
         );
+        // `restarting`: the host has the whole binary, checked and swapped in.
+        let sent = lines
+            .iter()
+            .find(|(_, line)| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .is_ok_and(|progress| progress["state"] == "restarting")
+            })
+            .map(|(at, _)| *at)
+            .with_context(|| format!("no `restarting` state reported: {lines:?}"))?;
         zpanel.push(took);
+        zpanel_sent.push(sent);
         println!(
-            "lifecycle: upgrade {} (zpanel): {:.2} s",
+            "lifecycle: upgrade {} (zpanel): {:.2} s, restarting after {:.2} s",
             run + 1,
-            took.as_secs_f64()
+            took.as_secs_f64(),
+            sent.as_secs_f64()
         );
 
         // ssh: the other binary pushed back over OpenSSH
@@ -202,7 +214,7 @@ async fn install_and_upgrade(
         committed(&machine).await?;
         let want = sha256(binary);
         let started = Instant::now();
-        sshd.push(peer_file.path()).await?;
+        let copied = sshd.push(peer_file.path()).await?;
         poll(&format!("{name} online on the pushed binary"), || async {
             let host = host_json(&cli, &name).await;
             host["status"] == "online" && host["daemon_sha256"] == want.as_str()
@@ -210,10 +222,12 @@ async fn install_and_upgrade(
         .await?;
         let took = started.elapsed();
         ssh.push(took);
+        ssh_copied.push(copied);
         println!(
-            "lifecycle: upgrade {} (scp + ssh): {:.2} s",
+            "lifecycle: upgrade {} (scp + ssh): {:.2} s, scp {:.2} s",
             run + 1,
-            took.as_secs_f64()
+            took.as_secs_f64(),
+            copied.as_secs_f64()
         );
     }
     let zpanel_median = Stats::of(&zpanel).median.as_secs_f64();
@@ -232,13 +246,31 @@ async fn install_and_upgrade(
         "(information)",
         None,
     );
+    report.row(
+        "upgrade: of which the binary sent, checked and swapped in (`restarting` reported; scp alone for the peer)",
+        secs(Stats::of(&zpanel_sent).median),
+        (!ssh_copied.is_empty()).then(|| format!("{} (scp)", secs(Stats::of(&ssh_copied).median))),
+        (!ssh_copied.is_empty()).then(|| {
+            ratio(
+                Stats::of(&zpanel_sent).median.as_secs_f64(),
+                Stats::of(&ssh_copied).median.as_secs_f64(),
+            )
+        }),
+        "(information)",
+        None,
+    );
     report.notes.push(format!(
-        "Upgrade runs (s, interleaved): zpanel {}{}.",
+        "Upgrade runs (s, interleaved): zpanel {} (restarting after {}){}.",
         list_secs(&zpanel),
+        list_secs(&zpanel_sent),
         if ssh.is_empty() {
             String::new()
         } else {
-            format!("; scp + ssh {}", list_secs(&ssh))
+            format!(
+                "; scp + ssh {} (scp {})",
+                list_secs(&ssh),
+                list_secs(&ssh_copied)
+            )
         }
     ));
     if let Some(sshd) = sshd {
@@ -426,12 +458,13 @@ impl ContainerSshd {
 
     /// The binary copied with scp, then installed over the daemon's and the service
     /// restarted over ssh: two connections, as done by hand or by a script.
-    async fn push(&self, binary: &Path) -> anyhow::Result<()> {
+    /// Answers how long scp took.
+    async fn push(&self, binary: &Path) -> anyhow::Result<Duration> {
         let mut scp = Command::new("scp");
         scp.args(self.options("-P"))
             .arg(binary)
             .arg(format!("root@{}:/tmp/zpanel-bridge.new", self.ip));
-        super::timed_within(scp, STEP_LIMIT).await.context("scp")?;
+        let copied = super::timed_within(scp, STEP_LIMIT).await.context("scp")?;
         super::timed_within(
             self.ssh(&[
                 "install -m 0755 /tmp/zpanel-bridge.new /usr/local/bin/zpanel-bridge \
@@ -441,7 +474,7 @@ impl ContainerSshd {
         )
         .await
         .context("ssh install && systemctl restart")?;
-        Ok(())
+        Ok(copied)
     }
 
     async fn stop(self, machine: &nspawn::Machine) {
@@ -496,32 +529,22 @@ async fn rotation(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let (mut reissued, mut printed, mut bundles, mut exits) = (vec![], vec![], vec![], vec![]);
     for run in 0..args.rotation_runs {
         let old_pin = cp.pin.clone();
-        let mut command = cp.admin_command(&["ca", "rotate", "--timeout", "5m"]);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         let started = Instant::now();
-        let mut child = command.spawn().context("spawn zpanel-cp ca rotate")?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let (mut all_reissued, mut new_pin, mut said) = (None, None, String::new());
+        let (lines, exited) = timed_lines(
+            "zpanel-cp ca rotate",
+            cp.admin_command(&["ca", "rotate", "--timeout", "5m"]),
+        )
+        .await?;
         let all = format!("{count} of {count} hosts re-issued");
-        while let Some(line) = tokio::time::timeout(STEP_LIMIT * 3, lines.next_line())
-            .await
-            .context("zpanel-cp ca rotate printed nothing for 6 minutes")??
-        {
-            if all_reissued.is_none() && line.contains(&all) {
-                all_reissued = Some(started.elapsed());
-            }
-            if let Some(pin) = line.trim().strip_prefix("new CA pin:") {
-                new_pin = Some((pin.trim().to_string(), started.elapsed()));
-            }
-            said.push_str(&line);
-            said.push('\n');
-        }
-        let out = child.wait_with_output().await?;
-        let exited = started.elapsed();
-        succeeded("zpanel-cp ca rotate", &out)?;
+        let all_reissued = lines
+            .iter()
+            .find(|(_, line)| line.contains(&all))
+            .map(|(at, _)| *at);
+        let new_pin = lines.iter().find_map(|(at, line)| {
+            let pin = line.trim().strip_prefix("new CA pin:")?;
+            Some((pin.trim().to_string(), *at))
+        });
+        let said: String = lines.iter().map(|(_, line)| format!("{line}\n")).collect();
         let (pin, at) = new_pin.with_context(|| format!("no new CA pin printed:\n{said}"))?;
         ensure!(pin != old_pin, "the printed pin is the old one");
         let reissued_at =
@@ -614,6 +637,7 @@ async fn revocation(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     for run in 0..args.revoke_runs {
         let name = format!("revoke-{run}");
         let mut daemon = cp.add_online_host(&cli, &name).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let logged = daemon.log().len();
         let started = SystemTime::now();
         let out = cli.run(&["hosts", "revoke", &name]).await;
@@ -728,6 +752,33 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 // === helpers ===
+
+/// Runs `command` to its end: each line of its output with the time it arrived (from the
+/// spawn), and the time it exited; fails unless it succeeded.
+async fn timed_lines(
+    what: &str,
+    mut command: Command,
+) -> anyhow::Result<(Vec<(Duration, String)>, Duration)> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = command.spawn().with_context(|| format!("spawn {what}"))?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut lines = Vec::new();
+    while let Some(line) = tokio::time::timeout(STEP_LIMIT * 3, stdout.next_line())
+        .await
+        .with_context(|| format!("{what} printed nothing for 6 minutes"))??
+    {
+        lines.push((started.elapsed(), line));
+    }
+    let out = child.wait_with_output().await?;
+    let took = started.elapsed();
+    succeeded(what, &out)?;
+    Ok((lines, took))
+}
 
 /// Polls `check` every [`POLL_EVERY`] until it holds; fails after [`STEP_LIMIT`] naming `what`.
 async fn poll<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
