@@ -3,32 +3,11 @@
 //! reinstalled or lost, and a host that is offline makes the rotation wait (and time out,
 //! naming it) rather than lose it.
 
-use std::process::Output;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zpanel_tests::{Cli, ControlPlane, Daemon, assert_eventually, bin, ok, stderr, stdout};
-
-async fn zpanel_cp(cp: &ControlPlane, args: &[&str]) -> Output {
-    tokio::process::Command::new(bin("zpanel-cp"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(cp.data_dir())
-        .output()
-        .await
-        .expect("run zpanel-cp")
-}
-
-/// Pins of the CA certificates in a daemon's `ca.pem`.
-fn trusted_pins(daemon: &Daemon) -> Vec<String> {
-    let pem = std::fs::read(daemon.config_dir.path().join("ca.pem")).expect("ca.pem");
-    zpanel_shared::tls::certs_from_pem(&pem)
-        .expect("ca.pem parses")
-        .iter()
-        .map(|c| zpanel_shared::tls::ca_pin(c))
-        .collect()
-}
+use zpanel_tests::{Cli, ControlPlane, Daemon, assert_eventually, ok, stderr, stdout};
 
 async fn online(cli: &Cli) -> usize {
     cli.hosts()
@@ -48,7 +27,7 @@ async fn twenty_hosts_move_to_a_new_ca_and_none_is_lost() {
         join_all(names.iter().map(|name| cp.add_online_host(&cli, name))).await;
     let old_pin = cp.pin.clone();
     for daemon in &daemons {
-        assert_eq!(trusted_pins(daemon), vec![old_pin.clone()]);
+        assert_eq!(daemon.trusted_ca_pins(), vec![old_pin.clone()]);
     }
 
     // a command that keeps running across the rotation, fed through its stdin
@@ -62,7 +41,11 @@ async fn twenty_hosts_move_to_a_new_ca_and_none_is_lost() {
     let mut exec_in = exec.stdin.take().unwrap();
     exec_in.write_all(b"before\n").await.unwrap();
 
-    let rotated = zpanel_cp(&cp, &["ca", "rotate", "--timeout", "3m"]).await;
+    let rotated = cp
+        .admin_command(&["ca", "rotate", "--timeout", "3m"])
+        .output()
+        .await
+        .expect("run zpanel-cp");
     let printed = ok(&rotated, "ca rotate");
     assert!(
         printed.contains(&format!("{HOSTS} of {HOSTS} hosts re-issued")),
@@ -92,11 +75,11 @@ async fn twenty_hosts_move_to_a_new_ca_and_none_is_lost() {
     // every host ends up trusting the new CA only (told to renew once more at retirement)
     for daemon in &daemons {
         assert_eventually!(
-            trusted_pins(daemon) == vec![new_pin.clone()],
+            daemon.trusted_ca_pins() == vec![new_pin.clone()],
             Duration::from_secs(60),
             "{} still trusts {:?}:\n{}",
             daemon.name,
-            trusted_pins(daemon),
+            daemon.trusted_ca_pins(),
             daemon.log()
         );
     }
@@ -115,11 +98,24 @@ async fn twenty_hosts_move_to_a_new_ca_and_none_is_lost() {
     assert!(status.success(), "the exec across the rotation failed");
     assert_eq!(out, "before\nafter\n");
 
-    let status = ok(&zpanel_cp(&cp, &["ca", "status"]).await, "ca status");
+    let status = ok(
+        &cp.admin_command(&["ca", "status"])
+            .output()
+            .await
+            .expect("run zpanel-cp"),
+        "ca status",
+    );
     assert!(status.contains("no CA rotation in progress"), "{status}");
     assert!(status.contains(&new_pin), "{status}");
     assert_eq!(
-        ok(&zpanel_cp(&cp, &["ca-pin"]).await, "ca-pin").trim(),
+        ok(
+            &cp.admin_command(&["ca-pin"])
+                .output()
+                .await
+                .expect("run zpanel-cp"),
+            "ca-pin"
+        )
+        .trim(),
         new_pin
     );
     let audit = ok(
@@ -136,7 +132,7 @@ async fn twenty_hosts_move_to_a_new_ca_and_none_is_lost() {
     .unwrap();
     assert_eq!(token["ca_pin"], new_pin.as_str());
     let late = cp.add_online_host(&cli, "late").await;
-    assert_eq!(trusted_pins(&late), vec![new_pin.clone()]);
+    assert_eq!(late.trusted_ca_pins(), vec![new_pin.clone()]);
 
     // after a restart every host comes back under the new CA
     cp.restart().await;
@@ -164,7 +160,11 @@ async fn an_offline_host_holds_the_rotation_until_it_returns() {
         "the killed host is still online"
     );
 
-    let out = zpanel_cp(&cp, &["ca", "rotate", "--timeout", "5s"]).await;
+    let out = cp
+        .admin_command(&["ca", "rotate", "--timeout", "5s"])
+        .output()
+        .await
+        .expect("run zpanel-cp");
     assert!(!out.status.success(), "the rotation went on without a host");
     let said = stderr(&out);
     assert!(
@@ -179,7 +179,13 @@ async fn an_offline_host_holds_the_rotation_until_it_returns() {
         stdout(&out)
     );
 
-    let status = ok(&zpanel_cp(&cp, &["ca", "status"]).await, "ca status");
+    let status = ok(
+        &cp.admin_command(&["ca", "status"])
+            .output()
+            .await
+            .expect("run zpanel-cp"),
+        "ca status",
+    );
     assert!(status.contains("phase overlap"), "{status}");
     assert!(status.contains("still on the old CA: sleeper"), "{status}");
     // the old CA still serves: the CLI keeps working during the overlap
@@ -188,7 +194,11 @@ async fn an_offline_host_holds_the_rotation_until_it_returns() {
     // back online during the overlap, the host renews at once; running the command again
     // finishes the rotation
     let sleeper = sleeper.start().await;
-    let out = zpanel_cp(&cp, &["ca", "rotate", "--timeout", "1m"]).await;
+    let out = cp
+        .admin_command(&["ca", "rotate", "--timeout", "1m"])
+        .output()
+        .await
+        .expect("run zpanel-cp");
     let printed = ok(&out, "ca rotate (resumed)");
     assert!(printed.contains("resuming"), "{printed}");
     assert!(printed.contains("2 of 2 hosts re-issued"), "{printed}");
@@ -199,7 +209,7 @@ async fn an_offline_host_holds_the_rotation_until_it_returns() {
         .trim()
         .to_string();
     assert_eventually!(
-        trusted_pins(&sleeper) == vec![new_pin.clone()],
+        sleeper.trusted_ca_pins() == vec![new_pin.clone()],
         Duration::from_secs(60),
         "the returning host does not trust the new CA only:\n{}",
         sleeper.log()

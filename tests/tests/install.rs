@@ -18,30 +18,6 @@ const INSTALLED: [&str; 3] = [
     "/etc/systemd/system/zpanel-bridge.service",
 ];
 
-struct Token {
-    token: String,
-    command: String,
-}
-
-async fn token(cli: &Cli, extra: &[&str]) -> Token {
-    let mut args = vec!["tokens", "create", "--json"];
-    args.extend_from_slice(extra);
-    let out = cli.run(&args).await;
-    assert!(
-        out.status.success(),
-        "tokens create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    Token {
-        token: json["token"].as_str().expect("token").to_string(),
-        command: json["install_command"]
-            .as_str()
-            .expect("install_command")
-            .to_string(),
-    }
-}
-
 /// Pastes a command into the host's shell (bash, as a user's terminal would run it).
 async fn paste(machine: &Machine, command: &str) -> (bool, String, String) {
     paste_into(machine, "bash", command).await
@@ -108,8 +84,8 @@ async fn printed_command_installs_a_host_that_survives_restarts_reboots_and_unin
     let before = listing(&machine).await;
 
     // The command as printed, pasted into the host's shell.
-    let first = token(&cli, &[]).await;
-    let (ok, stdout, stderr) = paste(&machine, &first.command).await;
+    let first = &cli.create_token(&[]).await;
+    let (ok, stdout, stderr) = paste(&machine, &first.install_command).await;
     assert!(ok, "install failed:\n{stdout}\n{stderr}\n{}", cp.log());
     assert!(stdout.contains(&format!("enrolled as {name}")), "{stdout}");
     assert!(stdout.contains("zpanel-bridge is running"), "{stdout}");
@@ -175,8 +151,8 @@ async fn printed_command_installs_a_host_that_survives_restarts_reboots_and_unin
     // A second token while the host is still in the panel: the machine proves it holds the
     // key of its certificate, so it enrols again as the same host, with a new certificate.
     let cert_before = machine.read_file("/etc/zpanel/cert.pem").unwrap();
-    let second = token(&cli, &[]).await;
-    let (ok, stdout, stderr) = paste(&machine, &second.command).await;
+    let second = &cli.create_token(&[]).await;
+    let (ok, stdout, stderr) = paste(&machine, &second.install_command).await;
     assert!(
         ok,
         "re-run failed:
@@ -210,8 +186,8 @@ async fn printed_command_installs_a_host_that_survives_restarts_reboots_and_unin
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let third = token(&cli, &[]).await;
-    let (ok, stdout, stderr) = paste(&machine, &third.command).await;
+    let third = &cli.create_token(&[]).await;
+    let (ok, stdout, stderr) = paste(&machine, &third.install_command).await;
     assert!(ok, "re-install failed:\n{stdout}\n{stderr}");
     wait_online(&cli, &name, "after enrolling again").await;
     let second_id = host_id(&cli, &name).await;
@@ -314,9 +290,13 @@ async fn bad_input_stops_with_one_line_and_installs_nothing() {
     let pin = &cp.pin;
 
     // The printed command with another control plane's pin: the CA does not match.
-    let valid = token(&cli, &[]).await;
+    let valid = &cli.create_token(&[]).await;
     let other_pin = format!("sha256:{}", "ab".repeat(32));
-    let (_, _, stderr) = paste(&machine, &valid.command.replace(pin.as_str(), &other_pin)).await;
+    let (_, _, stderr) = paste(
+        &machine,
+        &valid.install_command.replace(pin.as_str(), &other_pin),
+    )
+    .await;
     assert!(
         one_line(&stderr).contains("does not match --ca-pin"),
         "{stderr}"
@@ -324,16 +304,16 @@ async fn bad_input_stops_with_one_line_and_installs_nothing() {
     assert_nothing_installed(&machine).await;
 
     // The printed command with a script that is not the one it names: nothing runs.
-    let at = valid.command.find("echo \"").expect("checksum") + 6;
-    let digit = if &valid.command[at..at + 1] == "0" {
+    let at = valid.install_command.find("echo \"").expect("checksum") + 6;
+    let digit = if &valid.install_command[at..at + 1] == "0" {
         "1"
     } else {
         "0"
     };
     let tampered = format!(
         "{}{digit}{}",
-        &valid.command[..at],
-        &valid.command[at + 1..]
+        &valid.install_command[..at],
+        &valid.install_command[at + 1..]
     );
     let (_, _, stderr) = paste(&machine, &tampered).await;
     assert!(
@@ -343,7 +323,7 @@ async fn bad_input_stops_with_one_line_and_installs_nothing() {
     assert_nothing_installed(&machine).await;
 
     // A token that expired, and one used up.
-    let expired = token(&cli, &["--ttl", "1s"]).await;
+    let expired = &cli.create_token(&["--ttl", "1s"]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     refused(
         &machine,
@@ -434,8 +414,8 @@ async fn bad_input_stops_with_one_line_and_installs_nothing() {
     )
     .await;
     let bare_cli = bare.admin_cli().await;
-    let bare_token = token(&bare_cli, &[]).await;
-    let (_, _, stderr) = paste(&machine, &bare_token.command).await;
+    let bare_token = &bare_cli.create_token(&[]).await;
+    let (_, _, stderr) = paste(&machine, &bare_token.install_command).await;
     assert!(
         one_line(&stderr).contains("has no zpanel-bridge for x86_64"),
         "{stderr}"
@@ -443,7 +423,7 @@ async fn bad_input_stops_with_one_line_and_installs_nothing() {
     assert_nothing_installed(&machine).await;
 
     // After all that, the valid token still installs the host (pasted into sh this time).
-    let (ok, stdout, stderr) = paste_into(&machine, "sh", &valid.command).await;
+    let (ok, stdout, stderr) = paste_into(&machine, "sh", &valid.install_command).await;
     assert!(ok, "install failed:\n{stdout}\n{stderr}");
     wait_online(&cli, &machine.name, "after the refused attempts").await;
 }
@@ -452,7 +432,7 @@ async fn bad_input_stops_with_one_line_and_installs_nothing() {
 async fn install_script_and_binaries_are_served_with_checksums() {
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
-    let created = token(&cli, &[]).await;
+    let created = &cli.create_token(&[]).await;
 
     let script = web::request(&cp.url, &cp.pin, "GET", "/install.sh", &[], None)
         .await
@@ -471,19 +451,19 @@ async fn install_script_and_binaries_are_served_with_checksums() {
     let sha = hex::encode(Sha256::digest(&script.bytes));
     assert!(
         created
-            .command
+            .install_command
             .contains(&format!("echo \"{sha}  $f\" | sha256sum -c")),
         "the command does not name the served script's sha256 {sha}: {}",
-        created.command
+        created.install_command
     );
     assert!(
         created
-            .command
+            .install_command
             .contains(&format!("'{}/install.sh'", cp.url))
     );
     assert!(
         created
-            .command
+            .install_command
             .contains(&format!("--token '{}'", created.token))
     );
 
