@@ -1,9 +1,7 @@
 //! Facts about this machine reported in the session's hello.
 
-use std::io::Read;
 use std::sync::OnceLock;
 
-use sha2::{Digest, Sha256};
 use zpanel_proto::HostInfo;
 
 pub fn hostname() -> String {
@@ -26,11 +24,13 @@ pub fn collect() -> HostInfo {
 /// the first time it is asked for: `session::run` asks on a blocking thread at start.
 pub fn daemon_sha256() -> &'static str {
     static SHA256: OnceLock<String> = OnceLock::new();
-    SHA256.get_or_init(|| match hash_file("/proc/self/exe") {
-        Ok(sha256) => sha256,
-        Err(e) => {
-            tracing::warn!("cannot hash this daemon's executable: {e}");
-            String::new()
+    SHA256.get_or_init(|| {
+        match zpanel_shared::fsutil::sha256_file(std::path::Path::new("/proc/self/exe")) {
+            Ok(sha256) => sha256,
+            Err(e) => {
+                tracing::warn!("cannot hash this daemon's executable: {e}");
+                String::new()
+            }
         }
     })
 }
@@ -38,19 +38,6 @@ pub fn daemon_sha256() -> &'static str {
 /// Whether the daemon runs as a systemd service (systemd sets `INVOCATION_ID` for it).
 pub fn under_systemd() -> bool {
     std::env::var_os("INVOCATION_ID").is_some_and(|id| !id.is_empty())
-}
-
-fn hash_file(path: &str) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buffer[..n]);
-    }
 }
 
 fn os_name() -> String {

@@ -5,12 +5,9 @@
 //! control plane's own architecture.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
-
-use sha2::{Digest, Sha256};
 
 /// The name a daemon binary is served under, for an architecture as `uname -m` prints it.
 pub fn file_name(arch: &str) -> String {
@@ -72,7 +69,7 @@ impl Downloads {
         }
         let binary = DaemonBinary {
             arch: arch.to_string(),
-            sha256: sha256_file(&path)?,
+            sha256: zpanel_shared::fsutil::sha256_file(&path)?,
             path: path.clone(),
             size,
         };
@@ -86,21 +83,6 @@ fn sibling_daemon() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let path = exe.parent()?.join("zpanel-bridge");
     path.is_file().then_some(path)
-}
-
-/// Lower-case hex sha256 of a file's content.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -1,10 +1,8 @@
 //! Helpers for the file tests: a host that serves only the roots a test chooses, files of
 //! pseudo-random content written and hashed in pieces (a large file never sits in memory).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-
-use sha2::{Digest, Sha256};
 
 use crate::{Cli, ControlPlane, Daemon};
 
@@ -37,14 +35,5 @@ pub fn write_random(path: &Path, size: usize, seed: u64) {
 
 /// The lower-case hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> String {
-    let mut file = std::fs::File::open(path).expect("open file");
-    let mut hasher = Sha256::new();
-    let mut block = vec![0u8; 1024 * 1024];
-    loop {
-        let n = file.read(&mut block).expect("read file");
-        if n == 0 {
-            return hex::encode(hasher.finalize());
-        }
-        hasher.update(&block[..n]);
-    }
+    zpanel_shared::fsutil::sha256_file(path).expect("read file")
 }

@@ -229,6 +229,14 @@ impl ControlPlane {
         command
     }
 
+    /// Runs `zpanel-cp ARGS --data-dir DATA_DIR` to its end.
+    pub async fn run_admin(&self, args: &[&str]) -> Output {
+        self.admin_command(args)
+            .output()
+            .await
+            .expect("run zpanel-cp")
+    }
+
     /// The admin's generated web password (`DATA_DIR/admin-password`).
     pub fn admin_password(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("admin-password"))
@@ -460,11 +468,14 @@ impl Cli {
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("hosts json")
     }
 
+    /// The host named `name` as `zpanel hosts --json` lists it.
+    pub async fn host(&self, name: &str) -> Option<serde_json::Value> {
+        self.hosts().await.into_iter().find(|h| h["name"] == name)
+    }
+
     pub async fn host_status(&self, name: &str) -> Option<String> {
-        self.hosts()
+        self.host(name)
             .await
-            .into_iter()
-            .find(|h| h["name"] == name)
             .and_then(|h| h["status"].as_str().map(str::to_string))
     }
 }

@@ -41,11 +41,7 @@ async fn twenty_hosts_move_to_a_new_ca_and_none_is_lost() {
     let mut exec_in = exec.stdin.take().unwrap();
     exec_in.write_all(b"before\n").await.unwrap();
 
-    let rotated = cp
-        .admin_command(&["ca", "rotate", "--timeout", "3m"])
-        .output()
-        .await
-        .expect("run zpanel-cp");
+    let rotated = cp.run_admin(&["ca", "rotate", "--timeout", "3m"]).await;
     let printed = ok(&rotated, "ca rotate");
     assert!(
         printed.contains(&format!("{HOSTS} of {HOSTS} hosts re-issued")),
@@ -98,24 +94,11 @@ async fn twenty_hosts_move_to_a_new_ca_and_none_is_lost() {
     assert!(status.success(), "the exec across the rotation failed");
     assert_eq!(out, "before\nafter\n");
 
-    let status = ok(
-        &cp.admin_command(&["ca", "status"])
-            .output()
-            .await
-            .expect("run zpanel-cp"),
-        "ca status",
-    );
+    let status = ok(&cp.run_admin(&["ca", "status"]).await, "ca status");
     assert!(status.contains("no CA rotation in progress"), "{status}");
     assert!(status.contains(&new_pin), "{status}");
     assert_eq!(
-        ok(
-            &cp.admin_command(&["ca-pin"])
-                .output()
-                .await
-                .expect("run zpanel-cp"),
-            "ca-pin"
-        )
-        .trim(),
+        ok(&cp.run_admin(&["ca-pin"]).await, "ca-pin").trim(),
         new_pin
     );
     let audit = ok(
@@ -160,11 +143,7 @@ async fn an_offline_host_holds_the_rotation_until_it_returns() {
         "the killed host is still online"
     );
 
-    let out = cp
-        .admin_command(&["ca", "rotate", "--timeout", "5s"])
-        .output()
-        .await
-        .expect("run zpanel-cp");
+    let out = cp.run_admin(&["ca", "rotate", "--timeout", "5s"]).await;
     assert!(!out.status.success(), "the rotation went on without a host");
     let said = stderr(&out);
     assert!(
@@ -179,13 +158,7 @@ async fn an_offline_host_holds_the_rotation_until_it_returns() {
         stdout(&out)
     );
 
-    let status = ok(
-        &cp.admin_command(&["ca", "status"])
-            .output()
-            .await
-            .expect("run zpanel-cp"),
-        "ca status",
-    );
+    let status = ok(&cp.run_admin(&["ca", "status"]).await, "ca status");
     assert!(status.contains("phase overlap"), "{status}");
     assert!(status.contains("still on the old CA: sleeper"), "{status}");
     // the old CA still serves: the CLI keeps working during the overlap
@@ -194,11 +167,7 @@ async fn an_offline_host_holds_the_rotation_until_it_returns() {
     // back online during the overlap, the host renews at once; running the command again
     // finishes the rotation
     let sleeper = sleeper.start().await;
-    let out = cp
-        .admin_command(&["ca", "rotate", "--timeout", "1m"])
-        .output()
-        .await
-        .expect("run zpanel-cp");
+    let out = cp.run_admin(&["ca", "rotate", "--timeout", "1m"]).await;
     let printed = ok(&out, "ca rotate (resumed)");
     assert!(printed.contains("resuming"), "{printed}");
     assert!(printed.contains("2 of 2 hosts re-issued"), "{printed}");

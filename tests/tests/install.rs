@@ -67,10 +67,8 @@ async fn daemon_pid(machine: &Machine) -> String {
 }
 
 async fn host_id(cli: &Cli, name: &str) -> String {
-    cli.hosts()
+    cli.host(name)
         .await
-        .into_iter()
-        .find(|h| h["name"] == name)
         .and_then(|h| h["id"].as_str().map(str::to_string))
         .unwrap_or_default()
 }

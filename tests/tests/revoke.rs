@@ -31,14 +31,6 @@ async fn cli_as(cp: &ControlPlane, admin: &Cli, name: &str, role: &str) -> Cli {
     cli
 }
 
-async fn host(cli: &Cli, name: &str) -> serde_json::Value {
-    cli.hosts()
-        .await
-        .into_iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("host {name} is not listed"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_host_is_cut_off_refused_and_listed_until_deleted() {
     let mut cp = ControlPlane::start().await;
@@ -67,11 +59,11 @@ async fn a_revoked_host_is_cut_off_refused_and_listed_until_deleted() {
     assert!(out.contains(&daemon.host_id), "{out}");
     // the session ends at once: no waiting for heartbeats to miss
     assert_eventually!(
-        host(&admin, "doomed").await["status"] == "revoked",
+        admin.host("doomed").await.expect("the host is listed")["status"] == "revoked",
         Duration::from_secs(3),
         "the host is not shown revoked"
     );
-    let listed = host(&admin, "doomed").await;
+    let listed = admin.host("doomed").await.expect("the host is listed");
     assert!(listed["revoked_at"].is_string(), "{listed}");
     assert_eq!(
         admin.host_status("bystander").await.as_deref(),
@@ -152,7 +144,10 @@ async fn a_revoked_host_is_cut_off_refused_and_listed_until_deleted() {
         Duration::from_secs(20),
         "the revoked host is not refused after a restart"
     );
-    assert_eq!(host(&admin, "doomed").await["status"], "revoked");
+    assert_eq!(
+        admin.host("doomed").await.expect("the host is listed")["status"],
+        "revoked"
+    );
 
     // deleting it removes it for good
     ok(&admin.run(&["hosts", "rm", "doomed"]).await, "hosts rm");

@@ -49,21 +49,13 @@ fn last_state(lines: &[serde_json::Value], host: &str) -> (String, String) {
     )
 }
 
-async fn host_json(cli: &Cli, name: &str) -> serde_json::Value {
-    cli.hosts()
-        .await
-        .into_iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("host {name} is not listed"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemons_not_under_systemd_are_not_upgraded_and_the_same_binary_is_up_to_date() {
     // the control plane offers the daemon it was built with (the one beside it)
     let cp = ControlPlane::start().await;
     let cli = cp.admin_cli().await;
     let _daemon = cp.add_online_host(&cli, "same").await;
-    let listed = host_json(&cli, "same").await;
+    let listed = cli.host("same").await.expect("the host is listed");
     assert_eq!(listed["upgrade_available"], false);
     assert_eq!(
         listed["daemon_sha256"],
@@ -80,7 +72,10 @@ async fn daemons_not_under_systemd_are_not_upgraded_and_the_same_binary_is_up_to
     let cp = ControlPlane::start_with(&["--downloads-dir", dir]).await;
     let cli = cp.admin_cli().await;
     let daemon = cp.add_online_host(&cli, "by-hand").await;
-    assert_eq!(host_json(&cli, "by-hand").await["upgrade_available"], false);
+    assert_eq!(
+        cli.host("by-hand").await.expect("the host is listed")["upgrade_available"],
+        false
+    );
     let out = cli.run(&["hosts", "upgrade", "by-hand", "--json"]).await;
     assert!(!out.status.success(), "the upgrade succeeded");
     let (state, detail) = last_state(&progress(&stdout(&out)), "by-hand");
@@ -203,7 +198,7 @@ async fn an_upgrade_runs_the_new_binary_and_one_that_never_connects_is_rolled_ba
             .await
     };
     let original = sha256(&std::fs::read(bin("zpanel-bridge")).unwrap());
-    let listed = host_json(&cli, "vps").await;
+    let listed = cli.host("vps").await.expect("the host is listed");
     assert_eq!(listed["daemon_sha256"], original);
     assert_eq!(listed["upgrade_available"], true);
     let table = ok(&cli.run(&["hosts"]).await, "hosts");
@@ -226,7 +221,7 @@ async fn an_upgrade_runs_the_new_binary_and_one_that_never_connects_is_rolled_ba
         machine.read_file("/usr/local/bin/zpanel-bridge").unwrap(),
         newer
     );
-    let listed = host_json(&cli, "vps").await;
+    let listed = cli.host("vps").await.expect("the host is listed");
     assert_eq!(listed["daemon_sha256"], sha256(&newer));
     assert_eq!(listed["upgrade_available"], false);
     // the commit removes the marker and the previous binary
@@ -237,15 +232,7 @@ async fn an_upgrade_runs_the_new_binary_and_one_that_never_connects_is_rolled_ba
         "the upgrade was not committed:\n{}",
         journal().await
     );
-    assert_eq!(
-        machine
-            .run("systemctl is-active zpanel-bridge")
-            .await
-            .trim(),
-        "active"
-    );
-    let out = cli.run(&["exec", "vps", "--", "echo", "upgraded"]).await;
-    assert_eq!(ok(&out, "exec after the upgrade"), "upgraded\n");
+    assert_serving(&machine, &cli, "the upgrade").await;
     // nothing left of the transfer beside the binary
     let left = machine.run("ls -A /usr/local/bin").await;
     assert_eq!(left.trim(), "zpanel-bridge");
@@ -279,19 +266,11 @@ async fn an_upgrade_runs_the_new_binary_and_one_that_never_connects_is_rolled_ba
         "the binary before the failed upgrade is not back"
     );
     assert_eq!(
-        host_json(&cli, "vps").await["daemon_sha256"],
+        cli.host("vps").await.expect("the host is listed")["daemon_sha256"],
         sha256(&newer)
     );
     assert!(!machine.exists("/etc/zpanel/upgrade.json"));
-    assert_eq!(
-        machine
-            .run("systemctl is-active zpanel-bridge")
-            .await
-            .trim(),
-        "active"
-    );
-    let out = cli.run(&["exec", "vps", "--", "echo", "rolled back"]).await;
-    assert_eq!(ok(&out, "exec after the rollback"), "rolled back\n");
+    assert_serving(&machine, &cli, "the rollback").await;
     // the daemon logged the rollback the guard recorded, and forgot it
     assert_eventually!(
         journal().await.contains("an upgrade was rolled back")
@@ -300,4 +279,18 @@ async fn an_upgrade_runs_the_new_binary_and_one_that_never_connects_is_rolled_ba
         "the rollback was not logged:\n{}",
         journal().await
     );
+}
+
+/// The daemon's unit is active and the host runs commands, after `what`.
+async fn assert_serving(machine: &Machine, cli: &Cli, what: &str) {
+    assert_eq!(
+        machine
+            .run("systemctl is-active zpanel-bridge")
+            .await
+            .trim(),
+        "active",
+        "the unit is not active after {what}"
+    );
+    let out = cli.run(&["exec", "vps", "--", "echo", "serving"]).await;
+    assert_eq!(ok(&out, &format!("exec after {what}")), "serving\n");
 }

@@ -1177,45 +1177,19 @@ impl Sshd {
             master: false,
             note,
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match timed(sshd.client(&["true"])).await {
-                Ok(_) => return Ok(sshd),
-                Err(e) if Instant::now() > deadline => {
-                    let log = std::fs::read_to_string(sshd.dir.path().join("sshd.log"))
-                        .unwrap_or_default();
-                    bail!(
-                        "ssh to the test sshd fails: {e:#}; sshd log: {}",
-                        log.trim()
-                    );
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+        if let Err(e) = ssh_ready(|| sshd.client(&["true"])).await {
+            let log = std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default();
+            bail!(
+                "ssh to the test sshd fails: {e:#}; sshd log: {}",
+                log.trim()
+            );
         }
+        Ok(sshd)
     }
 
     /// The bench's client options; `port_flag` is `-p` for ssh and `-P` for scp.
     fn base_args(&self, port_flag: &str) -> Vec<String> {
-        let key = self.dir.path().join("client_key").display().to_string();
-        let mut args: Vec<String> = vec![
-            "-F".into(),
-            "/dev/null".into(),
-            "-i".into(),
-            key,
-            port_flag.into(),
-            self.port.to_string(),
-        ];
-        for option in [
-            "StrictHostKeyChecking=no",
-            "UserKnownHostsFile=/dev/null",
-            "BatchMode=yes",
-            "IdentitiesOnly=yes",
-            "LogLevel=ERROR",
-        ] {
-            args.push("-o".into());
-            args.push(option.into());
-        }
-        args
+        ssh_client_args(&self.dir.path().join("client_key"), port_flag, self.port)
     }
 
     /// `ssh` with the bench's options, then `options`, `user@127.0.0.1` and `remote`.
@@ -1336,6 +1310,42 @@ fn user_bashrc(user: &str) -> Option<PathBuf> {
     let (home, shell) = (fields.get(5)?, fields.get(6)?);
     let bashrc = Path::new(home).join(".bashrc");
     (shell.ends_with("/bash") && bashrc.exists()).then_some(bashrc)
+}
+
+/// Waits until `probe` (an ssh running `true`) succeeds, for 15 s at most; its last error
+/// otherwise.
+async fn ssh_ready(probe: impl Fn() -> Command) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match timed(probe()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// OpenSSH client options of the bench: only `key`, no config file, no known hosts, no
+/// prompts; `port_flag` is `-p` for ssh and `-P` for scp.
+fn ssh_client_args(key: &Path, port_flag: &str, port: u16) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "-F".into(),
+        "/dev/null".into(),
+        "-i".into(),
+        key.display().to_string(),
+        port_flag.into(),
+        port.to_string(),
+    ];
+    for option in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+        "LogLevel=ERROR",
+    ] {
+        args.extend(["-o".into(), option.into()]);
+    }
+    args
 }
 
 /// Starts sshd in a private mount namespace where `bashrc` is an empty file, so ssh is

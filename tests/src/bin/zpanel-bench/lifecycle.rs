@@ -23,7 +23,7 @@ use tokio::process::Command;
 use zpanel_tests::nspawn;
 use zpanel_tests::{Cli, ControlPlane, Daemon, bin};
 
-use super::{Report, SFTP_SERVER, SSHD, Stats, quiet, ratio, succeeded, timed};
+use super::{Report, SFTP_SERVER, SSHD, Stats, quiet, ratio, succeeded};
 
 /// The lifecycle section's options (flattened into the bench's).
 #[derive(Debug, clap::Args)]
@@ -216,7 +216,7 @@ async fn install_and_upgrade(
         let started = Instant::now();
         let copied = sshd.push(peer_file.path()).await?;
         poll(&format!("{name} online on the pushed binary"), || async {
-            let host = host_json(&cli, &name).await;
+            let host = cli.host(&name).await.unwrap_or_default();
             host["status"] == "online" && host["daemon_sha256"] == want.as_str()
         })
         .await?;
@@ -325,16 +325,8 @@ async fn other_binary<'a>(
     }
 }
 
-async fn host_json(cli: &Cli, name: &str) -> serde_json::Value {
-    cli.hosts()
-        .await
-        .into_iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_default()
-}
-
 async fn daemon_sha256(cli: &Cli, name: &str) -> String {
-    host_json(cli, name).await["daemon_sha256"]
+    cli.host(name).await.unwrap_or_default()["daemon_sha256"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -405,46 +397,22 @@ impl ContainerSshd {
             .await?;
         succeeded("starting sshd in the container", &out)?;
         let sshd = ContainerSshd { keys, ip };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match timed(sshd.ssh(&["true"])).await {
-                Ok(_) => return Ok(sshd),
-                Err(e) if Instant::now() > deadline => {
-                    let log = machine
-                        .exec("journalctl -u zpanel-bench-sshd --no-pager | tail -5")
-                        .await
-                        .map(|out| String::from_utf8_lossy(&out.stdout).to_string())
-                        .unwrap_or_default();
-                    bail!(
-                        "ssh to the container's sshd fails: {e:#}; its log: {}",
-                        log.trim()
-                    );
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+        if let Err(e) = super::ssh_ready(|| sshd.ssh(&["true"])).await {
+            let log = machine
+                .exec("journalctl -u zpanel-bench-sshd --no-pager | tail -5")
+                .await
+                .map(|out| String::from_utf8_lossy(&out.stdout).to_string())
+                .unwrap_or_default();
+            bail!(
+                "ssh to the container's sshd fails: {e:#}; its log: {}",
+                log.trim()
+            );
         }
+        Ok(sshd)
     }
 
     fn options(&self, port_flag: &str) -> Vec<String> {
-        let key = self.keys.path().join("client_key").display().to_string();
-        let mut args: Vec<String> = vec![
-            "-F".into(),
-            "/dev/null".into(),
-            "-i".into(),
-            key,
-            port_flag.into(),
-            "22".into(),
-        ];
-        for option in [
-            "StrictHostKeyChecking=no",
-            "UserKnownHostsFile=/dev/null",
-            "BatchMode=yes",
-            "IdentitiesOnly=yes",
-            "LogLevel=ERROR",
-        ] {
-            args.extend(["-o".into(), option.into()]);
-        }
-        args
+        super::ssh_client_args(&self.keys.path().join("client_key"), port_flag, 22)
     }
 
     fn ssh(&self, remote: &[&str]) -> Command {
