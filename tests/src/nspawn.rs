@@ -378,6 +378,16 @@ impl Machine {
         std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
     }
 
+    /// Fails with `what`, nspawn's exit status and the console when systemd-nspawn has exited.
+    fn still_running(&mut self, what: &str) -> anyhow::Result<()> {
+        if let Some(child) = self.nspawn.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            bail!("{what} ({status}):\n{}", self.console());
+        }
+        Ok(())
+    }
+
     async fn start(&mut self) -> anyhow::Result<()> {
         self.boots += 1;
         let log = std::fs::OpenOptions::new()
@@ -407,14 +417,7 @@ impl Machine {
             if let Some(pid) = children(nspawn_pid).into_iter().next() {
                 break pid;
             }
-            if let Some(child) = self.nspawn.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!(
-                    "systemd-nspawn exited ({status}) before the container started:\n{}",
-                    self.console()
-                );
-            }
+            self.still_running("systemd-nspawn exited before the container started")?;
             if tokio::time::Instant::now() > deadline {
                 bail!("the container's init never started:\n{}", self.console());
             }
@@ -433,14 +436,7 @@ impl Machine {
                     return Ok(());
                 }
             }
-            if let Some(child) = self.nspawn.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!(
-                    "the container stopped ({status}) while booting:\n{}",
-                    self.console()
-                );
-            }
+            self.still_running("the container stopped while booting")?;
             if tokio::time::Instant::now() > deadline {
                 bail!(
                     "the container did not finish booting (systemctl is-system-running: {last:?}):\n{}",

@@ -1115,19 +1115,7 @@ impl Sshd {
         );
         std::fs::create_dir_all("/run/sshd").context("mkdir /run/sshd")?;
         let dir = tempfile::Builder::new().prefix("zpanel-sshd-").tempdir()?;
-        for key in ["host_key", "client_key"] {
-            let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(dir.path().join(key))
-                .output()
-                .await
-                .context("ssh-keygen")?;
-            ensure!(
-                out.status.success(),
-                "ssh-keygen: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        ssh_keys(dir.path()).await?;
         std::fs::copy(
             dir.path().join("client_key.pub"),
             dir.path().join("authorized_keys"),
@@ -1310,6 +1298,21 @@ fn user_bashrc(user: &str) -> Option<PathBuf> {
     let (home, shell) = (fields.get(5)?, fields.get(6)?);
     let bashrc = Path::new(home).join(".bashrc");
     (shell.ends_with("/bash") && bashrc.exists()).then_some(bashrc)
+}
+
+/// A host key and a client key (ed25519, no passphrase) in `dir`: `host_key`, `client_key`
+/// and their `.pub` files.
+async fn ssh_keys(dir: &Path) -> anyhow::Result<()> {
+    for key in ["host_key", "client_key"] {
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(key))
+            .output()
+            .await
+            .context("ssh-keygen")?;
+        succeeded("ssh-keygen", &out)?;
+    }
+    Ok(())
 }
 
 /// Waits until `probe` (an ssh running `true`) succeeds, for 15 s at most; its last error

@@ -360,15 +360,7 @@ impl ContainerSshd {
         let keys = tempfile::Builder::new()
             .prefix("zpanel-bench-ssh-")
             .tempdir()?;
-        for key in ["host_key", "client_key"] {
-            let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(keys.path().join(key))
-                .output()
-                .await
-                .context("ssh-keygen")?;
-            succeeded("ssh-keygen", &out)?;
-        }
+        super::ssh_keys(keys.path()).await?;
         let ip = machine.container_ip();
         machine.copy_in(
             &keys.path().join("host_key"),
