@@ -383,6 +383,13 @@ async fn add_viewer(cp: &ControlPlane, admin: &Cli) -> Cli {
     viewer
 }
 
+/// `zpanel alerts channels add ARGS...`, which must succeed (`what` names it if not).
+async fn add_channel(cli: &Cli, args: &[&str], what: &str) {
+    let mut command = vec!["alerts", "channels", "add"];
+    command.extend_from_slice(args);
+    ok(&cli.run(&command).await, what);
+}
+
 fn write_secret(dir: &Path, name: &str, secret: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("{secret}\n")).expect("secret file");
@@ -414,19 +421,7 @@ async fn rules_fire_and_resolve_on_every_channel_kind() {
     // channels: e-mail through the server's SMTP settings, a signed webhook (its secret on
     // stdin), a signed webhook nobody listens to, Slack, and Telegram (its bot token in a
     // file, its bot API on the receiver)
-    ok(
-        &admin
-            .run(&[
-                "alerts",
-                "channels",
-                "add",
-                "mail",
-                "--email",
-                "ops@example.test",
-            ])
-            .await,
-        "add mail",
-    );
+    add_channel(&admin, &["mail", "--email", "ops@example.test"], "add mail").await;
     ok(
         &admin
             .run_with_stdin(
@@ -446,52 +441,43 @@ async fn rules_fire_and_resolve_on_every_channel_kind() {
         "add hook",
     );
     let dead_secret = write_secret(secrets.path(), "dead", "another-secret");
-    ok(
-        &admin
-            .run(&[
-                "alerts",
-                "channels",
-                "add",
-                "dead",
-                "--webhook",
-                &format!("http://127.0.0.1:{closed_port}/"),
-                "--secret-file",
-                dead_secret.to_str().expect("utf-8"),
-            ])
-            .await,
+    add_channel(
+        &admin,
+        &[
+            "dead",
+            "--webhook",
+            &format!("http://127.0.0.1:{closed_port}/"),
+            "--secret-file",
+            dead_secret.to_str().expect("utf-8"),
+        ],
         "add dead",
-    );
-    ok(
-        &admin
-            .run(&[
-                "alerts",
-                "channels",
-                "add",
-                "slack",
-                "--slack",
-                &format!("http://127.0.0.1:{receiver_port}{SLACK_PATH}"),
-            ])
-            .await,
+    )
+    .await;
+    add_channel(
+        &admin,
+        &[
+            "slack",
+            "--slack",
+            &format!("http://127.0.0.1:{receiver_port}{SLACK_PATH}"),
+        ],
         "add slack",
-    );
+    )
+    .await;
     let bot_token = write_secret(secrets.path(), "bot-token", BOT_TOKEN);
-    ok(
-        &admin
-            .run(&[
-                "alerts",
-                "channels",
-                "add",
-                "telegram",
-                "--telegram",
-                CHAT_ID,
-                "--bot-token-file",
-                bot_token.to_str().expect("utf-8"),
-                "--api-url",
-                &format!("http://127.0.0.1:{receiver_port}"),
-            ])
-            .await,
+    add_channel(
+        &admin,
+        &[
+            "telegram",
+            "--telegram",
+            CHAT_ID,
+            "--bot-token-file",
+            bot_token.to_str().expect("utf-8"),
+            "--api-url",
+            &format!("http://127.0.0.1:{receiver_port}"),
+        ],
         "add telegram",
-    );
+    )
+    .await;
     let telegram_path = format!("/bot{BOT_TOKEN}/sendMessage");
     let channels = json(
         &admin.run(&["alerts", "channels", "list", "--json"]).await,
