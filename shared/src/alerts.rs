@@ -5,24 +5,57 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zpanel_proto::{AlertChannel, AlertDelivery, AlertEvent, AlertRule};
 
-/// A rule: a metric condition or `offline`, the hosts it selects and the channels it notifies.
+/// What a rule's author chooses: a metric condition or `offline`, the hosts it selects and
+/// the channels it notifies. The same in the HTTP body that creates a rule (absent fields take
+/// these defaults), the stored rule and every answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// `metric` or `offline`.
+    #[serde(default = "metric_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub metric: String,
+    /// Empty: any instance.
+    #[serde(default)]
+    pub instance: String,
+    #[serde(default)]
+    pub comparison: String,
+    #[serde(default)]
+    pub threshold: f64,
+    #[serde(default)]
+    pub for_seconds: u64,
+    #[serde(default)]
+    pub severity: String,
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Names of channels of the rule's workspace.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default = "default_cooldown")]
+    pub cooldown_seconds: u64,
+}
+
+/// A rule's cooldown when its author names none: 5 minutes.
+pub const DEFAULT_COOLDOWN_SECONDS: u64 = 300;
+
+fn metric_kind() -> String {
+    "metric".into()
+}
+
+fn default_cooldown() -> u64 {
+    DEFAULT_COOLDOWN_SECONDS
+}
+
+/// A rule as answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleJson {
     pub id: String,
     pub name: String,
-    pub kind: String,
-    pub metric: String,
-    pub instance: String,
-    pub comparison: String,
-    pub threshold: f64,
-    pub for_seconds: u64,
-    pub severity: String,
-    pub selector: BTreeMap<String, String>,
-    pub channels: Vec<String>,
-    pub cooldown_seconds: u64,
+    #[serde(flatten)]
+    pub spec: RuleSpec,
     pub workspace: String,
     pub created_at: i64,
     pub created_by: String,
@@ -77,11 +110,9 @@ pub fn sent_at(at: i64) -> Option<i64> {
 
 // === from the gRPC forms ===
 
-impl From<&AlertRule> for RuleJson {
+impl From<&AlertRule> for RuleSpec {
     fn from(r: &AlertRule) -> Self {
-        RuleJson {
-            id: r.id.clone(),
-            name: r.name.clone(),
+        RuleSpec {
             kind: r.kind.clone(),
             metric: r.metric.clone(),
             instance: r.instance.clone(),
@@ -92,6 +123,16 @@ impl From<&AlertRule> for RuleJson {
             selector: r.selector.clone().into_iter().collect(),
             channels: r.channels.clone(),
             cooldown_seconds: r.cooldown_seconds,
+        }
+    }
+}
+
+impl From<&AlertRule> for RuleJson {
+    fn from(r: &AlertRule) -> Self {
+        RuleJson {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            spec: RuleSpec::from(r),
             workspace: r.workspace.clone(),
             created_at: r.created_at,
             created_by: r.created_by.clone(),

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use zpanel_shared::alerts::{DEFAULT_COOLDOWN_SECONDS, RuleSpec};
 
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +47,7 @@ pub const METRICS: [(&str, bool); 20] = [
     ("processes", false),
 ];
 /// A rule's cooldown when a request names none.
-pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(DEFAULT_COOLDOWN_SECONDS);
 /// Longest `for` of a metric rule: its window must stay within the raw samples kept.
 const MAX_METRIC_FOR: u64 = 24 * 3600;
 /// Longest `for` of an offline rule, and longest cooldown.
@@ -235,37 +236,37 @@ fn duration(seconds: u64) -> String {
 
 /// A rule's condition: `cpu > 90 for 5m`, `offline for 2m`.
 pub fn condition(rule: &AlertRuleRecord) -> String {
-    if rule.kind == "offline" {
-        return format!("offline for {}", duration(rule.for_seconds));
+    if rule.spec.kind == "offline" {
+        return format!("offline for {}", duration(rule.spec.for_seconds));
     }
     format!(
         "{} {} {} for {}",
-        metric_label(&rule.metric, &rule.instance),
-        rule.comparison,
-        number(rule.threshold),
-        duration(rule.for_seconds)
+        metric_label(&rule.spec.metric, &rule.spec.instance),
+        rule.spec.comparison,
+        number(rule.spec.threshold),
+        duration(rule.spec.for_seconds)
     )
 }
 
 /// An event's one-line summary: `cpu 97.1 > 90 for 5m`, `cpu 42, no longer > 90`,
 /// `offline for 5m`, `back online`.
 pub fn summary(rule: &AlertRuleRecord, firing: bool, instance: &str, value: f64) -> String {
-    let label = metric_label(&rule.metric, instance);
-    match (rule.kind.as_str(), firing) {
+    let label = metric_label(&rule.spec.metric, instance);
+    match (rule.spec.kind.as_str(), firing) {
         ("offline", true) => format!("offline for {}", duration(value.max(0.0) as u64)),
         ("offline", false) => "back online".into(),
         (_, true) => format!(
             "{label} {} {} {} for {}",
             number(value),
-            rule.comparison,
-            number(rule.threshold),
-            duration(rule.for_seconds)
+            rule.spec.comparison,
+            number(rule.spec.threshold),
+            duration(rule.spec.for_seconds)
         ),
         (_, false) => format!(
             "{label} {}, no longer {} {}",
             number(value),
-            rule.comparison,
-            number(rule.threshold)
+            rule.spec.comparison,
+            number(rule.spec.threshold)
         ),
     }
 }
@@ -334,18 +335,18 @@ async fn evaluate(state: &AppState, at: i64) -> Result<(), StoreError> {
     let interval = state.alerts.interval.as_secs().max(1) as i64;
     let mut notified_any = false;
     for rule in &rules {
-        let comparison = rule.comparison.parse::<Comparison>().ok();
-        let watched = hosts
-            .iter()
-            .filter(|h| h.workspace_id == rule.workspace_id && selects(&rule.selector, &h.labels));
+        let comparison = rule.spec.comparison.parse::<Comparison>().ok();
+        let watched = hosts.iter().filter(|h| {
+            h.workspace_id == rule.workspace_id && selects(&rule.spec.selector, &h.labels)
+        });
         for host in watched {
-            let reading = if rule.kind == "offline" {
+            let reading = if rule.spec.kind == "offline" {
                 let offline_since = host
                     .last_seen
                     .unwrap_or(host.enrolled_at)
                     .max(state.alerts.started_at);
                 judge_offline(
-                    rule.for_seconds,
+                    rule.spec.for_seconds,
                     online.contains(&host.id),
                     offline_since,
                     at,
@@ -354,16 +355,16 @@ async fn evaluate(state: &AppState, at: i64) -> Result<(), StoreError> {
                 let Some(comparison) = comparison else {
                     continue;
                 };
-                let since = at - rule.for_seconds as i64 - lookback(interval);
-                let instance = Some(rule.instance.as_str()).filter(|i| !i.is_empty());
+                let since = at - rule.spec.for_seconds as i64 - lookback(interval);
+                let instance = Some(rule.spec.instance.as_str()).filter(|i| !i.is_empty());
                 let samples = state
                     .store
-                    .metric_window(&host.id, &rule.metric, instance, since)
+                    .metric_window(&host.id, &rule.spec.metric, instance, since)
                     .await?;
                 judge(
                     comparison,
-                    rule.threshold,
-                    rule.for_seconds,
+                    rule.spec.threshold,
+                    rule.spec.for_seconds,
                     &samples,
                     at,
                     interval,
@@ -374,7 +375,7 @@ async fn evaluate(state: &AppState, at: i64) -> Result<(), StoreError> {
                 (Reading::Holds { instance, value }, None) => {
                     let last_resolve = state.store.last_alert_resolve(&rule.id, &host.id).await?;
                     let cooled = last_resolve
-                        .is_none_or(|resolved| at - resolved >= rule.cooldown_seconds as i64);
+                        .is_none_or(|resolved| at - resolved >= rule.spec.cooldown_seconds as i64);
                     (true, instance, value, cooled)
                 }
                 (Reading::Clear { instance, value }, Some(notified)) => {
@@ -411,7 +412,7 @@ async fn record(
     let summary = summary(rule, firing, &instance, value);
     let targets: Vec<(String, String)> = channels
         .iter()
-        .filter(|c| c.workspace_id == rule.workspace_id && rule.channels.contains(&c.name))
+        .filter(|c| c.workspace_id == rule.workspace_id && rule.spec.channels.contains(&c.name))
         .map(|c| (c.id.clone(), c.name.clone()))
         .collect();
     let event = NewAlertEvent {
@@ -446,17 +447,8 @@ pub struct RuleRequest {
     pub name: String,
     /// Default: the default workspace.
     pub workspace: Option<String>,
-    pub kind: String,
-    pub metric: String,
-    pub instance: String,
-    pub comparison: String,
-    pub threshold: f64,
-    pub for_seconds: u64,
-    /// Default: warning.
-    pub severity: String,
-    pub selector: BTreeMap<String, String>,
-    pub channels: Vec<String>,
-    pub cooldown_seconds: u64,
+    /// An empty severity is a warning.
+    pub spec: RuleSpec,
 }
 
 /// A channel to create, as an adapter received it.
@@ -509,7 +501,7 @@ pub struct EventQuery {
 pub fn check_rule(request: &RuleRequest) -> Result<AlertRuleRecord, ServiceError> {
     let invalid = |message: String| Err(ServiceError::InvalidArgument(message));
     check_name("alert rule", &request.name)?;
-    let severity = match request.severity.as_str() {
+    let severity = match request.spec.severity.as_str() {
         "" => "warning",
         known if SEVERITIES.contains(&known) => known,
         other => {
@@ -522,53 +514,52 @@ pub fn check_rule(request: &RuleRequest) -> Result<AlertRuleRecord, ServiceError
         id: String::new(),
         workspace_id: String::new(),
         name: request.name.clone(),
-        kind: request.kind.clone(),
-        metric: String::new(),
-        instance: String::new(),
-        comparison: String::new(),
-        threshold: 0.0,
-        for_seconds: request.for_seconds,
-        severity: severity.into(),
-        selector: request.selector.clone(),
-        channels: Vec::new(),
-        cooldown_seconds: request.cooldown_seconds,
+        spec: RuleSpec {
+            kind: request.spec.kind.clone(),
+            for_seconds: request.spec.for_seconds,
+            severity: severity.into(),
+            selector: request.spec.selector.clone(),
+            cooldown_seconds: request.spec.cooldown_seconds,
+            ..RuleSpec::default()
+        },
         created_at: now(),
         created_by: String::new(),
     };
-    match request.kind.as_str() {
+    match request.spec.kind.as_str() {
         "metric" => {
-            let Some(&(metric, has_instances)) =
-                METRICS.iter().find(|(name, _)| *name == request.metric)
+            let Some(&(metric, has_instances)) = METRICS
+                .iter()
+                .find(|(name, _)| *name == request.spec.metric)
             else {
                 let known: Vec<&str> = METRICS.iter().map(|(name, _)| *name).collect();
                 return invalid(format!(
                     "unknown metric {:?}; metrics are {}",
-                    request.metric,
+                    request.spec.metric,
                     known.join(", ")
                 ));
             };
-            if !request.instance.is_empty() && !has_instances {
+            if !request.spec.instance.is_empty() && !has_instances {
                 return invalid(format!(
                     "metric {metric} has no instances; leave out the instance"
                 ));
             }
-            request.comparison.parse::<Comparison>()?;
-            if !request.threshold.is_finite() {
+            request.spec.comparison.parse::<Comparison>()?;
+            if !request.spec.threshold.is_finite() {
                 return invalid("the threshold must be a number (not NaN or infinite)".into());
             }
-            if request.for_seconds > MAX_METRIC_FOR {
+            if request.spec.for_seconds > MAX_METRIC_FOR {
                 return invalid(format!(
                     "a metric rule's for is at most {}",
                     duration(MAX_METRIC_FOR)
                 ));
             }
-            rule.metric = metric.into();
-            rule.instance = request.instance.clone();
-            rule.comparison = request.comparison.clone();
-            rule.threshold = request.threshold;
+            rule.spec.metric = metric.into();
+            rule.spec.instance = request.spec.instance.clone();
+            rule.spec.comparison = request.spec.comparison.clone();
+            rule.spec.threshold = request.spec.threshold;
         }
         "offline" => {
-            if request.for_seconds > MAX_FOR {
+            if request.spec.for_seconds > MAX_FOR {
                 return invalid(format!(
                     "an offline rule's for is at most {}",
                     duration(MAX_FOR)
@@ -581,15 +572,15 @@ pub fn check_rule(request: &RuleRequest) -> Result<AlertRuleRecord, ServiceError
             ));
         }
     }
-    if request.cooldown_seconds > MAX_FOR {
+    if request.spec.cooldown_seconds > MAX_FOR {
         return invalid(format!("the cooldown is at most {}", duration(MAX_FOR)));
     }
-    for (key, value) in &request.selector {
+    for (key, value) in &request.spec.selector {
         zpanel_shared::enroll::check_label(key, value).map_err(ServiceError::InvalidArgument)?;
     }
-    for channel in &request.channels {
-        if !rule.channels.contains(channel) {
-            rule.channels.push(channel.clone());
+    for channel in &request.spec.channels {
+        if !rule.spec.channels.contains(channel) {
+            rule.spec.channels.push(channel.clone());
         }
     }
     Ok(rule)
@@ -749,7 +740,7 @@ impl AppState {
             .await?;
         let mut rule = check_rule(&request)?;
         let channels = self.store.alert_channels().await?;
-        for name in &rule.channels {
+        for name in &rule.spec.channels {
             if !channels
                 .iter()
                 .any(|c| &c.name == name && c.workspace_id == workspace.id)
@@ -768,7 +759,7 @@ impl AppState {
             self.entry(principal, "alert.rule.create")
                 .workspace(&workspace.id)
                 .target(&rule.name)
-                .detail(format!("{} ({})", condition(&rule), rule.severity)),
+                .detail(format!("{} ({})", condition(&rule), rule.spec.severity)),
         )
         .await;
         Ok(RuleView {
@@ -884,7 +875,7 @@ impl AppState {
             .await?
             .into_iter()
             .filter(|r| {
-                r.workspace_id == channel.workspace_id && r.channels.contains(&channel.name)
+                r.workspace_id == channel.workspace_id && r.spec.channels.contains(&channel.name)
             })
             .map(|r| r.name)
             .collect();
@@ -1111,14 +1102,24 @@ mod tests {
     fn request() -> RuleRequest {
         RuleRequest {
             name: "high-cpu".into(),
-            kind: "metric".into(),
-            metric: "cpu".into(),
-            comparison: ">".into(),
-            threshold: 90.0,
-            for_seconds: 300,
-            cooldown_seconds: 300,
-            ..Default::default()
+            workspace: None,
+            spec: RuleSpec {
+                kind: "metric".into(),
+                metric: "cpu".into(),
+                comparison: ">".into(),
+                threshold: 90.0,
+                for_seconds: 300,
+                cooldown_seconds: 300,
+                ..Default::default()
+            },
         }
+    }
+
+    /// `request()` with its spec changed by `change`.
+    fn changed(change: impl FnOnce(&mut RuleSpec)) -> RuleRequest {
+        let mut request = request();
+        change(&mut request.spec);
+        request
     }
 
     fn refusal(request: RuleRequest) -> String {
@@ -1128,65 +1129,35 @@ mod tests {
     #[test]
     fn rules_are_checked_with_one_line_errors() {
         let rule = check_rule(&request()).unwrap();
-        assert_eq!(rule.severity, "warning");
+        assert_eq!(rule.spec.severity, "warning");
         assert_eq!(condition(&rule), "cpu > 90 for 5m");
-        let unknown = refusal(RuleRequest {
-            metric: "cpu.total".into(),
-            ..request()
-        });
+        let unknown = refusal(changed(|s| s.metric = "cpu.total".into()));
         assert!(
             unknown.starts_with("unknown metric \"cpu.total\"; metrics are cpu, cpu.core, load1"),
             "{unknown}"
         );
         assert!(unknown.ends_with("uptime, processes"), "{unknown}");
+        assert!(refusal(changed(|s| s.threshold = f64::NAN)).contains("not NaN"));
+        assert!(refusal(changed(|s| s.comparison = "=".into())).contains("use >, >=, < or <="));
+        assert!(refusal(changed(|s| s.instance = "/".into())).contains("has no instances"));
         assert!(
-            refusal(RuleRequest {
-                threshold: f64::NAN,
-                ..request()
-            })
-            .contains("not NaN")
+            refusal(changed(|s| s.severity = "fatal".into())).contains("info, warning or critical")
         );
-        assert!(
-            refusal(RuleRequest {
-                comparison: "=".into(),
-                ..request()
-            })
-            .contains("use >, >=, < or <=")
-        );
-        assert!(
-            refusal(RuleRequest {
-                instance: "/".into(),
-                ..request()
-            })
-            .contains("has no instances")
-        );
-        assert!(
-            refusal(RuleRequest {
-                severity: "fatal".into(),
-                ..request()
-            })
-            .contains("info, warning or critical")
-        );
-        let offline = check_rule(&RuleRequest {
-            kind: "offline".into(),
-            metric: "cpu".into(),
-            for_seconds: 120,
-            ..request()
-        })
+        let offline = check_rule(&changed(|s| {
+            s.kind = "offline".into();
+            s.metric = "cpu".into();
+            s.for_seconds = 120;
+        }))
         .unwrap();
         assert_eq!(
-            (offline.metric.as_str(), condition(&offline).as_str()),
+            (offline.spec.metric.as_str(), condition(&offline).as_str()),
             ("", "offline for 2m")
         );
     }
 
     #[test]
     fn summaries_read_as_one_line() {
-        let rule = check_rule(&RuleRequest {
-            metric: "disk.percent".into(),
-            ..request()
-        })
-        .unwrap();
+        let rule = check_rule(&changed(|s| s.metric = "disk.percent".into())).unwrap();
         assert_eq!(
             summary(&rule, true, "/", 97.126),
             "disk.percent{/} 97.13 > 90 for 5m"

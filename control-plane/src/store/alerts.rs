@@ -3,6 +3,7 @@
 //! metrics tables.
 
 use std::collections::BTreeMap;
+use zpanel_shared::alerts::RuleSpec;
 
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -15,19 +16,7 @@ pub struct AlertRuleRecord {
     pub id: String,
     pub workspace_id: String,
     pub name: String,
-    /// `metric` or `offline`.
-    pub kind: String,
-    pub metric: String,
-    /// Empty: any instance.
-    pub instance: String,
-    pub comparison: String,
-    pub threshold: f64,
-    pub for_seconds: u64,
-    pub severity: String,
-    pub selector: BTreeMap<String, String>,
-    /// Names of channels of the rule's workspace.
-    pub channels: Vec<String>,
-    pub cooldown_seconds: u64,
+    pub spec: RuleSpec,
     pub created_at: i64,
     pub created_by: String,
 }
@@ -155,16 +144,18 @@ fn rule_from_row(r: &SqliteRow) -> AlertRuleRecord {
         id: r.get(0),
         workspace_id: r.get(1),
         name: r.get(2),
-        kind: r.get(3),
-        metric: r.get(4),
-        instance: r.get(5),
-        comparison: r.get(6),
-        threshold: r.get(7),
-        for_seconds: r.get::<i64, _>(8).max(0) as u64,
-        severity: r.get(9),
-        selector: json_column(r, 10),
-        channels: json_column(r, 11),
-        cooldown_seconds: r.get::<i64, _>(12).max(0) as u64,
+        spec: RuleSpec {
+            kind: r.get(3),
+            metric: r.get(4),
+            instance: r.get(5),
+            comparison: r.get(6),
+            threshold: r.get(7),
+            for_seconds: r.get::<i64, _>(8).max(0) as u64,
+            severity: r.get(9),
+            selector: json_column(r, 10),
+            channels: json_column(r, 11),
+            cooldown_seconds: r.get::<i64, _>(12).max(0) as u64,
+        },
         created_at: r.get(13),
         created_by: r.get(14),
     }
@@ -245,16 +236,16 @@ impl Store {
         .bind(&rule.id)
         .bind(&rule.workspace_id)
         .bind(&rule.name)
-        .bind(&rule.kind)
-        .bind(&rule.metric)
-        .bind(&rule.instance)
-        .bind(&rule.comparison)
-        .bind(rule.threshold)
-        .bind(rule.for_seconds as i64)
-        .bind(&rule.severity)
-        .bind(json_text(&rule.selector))
-        .bind(json_text(&rule.channels))
-        .bind(rule.cooldown_seconds as i64)
+        .bind(&rule.spec.kind)
+        .bind(&rule.spec.metric)
+        .bind(&rule.spec.instance)
+        .bind(&rule.spec.comparison)
+        .bind(rule.spec.threshold)
+        .bind(rule.spec.for_seconds as i64)
+        .bind(&rule.spec.severity)
+        .bind(json_text(&rule.spec.selector))
+        .bind(json_text(&rule.spec.channels))
+        .bind(rule.spec.cooldown_seconds as i64)
         .bind(rule.created_at)
         .bind(&rule.created_by)
         .execute(&self.pool)
@@ -437,12 +428,12 @@ impl Store {
         .bind(&event.host_name)
         .bind(json_text(&event.host_labels))
         .bind(event.state)
-        .bind(&rule.severity)
-        .bind(&rule.metric)
+        .bind(&rule.spec.severity)
+        .bind(&rule.spec.metric)
         .bind(&event.instance)
-        .bind(&rule.comparison)
-        .bind(rule.threshold)
-        .bind(rule.for_seconds as i64)
+        .bind(&rule.spec.comparison)
+        .bind(rule.spec.threshold)
+        .bind(rule.spec.for_seconds as i64)
         .bind(event.value)
         .bind(event.at)
         .bind(&event.summary)

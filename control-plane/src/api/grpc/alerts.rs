@@ -9,6 +9,7 @@ use zpanel_proto::{
     ListAlertRulesRequest, ListAlertRulesResponse, TestAlertChannelRequest,
     TestAlertChannelResponse,
 };
+use zpanel_shared::alerts::RuleSpec;
 
 use crate::service::alerts::{ChannelRequest, ChannelView, EventQuery, RuleRequest, RuleView};
 use crate::service::{AppState, Principal, ServiceError};
@@ -24,19 +25,20 @@ fn optional(value: String) -> Option<String> {
 
 fn rule(view: RuleView) -> AlertRule {
     let RuleView { rule, workspace } = view;
+    let spec = rule.spec;
     AlertRule {
         id: rule.id,
         name: rule.name,
-        kind: rule.kind,
-        metric: rule.metric,
-        instance: rule.instance,
-        comparison: rule.comparison,
-        threshold: rule.threshold,
-        for_seconds: rule.for_seconds,
-        severity: rule.severity,
-        selector: rule.selector.into_iter().collect(),
-        channels: rule.channels,
-        cooldown_seconds: rule.cooldown_seconds,
+        kind: spec.kind,
+        metric: spec.metric,
+        instance: spec.instance,
+        comparison: spec.comparison,
+        threshold: spec.threshold,
+        for_seconds: spec.for_seconds,
+        severity: spec.severity,
+        selector: spec.selector.into_iter().collect(),
+        channels: spec.channels,
+        cooldown_seconds: spec.cooldown_seconds,
         workspace,
         created_at: rule.created_at,
         created_by: rule.created_by,
@@ -104,18 +106,9 @@ pub async fn create_rule(
 ) -> Result<AlertRule, Status> {
     let given = body.rule.ok_or_else(|| missing("rule"))?;
     let request = RuleRequest {
+        spec: RuleSpec::from(&given),
         name: given.name,
         workspace: optional(given.workspace),
-        kind: given.kind,
-        metric: given.metric,
-        instance: given.instance,
-        comparison: given.comparison,
-        threshold: given.threshold,
-        for_seconds: given.for_seconds,
-        severity: given.severity,
-        selector: given.selector.into_iter().collect(),
-        channels: given.channels,
-        cooldown_seconds: given.cooldown_seconds,
     };
     Ok(rule(state.alert_rule_create(principal, request).await?))
 }

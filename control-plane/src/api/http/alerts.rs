@@ -3,7 +3,6 @@
 //! `zpanel_shared::alerts`' types, which `zpanel alerts --json` prints too); every decision
 //! is the service's.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -14,13 +13,11 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use zpanel_shared::alerts::{ChannelJson, DeliveryJson, EventJson, RuleJson, sent_at};
+use zpanel_shared::alerts::{ChannelJson, DeliveryJson, EventJson, RuleJson, RuleSpec, sent_at};
 
 use super::auth::Caller;
 use super::{body, query};
-use crate::service::alerts::{
-    ChannelRequest, ChannelView, DEFAULT_COOLDOWN, EventQuery, RuleRequest, RuleView,
-};
+use crate::service::alerts::{ChannelRequest, ChannelView, EventQuery, RuleRequest, RuleView};
 use crate::service::{AppState, ServiceError};
 use crate::store::AlertEventRecord;
 
@@ -48,16 +45,7 @@ impl From<RuleView> for RuleJson {
         RuleJson {
             id: rule.id,
             name: rule.name,
-            kind: rule.kind,
-            metric: rule.metric,
-            instance: rule.instance,
-            comparison: rule.comparison,
-            threshold: rule.threshold,
-            for_seconds: rule.for_seconds,
-            severity: rule.severity,
-            selector: rule.selector,
-            channels: rule.channels,
-            cooldown_seconds: rule.cooldown_seconds,
+            spec: rule.spec,
             workspace,
             created_at: rule.created_at,
             created_by: rule.created_by,
@@ -65,38 +53,12 @@ impl From<RuleView> for RuleJson {
     }
 }
 
-fn metric_kind() -> String {
-    "metric".into()
-}
-
-fn default_cooldown() -> u64 {
-    DEFAULT_COOLDOWN.as_secs()
-}
-
 #[derive(Deserialize)]
 pub struct RuleBody {
     name: String,
     workspace: Option<String>,
-    #[serde(default = "metric_kind")]
-    kind: String,
-    #[serde(default)]
-    metric: String,
-    #[serde(default)]
-    instance: String,
-    #[serde(default)]
-    comparison: String,
-    #[serde(default)]
-    threshold: f64,
-    #[serde(default)]
-    for_seconds: u64,
-    #[serde(default)]
-    severity: String,
-    #[serde(default)]
-    selector: BTreeMap<String, String>,
-    #[serde(default)]
-    channels: Vec<String>,
-    #[serde(default = "default_cooldown")]
-    cooldown_seconds: u64,
+    #[serde(flatten)]
+    spec: RuleSpec,
 }
 
 pub async fn rules(
@@ -118,16 +80,7 @@ pub async fn create_rule(
     let request = RuleRequest {
         name: body.name,
         workspace: body.workspace.filter(|w| !w.is_empty()),
-        kind: body.kind,
-        metric: body.metric,
-        instance: body.instance,
-        comparison: body.comparison,
-        threshold: body.threshold,
-        for_seconds: body.for_seconds,
-        severity: body.severity,
-        selector: body.selector,
-        channels: body.channels,
-        cooldown_seconds: body.cooldown_seconds,
+        spec: body.spec,
     };
     let rule = state.alert_rule_create(&caller.principal, request).await?;
     Ok((StatusCode::CREATED, Json(rule.into())))
