@@ -6,8 +6,6 @@
 //! certificate check (`curl -k`) and only its checksum, which came with the token over an
 //! authenticated channel, vouches for it.
 
-use std::sync::{Arc, Mutex};
-
 use sha2::{Digest, Sha256};
 
 /// The repository's `install.sh`, as written.
@@ -24,22 +22,8 @@ pub struct InstallScript {
 }
 
 impl InstallScript {
-    /// The script for a control plane reached at `public_url`, rendered and hashed once per
-    /// process (the URL does not change while it runs).
-    pub fn for_url(public_url: &str) -> Arc<InstallScript> {
-        static RENDERED: Mutex<Option<(String, Arc<InstallScript>)>> = Mutex::new(None);
-        let mut rendered = RENDERED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((url, script)) = rendered.as_ref()
-            && url == public_url
-        {
-            return script.clone();
-        }
-        let script = Arc::new(InstallScript::render(public_url));
-        *rendered = Some((public_url.to_string(), script.clone()));
-        script
-    }
-
-    /// Fills the empty `ZPANEL_URL=` and `ZPANEL_BRIDGE_UNIT=` lines of the template.
+    /// The script for a control plane reached at `public_url` (rendered once, at start, into
+    /// `AppState::install_script`). Fills the empty `ZPANEL_URL=` and `ZPANEL_BRIDGE_UNIT=` lines of the template.
     pub fn render(public_url: &str) -> InstallScript {
         let text = fill(TEMPLATE, "ZPANEL_URL", public_url.trim_end_matches('/'));
         let text = fill(&text, "ZPANEL_BRIDGE_UNIT", BRIDGE_UNIT.trim_end());
@@ -96,10 +80,6 @@ mod tests {
         assert_eq!(
             script.sha256,
             hex::encode(Sha256::digest(script.text.as_bytes()))
-        );
-        assert_eq!(
-            InstallScript::for_url("https://a:1").sha256,
-            InstallScript::render("https://a:1").sha256
         );
     }
 

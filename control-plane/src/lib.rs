@@ -122,6 +122,7 @@ pub async fn run(mut args: ServeArgs, shutdown: CancellationToken) -> anyhow::Re
             args.smtp_from.clone(),
         )?,
         telemetry,
+        install_script: install::InstallScript::render(&public_url),
         downloads: downloads::Downloads::new(args.downloads_dir.clone()),
         ca,
     });

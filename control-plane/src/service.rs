@@ -112,6 +112,8 @@ pub struct AppState {
     pub alerts: alerts::Alerts,
     /// Host metrics: the writer's queue, the latest samples, the live broadcast.
     pub telemetry: Arc<metrics::MetricsService>,
+    /// `install.sh` as served, with this control plane's URL, and its sha256.
+    pub install_script: crate::install::InstallScript,
     /// The daemon binaries handed to `install.sh` and to upgrades.
     pub downloads: crate::downloads::Downloads,
 }
@@ -311,9 +313,12 @@ impl AppState {
         let ca_pin = self.ca.pin();
         // Pasted on the new host: fetches the served install.sh, checks it against its
         // sha256 (the host cannot check the control plane's certificate yet) and runs it.
-        let script = crate::install::InstallScript::for_url(&self.public_url);
-        let install_command =
-            crate::install::install_command(&self.public_url, &script.sha256, &token, &ca_pin);
+        let install_command = crate::install::install_command(
+            &self.public_url,
+            &self.install_script.sha256,
+            &token,
+            &ca_pin,
+        );
         Ok(JoinTokenCreated {
             token,
             expires_at,

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::downloads::DaemonBinary;
-use crate::install::InstallScript;
 use crate::service::AppState;
 
 const BINARY_PREFIX: &str = "zpanel-bridge-linux-";
@@ -27,13 +26,12 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 async fn script(State(state): State<Arc<AppState>>) -> Response {
-    let script = InstallScript::for_url(&state.public_url);
     (
         [
             (header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        script.text.clone(),
+        state.install_script.text.clone(),
     )
         .into_response()
 }
